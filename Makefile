@@ -1,0 +1,51 @@
+# One entry point for students, instructors and maintainers.
+# Needs only Python 3.11+ and make: the first target that needs tools builds .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := course,test
+
+.PHONY: help setup test test-fast lint demo lab release bench clean
+
+help:
+	@echo "make demo     set up, then grade the bundled sample submissions (the main job)"
+	@echo "make test     set up, then run ruff, unit tests, doctests and notebook tests"
+	@echo "make lab      JupyterLab on course/ (the student notebooks)"
+	@echo "make release  regenerate course/ from solutions/ with nbgrader"
+	@echo "make lint     ruff"
+	@echo "make bench    run the benchmarks in benchmarks/"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not notebooks and not grading"
+
+demo: setup
+	$(BIN)/lossutils demo
+
+lab: setup
+	$(BIN)/jupyter lab course/
+
+release: setup
+	$(BIN)/lossutils release
+
+bench: setup
+	$(BIN)/python benchmarks/bench_lossutils.py
+
+clean:
+	rm -rf $(VENV) demo-output grading-work .pytest_cache .ruff_cache .hypothesis
