@@ -1,3 +1,898 @@
-"""Placeholder until the module lands."""
+"""Classification losses and the activations that feed them.
 
-__all__: list[str] = []
+Softmax and sigmoid turn scores into probabilities; cross-entropy, negative log-likelihood and
+binary cross-entropy are the negative log-likelihoods of the categorical and Bernoulli
+distributions those probabilities parameterise. Everything is computed in log space: a
+max-shifted log-sum-exp for the softmax family, ``logaddexp`` / ``log1p`` for the sigmoid
+family, and ``0 log 0 = 0`` where a target puts no mass.
+
+Conventions (see DESIGN.md): prediction first, target second; the class axis is the last axis;
+integer class labels have shape ``(N,)``, probability targets ``(N, C)``; ``reduction`` is
+``"mean"`` (over the batch, as torch), ``"sum"`` or ``"none"``; every loss ``f`` has ``f_grad``
+with the same signature returning d f / d (first argument), where ``"none"`` gives the gradient
+of the sum of the per-sample losses.
+
+References
+----------
+.. [1] I. Goodfellow, Y. Bengio and A. Courville, *Deep Learning*, MIT Press, 2016,
+   sections 4.1 (overflow and underflow) and 6.2.2 (sigmoid and softmax output units).
+.. [2] A. Maier et al., *Deep Learning* lecture, FAU Erlangen-Nürnberg, "Loss and
+   Optimization, Part 1", CC BY 4.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import operator
+
+import numpy as np
+
+from ._validation import (
+    as_float,
+    as_labels,
+    check_probs,
+    check_reduction,
+    check_same_shape,
+    float_dtype,
+    grad_scale,
+    reduce,
+)
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "nll_loss_grad",
+    "one_hot",
+    "sigmoid",
+    "softmax",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Private helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _shifted_logsumexp(x: np.ndarray, shift: np.ndarray, axis) -> np.ndarray:
+    """``log(sum(exp(x - shift))) + shift`` along ``axis``, keeping the reduced axes."""
+    out = x - shift  # the only full-size temporary; everything below reuses it
+    np.exp(out, out=out)
+    out = out.sum(axis=axis, keepdims=True)
+    np.log(out, out=out)
+    out += shift
+    return out
+
+
+def _logsumexp_keepdims(x: np.ndarray, axis) -> np.ndarray:
+    # ``initial`` makes an empty axis reduce to -inf (no mass) instead of raising.
+    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    finite = np.isfinite(row_max)
+    if finite.all():
+        return _shifted_logsumexp(x, row_max, axis)
+    # A non-finite row maximum is that row's log-sum-exp: +inf dominates every sum, an
+    # all -inf row holds no mass (log 0 = -inf), nan propagates. Shifting such rows computes
+    # inf - inf, so they are computed quietly and then overwritten.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = _shifted_logsumexp(x, row_max, axis)
+    np.copyto(out, row_max, where=~finite)
+    return out
+
+
+def _quiet_unless_finite(values: np.ndarray):
+    """Silence numpy's invalid/divide warnings only if ``values`` holds a non-finite entry.
+
+    Such rows (a ``+inf`` score, or only ``-inf``) make ``inf - inf`` or ``0 / 0`` produce the
+    documented ``nan``; finite input skips ``np.errstate``, which costs microseconds per call.
+    """
+    if np.isfinite(values).all():
+        return contextlib.nullcontext()
+    return np.errstate(invalid="ignore", divide="ignore")
+
+
+def _as_target(target, prediction: np.ndarray, name: str = "target") -> np.ndarray:
+    """A floating target; integer and boolean targets take the prediction's dtype.
+
+    Integer labels such as 0/1 or one-hot rows carry no precision of their own, so they must
+    not promote a float32 prediction to float64 (``as_float`` alone would).
+    """
+    arr = np.asarray(target)
+    if arr.dtype.kind in "biu":
+        return arr.astype(prediction.dtype)
+    return as_float(arr, name)
+
+
+def _as_batch_scores(x, name: str) -> np.ndarray:
+    """Scores (logits or log-probabilities) of shape ``(N, C)``, class axis last."""
+    arr = as_float(x, name)
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 1:
+        hint = f"for a single sample pass {name}[None, :] (and its label as [label])"
+    elif arr.ndim > 2:
+        hint = (
+            "torch accepts (N, C, d1, ...) with the class axis second, lossutils does not: "
+            f"move the class axis last and flatten, np.moveaxis({name}, 1, -1).reshape(-1, C)"
+        )
+    else:
+        hint = "pass one row of C class scores per sample"
+    raise ValueError(
+        f"{name} must have shape (N, C) with the class axis last, got shape {arr.shape}; "
+        f"{hint}."
+    )
+
+
+def _check_label_smoothing(label_smoothing) -> float:
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not 0.0 <= label_smoothing <= 1.0
+    ):
+        raise ValueError(
+            f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}; "
+            "0 disables smoothing and 0.1 is a common choice."
+        )
+    return float(label_smoothing)
+
+
+def _cross_entropy_inputs(logits, target, reduction: str, label_smoothing):
+    """Validate the arguments of cross_entropy(_grad).
+
+    Returns ``(logits, labels, probs, eps)`` where exactly one of ``labels`` (int, ``(N,)``)
+    and ``probs`` (float, ``(N, C)``, rows summing to 1) is not None.
+    """
+    check_reduction(reduction)
+    eps = _check_label_smoothing(label_smoothing)
+    logits = _as_batch_scores(logits, "logits")
+    n, c = logits.shape
+    arr = np.asarray(target)
+    if arr.ndim != 2:
+        return logits, as_labels(arr, c, "target", batch=n), None, eps
+    if arr.shape != logits.shape:
+        hint = ""
+        if arr.shape == (n, 1):
+            hint = " A column of class labels? Pass target.ravel()."
+        raise ValueError(
+            f"target has shape {arr.shape} but logits has shape {logits.shape}; pass class "
+            f"labels of shape ({n},) or class probabilities of shape {logits.shape}.{hint}"
+        )
+    probs = _as_target(arr, logits)
+    check_probs(probs, "target", normalised=True)
+    dtype = float_dtype(logits, probs)
+    return logits.astype(dtype, copy=False), None, probs.astype(dtype, copy=False), eps
+
+
+def _smoothed(probs: np.ndarray, eps: float) -> np.ndarray:
+    """``(1 - eps) * probs + eps / C``; ``probs`` itself when ``eps == 0``."""
+    if eps == 0.0:
+        return probs
+    out = probs * (1.0 - eps)
+    out += eps / probs.shape[-1]
+    return out
+
+
+def _batch_grad_scale(n: int, reduction: str) -> float:
+    if reduction == "mean" and n == 0:
+        raise ValueError(
+            "reduction='mean' of an empty batch is undefined; pass at least one sample."
+        )
+    return grad_scale(n, reduction)
+
+
+def _nll_inputs(log_probs, target, reduction: str):
+    check_reduction(reduction)
+    log_probs = _as_batch_scores(log_probs, "log_probs")
+    labels = as_labels(target, log_probs.shape[1], "target", batch=log_probs.shape[0])
+    if (log_probs > 0).any():
+        bad = log_probs[log_probs > 0]
+        raise ValueError(
+            f"log_probs must be log-probabilities (<= 0), found {bad[:5].tolist()}; pass "
+            "np.log(probs) or log_softmax(logits), or call cross_entropy(logits, target) "
+            "on raw scores."
+        )
+    return log_probs, labels
+
+
+def _bce_inputs(prediction, target, name: str, reduction: str):
+    check_reduction(reduction)
+    prediction = as_float(prediction, name)
+    target = _as_target(target, prediction)
+    check_same_shape(prediction, target, name, "target")
+    check_probs(target, "target")
+    dtype = float_dtype(prediction, target)
+    return prediction.astype(dtype, copy=False), target.astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------------------------
+
+
+def one_hot(labels, num_classes, *, dtype=np.float64) -> np.ndarray:
+    r"""Encode integer class labels as one-hot rows.
+
+    .. math:: Y_{n c} = [\,y_n = c\,], \qquad c = 0, \dots, C - 1.
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (N,) or any shape
+        Class indices in ``[0, num_classes)``. Floats holding whole numbers are accepted.
+    num_classes : int
+        Number of classes ``C`` (at least 1); unlike torch it is never inferred from the data,
+        since a batch need not contain the largest class.
+    dtype : dtype, default float64
+        Dtype of the result.
+
+    Returns
+    -------
+    ndarray, shape ``labels.shape + (C,)``
+        Zeros everywhere except a one at each label's class.
+
+    Raises
+    ------
+    ValueError
+        If ``num_classes`` is not a positive integer, or a label is not an integer in
+        ``[0, num_classes)``.
+
+    See Also
+    --------
+    cross_entropy : accepts the labels directly; no need to one-hot encode them.
+
+    Examples
+    --------
+    >>> one_hot([2, 0], 3)
+    array([[0., 0., 1.],
+           [1., 0., 0.]])
+    """
+    try:
+        c = operator.index(num_classes)
+    except TypeError:
+        c = None
+    if c is None or isinstance(num_classes, bool) or c < 1:
+        raise ValueError(
+            f"num_classes must be a positive integer, got {num_classes!r}; pass the number "
+            "of classes C, e.g. logits.shape[-1]."
+        )
+    labels = as_labels(labels, c, "labels")
+    out = np.zeros((*labels.shape, c), dtype=dtype)
+    np.put_along_axis(out, labels[..., None], 1, axis=-1)
+    return out
+
+
+def logsumexp(x, *, axis=-1, keepdims=False):
+    r"""Log of the sum of exponentials, computed without overflow.
+
+    .. math::
+
+        \operatorname{LSE}(x) = \log \sum_i e^{x_i}
+                              = m + \log \sum_i e^{x_i - m}, \qquad m = \max_i x_i.
+
+    After the shift every exponent is at most 0, so nothing overflows, and the largest term is
+    exactly 1, so the sum cannot underflow to 0 either.
+
+    Parameters
+    ----------
+    x : array_like
+        Input values; float32 stays float32, everything else becomes float64.
+    axis : int, tuple of int or None, default -1
+        Axis or axes to reduce (None: all of them).
+    keepdims : bool, default False
+        Keep the reduced axes with length 1, ready to broadcast against ``x``.
+
+    Returns
+    -------
+    ndarray or numpy scalar
+        ``x``'s shape without ``axis`` (with length-1 axes if ``keepdims``).
+
+    Notes
+    -----
+    Non-finite maxima are handled explicitly, as in ``scipy.special.logsumexp``: a slice
+    containing ``+inf`` gives ``+inf``, a slice of only ``-inf`` (or an empty slice) gives
+    ``-inf``, and ``nan`` propagates. No warning is emitted in any of these cases.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 4.1.
+
+    Examples
+    --------
+    >>> print(logsumexp([1000.0, 1000.0]))  # 1000 + log 2; np.log(np.exp(x).sum()) gives inf
+    1000.6931471805599
+    >>> logsumexp([[0.0, 0.0], [-np.inf, -np.inf]])
+    array([0.69314718,       -inf])
+    """
+    x = as_float(x, "x")
+    out = _logsumexp_keepdims(x, axis)
+    if not keepdims:
+        out = np.squeeze(out, axis=axis)[()]
+    return out
+
+
+def softmax(logits, *, axis=-1):
+    r"""Softmax: turn scores into probabilities along ``axis``.
+
+    .. math::
+
+        \operatorname{softmax}(x)_c = \frac{e^{x_c}}{\sum_k e^{x_k}}
+                                    = \frac{e^{x_c - m}}{\sum_k e^{x_k - m}},
+        \qquad m = \max_k x_k.
+
+    Subtracting the maximum changes nothing mathematically (softmax is invariant to adding a
+    constant to every score) but keeps every exponent at most 0, so ``exp`` cannot overflow.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores; float32 stays float32, everything else becomes float64.
+    axis : int, tuple of int or None, default -1
+        The class axis (the last one, by the library's convention).
+
+    Returns
+    -------
+    ndarray, same shape as ``logits``
+        Values in [0, 1] summing to 1 along ``axis``.
+
+    Notes
+    -----
+    Scores of ``-inf`` get probability 0. A slice containing ``+inf``, or holding only
+    ``-inf``, has no well-defined softmax and gives ``nan`` (as scipy and torch), silently.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, sections 4.1
+       and 6.2.2.3.
+    .. [2] A. Maier et al., *Deep Learning* lecture, FAU, "Loss and Optimization, Part 1".
+
+    Examples
+    --------
+    The textbook formula overflows as soon as a score exceeds about 709 (float64):
+
+    >>> x = np.array([1000.0, 1000.0])
+    >>> with np.errstate(over="ignore", invalid="ignore"):
+    ...     np.exp(x) / np.exp(x).sum()
+    array([nan, nan])
+    >>> softmax(x)
+    array([0.5, 0.5])
+    >>> softmax([[1.0, 2.0, 3.0]])
+    array([[0.09003057, 0.24472847, 0.66524096]])
+    """
+    x = as_float(logits, "logits")
+    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    with _quiet_unless_finite(row_max):
+        out = x - row_max  # our own array: exponentiated and normalised in place
+        np.exp(out, out=out)
+        out /= out.sum(axis=axis, keepdims=True)
+    return out
+
+
+def log_softmax(logits, *, axis=-1):
+    r"""Logarithm of the softmax, computed as ``x - logsumexp(x)``.
+
+    .. math:: \log \operatorname{softmax}(x)_c = x_c - \log \sum_k e^{x_k}.
+
+    Never computed as ``log(softmax(x))``: a probability that underflows to 0 would give
+    ``-inf`` where the exact answer (e.g. -2000) is perfectly representable.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores; float32 stays float32, everything else becomes float64.
+    axis : int, tuple of int or None, default -1
+        The class axis.
+
+    Returns
+    -------
+    ndarray, same shape as ``logits``
+        Log-probabilities (at most 0) whose exponentials sum to 1 along ``axis``.
+
+    Notes
+    -----
+    As for :func:`softmax`, a slice containing ``+inf`` or holding only ``-inf`` gives ``nan``
+    (with ``-inf`` for the finite entries of a slice containing ``+inf``), as scipy does.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 6.2.2.3.
+
+    Examples
+    --------
+    >>> log_softmax([0.0, 2000.0])  # np.log(softmax(...)) would give -inf
+    array([-2000.,     0.])
+    """
+    x = as_float(logits, "logits")
+    lse = _logsumexp_keepdims(x, axis)
+    with _quiet_unless_finite(lse):
+        return x - lse
+
+
+def sigmoid(x):
+    r"""Logistic sigmoid, stable for scores of any size.
+
+    .. math::
+
+        \sigma(x) = \frac{1}{1 + e^{-x}} =
+        \begin{cases} 1 / (1 + e^{-|x|}) & x \ge 0 \\
+                      e^{-|x|} / (1 + e^{-|x|}) & x < 0 \end{cases}
+
+    Branching on the sign keeps the exponent ``-|x|`` at most 0: no overflow for ``x = -1e4``,
+    and the tiny values of :math:`\sigma(x)` for very negative ``x`` keep full relative
+    precision instead of being computed as ``1 - (1 - tiny)``.
+
+    Parameters
+    ----------
+    x : array_like
+        Scores; float32 stays float32, everything else becomes float64.
+
+    Returns
+    -------
+    ndarray or numpy scalar, same shape as ``x``
+        Values in [0, 1].
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 6.2.2.2.
+
+    Examples
+    --------
+    >>> sigmoid([-1e4, 0.0, 1e4])
+    array([0. , 0.5, 1. ])
+    """
+    x = as_float(x, "x")
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def log_sigmoid(x):
+    r"""Logarithm of the logistic sigmoid, :math:`\log \sigma(x) = -\log(1 + e^{-x})`.
+
+    Computed as ``-np.logaddexp(0, -x)``, which never overflows and keeps full precision both
+    for large positive ``x`` (result :math:`\approx -e^{-x}`) and large negative ``x`` (result
+    :math:`\approx x`).
+
+    Parameters
+    ----------
+    x : array_like
+        Scores; float32 stays float32, everything else becomes float64.
+
+    Returns
+    -------
+    ndarray or numpy scalar, same shape as ``x``
+        Values at most 0.
+
+    Examples
+    --------
+    >>> log_sigmoid([-1e4, 0.0, 1e4])
+    array([-1.00000000e+04, -6.93147181e-01, -0.00000000e+00])
+    """
+    x = as_float(x, "x")
+    return -np.logaddexp(0.0, -x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Categorical losses
+# ---------------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
+    r"""Cross-entropy between ``softmax(logits)`` and class labels or class probabilities.
+
+    The negative log-likelihood of a categorical distribution parameterised by a softmax. Per
+    sample :math:`n`, with smoothed target :math:`q_n = (1 - \varepsilon) y_n + \varepsilon / C`
+    (:math:`y_n` one-hot for integer labels),
+
+    .. math::
+
+        \ell_n = -\sum_{c} q_{nc} \log \operatorname{softmax}(x_n)_c
+               = \operatorname{LSE}(x_n) - (1 - \varepsilon)\, x_{n y_n}
+                 - \frac{\varepsilon}{C} \sum_c x_{nc} \quad \text{(integer labels)}.
+
+    ``reduction="mean"`` returns :math:`\frac1N \sum_n \ell_n`, ``"sum"`` returns
+    :math:`\sum_n \ell_n` and ``"none"`` the vector :math:`(\ell_n)_n`.
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, C)
+        Unnormalised class scores, class axis last.
+    target : array_like, shape (N,) or (N, C)
+        Either integer class labels in ``[0, C)`` (shape ``(N,)``) or class probabilities
+        (shape ``(N, C)``, entries in [0, 1], rows summing to 1; one-hot rows are fine).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Batch reduction.
+    label_smoothing : float in [0, 1], default 0.0
+        Mix the target with the uniform distribution: :math:`(1 - \varepsilon) y +
+        \varepsilon / C`, as torch does (for both target forms).
+
+    Returns
+    -------
+    numpy scalar, or ndarray of shape (N,) for ``reduction="none"``
+        In the dtype of ``logits`` (float64 if a float64 probability target is given).
+
+    Raises
+    ------
+    ValueError
+        If ``logits`` is not 2-D, ``target`` has neither shape, labels are not integers in
+        ``[0, C)``, probabilities are outside [0, 1] or rows do not sum to 1, or
+        ``reduction`` / ``label_smoothing`` are invalid.
+
+    See Also
+    --------
+    cross_entropy_grad, nll_loss, log_softmax
+
+    Notes
+    -----
+    Matches ``torch.nn.functional.cross_entropy(logits, target, reduction=...,
+    label_smoothing=...)``, except that torch also accepts ``(N, C, d1, ...)`` inputs with the
+    class axis second, an unbatched ``(C,)`` input, ``weight`` and ``ignore_index``; here the
+    input must be ``(N, C)``: move the class axis last and flatten. The log-sum-exp is
+    computed once per row and the target scores are gathered, never forming
+    ``log(softmax(x))``.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, sections 6.2.1.1
+       and 6.2.2.3.
+    .. [2] A. Maier et al., *Deep Learning* lecture, FAU, "Loss and Optimization, Part 1".
+    .. [3] C. Szegedy et al., "Rethinking the Inception Architecture for Computer Vision",
+       CVPR 2016 (label smoothing).
+
+    Examples
+    --------
+    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> print(cross_entropy(logits, [0, 0]))  # (log(1 + e^-2) + log(1 + e^2)) / 2
+    1.1269280110429727
+    >>> print(cross_entropy(logits, [[1.0, 0.0], [1.0, 0.0]]))  # same, as probabilities
+    1.1269280110429727
+    """
+    logits, labels, probs, eps = _cross_entropy_inputs(
+        logits, target, reduction, label_smoothing
+    )
+    if probs is not None:
+        q = _smoothed(probs, eps)
+        log_p = log_softmax(logits)
+        # 0 log 0 = 0: a class without target mass adds nothing, even if its logit is -inf.
+        terms = np.multiply(q, log_p, out=np.zeros_like(log_p), where=q > 0)
+        return reduce(-terms.sum(axis=-1), reduction)
+    loss = _logsumexp_keepdims(logits, -1)[:, 0]
+    target_logit = np.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    # Each term is skipped when its weight is 0, where 0 * (-inf logit) would make a nan.
+    with _quiet_unless_finite(loss):  # rows with +inf or only -inf logits: nan
+        if eps < 1.0:
+            loss -= (1.0 - eps) * target_logit
+        if eps > 0.0:
+            loss -= (eps / logits.shape[-1]) * logits.sum(axis=-1)
+    return reduce(loss, reduction)
+
+
+def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0):
+    r"""Gradient of :func:`cross_entropy` with respect to ``logits``.
+
+    .. math::
+
+        \frac{\partial \ell_n}{\partial x_{nc}} = \operatorname{softmax}(x_n)_c - q_{nc},
+        \qquad q_n = (1 - \varepsilon) y_n + \varepsilon / C,
+
+    divided by :math:`N` for ``reduction="mean"``; for ``"sum"`` and ``"none"`` it is the
+    gradient of :math:`\sum_n \ell_n`.
+
+    Parameters
+    ----------
+    logits, target, reduction, label_smoothing
+        As for :func:`cross_entropy`.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        Same dtype as :func:`cross_entropy`'s result.
+
+    Raises
+    ------
+    ValueError
+        As :func:`cross_entropy`, and for ``reduction="mean"`` on an empty batch.
+
+    Notes
+    -----
+    The formula uses that every target row sums to 1 (which is validated); in general the
+    gradient is :math:`\operatorname{softmax}(x_n) \sum_c q_{nc} - q_n`.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 6.2.2.3.
+
+    Examples
+    --------
+    >>> cross_entropy_grad([[0.0, 0.0], [0.0, 0.0]], [0, 1])
+    array([[-0.25,  0.25],
+           [ 0.25, -0.25]])
+    """
+    logits, labels, probs, eps = _cross_entropy_inputs(
+        logits, target, reduction, label_smoothing
+    )
+    n, c = logits.shape
+    scale = _batch_grad_scale(n, reduction)
+    grad = softmax(logits)  # our own array: updated in place from here on
+    if probs is not None:
+        grad -= _smoothed(probs, eps)
+    else:
+        grad[np.arange(n), labels] -= 1.0 - eps
+        if eps:
+            grad -= eps / c
+    if scale != 1.0:
+        grad *= scale
+    return grad
+
+
+def nll_loss(log_probs, target, *, reduction="mean"):
+    r"""Negative log-likelihood of integer class labels under given log-probabilities.
+
+    .. math:: \ell_n = -\log p_{n y_n},
+
+    reduced as in :func:`cross_entropy`; ``nll_loss(log_softmax(x), y)`` equals
+    ``cross_entropy(x, y)``.
+
+    Parameters
+    ----------
+    log_probs : array_like, shape (N, C)
+        Log-probabilities (every entry at most 0), class axis last.
+    target : array_like of int, shape (N,)
+        Class labels in ``[0, C)``. One-hot or probability targets are refused: use
+        :func:`cross_entropy` or pass ``target.argmax(-1)``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Batch reduction.
+
+    Returns
+    -------
+    numpy scalar, or ndarray of shape (N,) for ``reduction="none"``
+
+    Raises
+    ------
+    ValueError
+        If ``log_probs`` is not 2-D or has positive entries (probabilities or logits passed
+        by mistake), or labels are not integers of shape (N,) in ``[0, C)``.
+
+    Notes
+    -----
+    ``torch.nn.functional.nll_loss`` computes the same for ``(N, C)`` input but accepts any
+    values; here positive entries are an error, since they cannot be log-probabilities.
+
+    Examples
+    --------
+    >>> print(nll_loss(np.log([[0.25, 0.75], [0.5, 0.5]]), [1, 0], reduction="sum"))
+    0.9808292530117262
+    """
+    log_probs, labels = _nll_inputs(log_probs, target, reduction)
+    loss = -np.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    return reduce(loss, reduction)
+
+
+def nll_loss_grad(log_probs, target, *, reduction="mean"):
+    r"""Gradient of :func:`nll_loss` with respect to ``log_probs``.
+
+    .. math:: \frac{\partial \ell_n}{\partial \log p_{nc}} = -[\,c = y_n\,],
+
+    divided by :math:`N` for ``reduction="mean"``.
+
+    Parameters
+    ----------
+    log_probs, target, reduction
+        As for :func:`nll_loss`.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+
+    Raises
+    ------
+    ValueError
+        As :func:`nll_loss`, and for ``reduction="mean"`` on an empty batch.
+
+    Examples
+    --------
+    >>> nll_loss_grad(np.log([[0.25, 0.75], [0.5, 0.5]]), [1, 0])
+    array([[ 0. , -0.5],
+           [-0.5,  0. ]])
+    """
+    log_probs, labels = _nll_inputs(log_probs, target, reduction)
+    n = log_probs.shape[0]
+    grad = np.zeros_like(log_probs)
+    grad[np.arange(n), labels] = -_batch_grad_scale(n, reduction)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary losses
+# ---------------------------------------------------------------------------------------------
+
+
+def binary_cross_entropy(probs, target, *, reduction="mean"):
+    r"""Binary cross-entropy between predicted probabilities and targets in [0, 1].
+
+    .. math:: \ell_i = -\bigl[y_i \log p_i + (1 - y_i) \log(1 - p_i)\bigr],
+
+    elementwise over any shape, with the convention :math:`0 \log 0 = 0` (a term whose target
+    weight is 0 contributes 0). ``"mean"`` averages over all elements, as torch.
+
+    Parameters
+    ----------
+    probs : array_like, any shape
+        Predicted probabilities :math:`p_i \in [0, 1]`.
+    target : array_like, same shape
+        Targets :math:`y_i \in [0, 1]` (labels 0/1 or soft targets).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Reduction over all elements.
+
+    Returns
+    -------
+    numpy scalar, or ndarray of ``probs``' shape for ``reduction="none"``
+        ``+inf`` where the target puts mass on a predicted probability of exactly 0 or 1.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or any value lies outside [0, 1].
+
+    Notes
+    -----
+    No hidden clamp: ``torch.nn.functional.binary_cross_entropy`` clamps each log to
+    :math:`\ge -100`, so it returns 100 where this function returns ``inf``. If you need finite
+    values, compute from scores with :func:`binary_cross_entropy_with_logits`, which is also
+    more accurate.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 6.2.2.2.
+
+    Examples
+    --------
+    >>> print(binary_cross_entropy([0.8, 0.0], [1.0, 0.0]))  # (-log 0.8 + 0) / 2
+    0.11157177565710485
+    >>> print(binary_cross_entropy([0.0], [1.0]))
+    inf
+    """
+    p, y = _bce_inputs(probs, target, "probs", reduction)
+    check_probs(p, "probs")
+    with np.errstate(divide="ignore"):  # log 0 = -inf is the honest answer (see Notes)
+        log_p = np.log(p, out=np.zeros_like(p), where=y > 0)
+        log_not_p = np.log1p(-p, out=np.zeros_like(p), where=y < 1)
+    # -(y log p + (1 - y) log(1 - p)), accumulated in the two arrays allocated above
+    log_p *= y
+    log_not_p *= 1.0 - y
+    loss = np.add(log_p, log_not_p, out=log_p)
+    np.negative(loss, out=loss)
+    return reduce(loss, reduction)
+
+
+def binary_cross_entropy_grad(probs, target, *, reduction="mean"):
+    r"""Gradient of :func:`binary_cross_entropy` with respect to ``probs``.
+
+    .. math:: \frac{\partial \ell_i}{\partial p_i} = -\frac{y_i}{p_i} + \frac{1 - y_i}{1 - p_i}
+              = \frac{p_i - y_i}{p_i (1 - p_i)},
+
+    divided by the number of elements for ``reduction="mean"``. A term whose target weight is
+    0 contributes 0; a term with weight on :math:`p_i \in \{0, 1\}` gives :math:`\mp\infty`.
+
+    Parameters
+    ----------
+    probs, target, reduction
+        As for :func:`binary_cross_entropy`.
+
+    Returns
+    -------
+    ndarray, same shape as ``probs``
+
+    Raises
+    ------
+    ValueError
+        As :func:`binary_cross_entropy`, and for ``reduction="mean"`` of no elements.
+
+    Notes
+    -----
+    torch divides by :math:`\max(p (1 - p), 10^{-12})` instead, keeping the gradient finite.
+
+    Examples
+    --------
+    >>> binary_cross_entropy_grad([0.5, 0.25], [1.0, 0.0], reduction="sum")
+    array([-2.        ,  1.33333333])
+    """
+    p, y = _bce_inputs(probs, target, "probs", reduction)
+    check_probs(p, "probs")
+    scale = _batch_grad_scale(p.size, reduction)
+    with np.errstate(divide="ignore"):  # y / 0 = inf where the target has mass on p = 0
+        grad = np.divide(1.0 - y, 1.0 - p, out=np.zeros_like(p), where=y < 1)
+        grad -= np.divide(y, p, out=np.zeros_like(p), where=y > 0)
+    if scale != 1.0:
+        grad *= scale
+    return grad
+
+
+def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
+    r"""Binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], from logits.
+
+    .. math::
+
+        \ell_i = -\bigl[y_i \log \sigma(x_i) + (1 - y_i) \log(1 - \sigma(x_i))\bigr]
+               = \max(x_i, 0) - x_i y_i + \log\bigl(1 + e^{-|x_i|}\bigr).
+
+    The right-hand form never overflows (the exponent is at most 0) and keeps full precision
+    for confident correct predictions, where the loss is about :math:`e^{-|x|}`.
+
+    Parameters
+    ----------
+    logits : array_like, any shape
+        Scores :math:`x_i`.
+    target : array_like, same shape
+        Targets :math:`y_i \in [0, 1]`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Reduction over all elements (as torch).
+
+    Returns
+    -------
+    numpy scalar, or ndarray of ``logits``' shape for ``reduction="none"``
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or a target lies outside [0, 1].
+
+    Notes
+    -----
+    Matches ``torch.nn.functional.binary_cross_entropy_with_logits`` without ``weight`` and
+    ``pos_weight``; unlike torch, targets are never broadcast.
+
+    References
+    ----------
+    .. [1] Goodfellow, Bengio and Courville, *Deep Learning*, MIT Press, 2016, section 6.2.2.2.
+
+    Examples
+    --------
+    >>> print(binary_cross_entropy_with_logits([0.0, 1e4], [1.0, 1.0]))  # (log 2 + 0) / 2
+    0.34657359027997264
+    """
+    x, y = _bce_inputs(logits, target, "logits", reduction)
+    loss = np.log1p(np.exp(-np.abs(x)))
+    loss += np.maximum(x, 0.0)
+    loss -= x * y
+    return reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits_grad(logits, target, *, reduction="mean"):
+    r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``.
+
+    .. math:: \frac{\partial \ell_i}{\partial x_i} = \sigma(x_i) - y_i,
+
+    divided by the number of elements for ``reduction="mean"``.
+
+    Parameters
+    ----------
+    logits, target, reduction
+        As for :func:`binary_cross_entropy_with_logits`.
+
+    Returns
+    -------
+    ndarray, same shape as ``logits``
+
+    Raises
+    ------
+    ValueError
+        As :func:`binary_cross_entropy_with_logits`, and for ``reduction="mean"`` of no
+        elements.
+
+    Examples
+    --------
+    >>> binary_cross_entropy_with_logits_grad([0.0, 0.0], [1.0, 0.0])
+    array([-0.25,  0.25])
+    """
+    x, y = _bce_inputs(logits, target, "logits", reduction)
+    scale = _batch_grad_scale(x.size, reduction)
+    grad = np.asarray(sigmoid(x))  # 0-d input gives a numpy scalar; the in-place ops need an array
+    grad -= y
+    if scale != 1.0:
+        grad *= scale
+    return grad
