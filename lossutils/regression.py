@@ -414,9 +414,7 @@ def huber_loss(pred, target, *, delta: float = 1.0, reduction: str = "mean"):
     delta = _check_delta(delta)
     pred, target = _pair(pred, target, reduction)
     abs_diff = np.abs(pred - target)
-    loss = np.where(
-        abs_diff < delta, 0.5 * abs_diff * abs_diff, delta * (abs_diff - 0.5 * delta)
-    )
+    loss = np.where(abs_diff < delta, 0.5 * abs_diff * abs_diff, delta * (abs_diff - 0.5 * delta))
     return reduce(loss, reduction)
 
 
@@ -605,9 +603,7 @@ def laplace_nll_loss(pred, target, *, scale=1.0, full: bool = False, reduction: 
     return reduce(loss, reduction)
 
 
-def laplace_nll_loss_grad(
-    pred, target, *, scale=1.0, full: bool = False, reduction: str = "mean"
-):
+def laplace_nll_loss_grad(pred, target, *, scale=1.0, full: bool = False, reduction: str = "mean"):
     r"""A subgradient of :func:`laplace_nll_loss` with respect to ``pred``:
     :math:`\operatorname{sign}(\hat y - y) / b`.
 
