@@ -1,0 +1,60 @@
+"""Checks that teach: the checker every autograded test cell calls.
+
+Usage in a notebook test cell::
+
+    from lossutils.checks import check
+    check("softmax", softmax)               # visible cases
+    check("softmax", softmax, hidden=True)  # in nbgrader's hidden-tests region
+
+See ``docs/checks.md`` for what a failing check looks like and how to add an exercise.
+"""
+
+# Importing the exercise modules registers their exercises, in notebook order.
+from . import (  # noqa: F401
+    _classification,
+    _information,
+    _likelihood,
+    _margin,
+    _optim,
+    _regression,
+    _symbolic,
+)
+from ._core import (
+    Case,
+    CheckFailed,
+    CheckResult,
+    Exercise,
+    FunctionExercise,
+    Mistake,
+    Outcome,
+    Verdict,
+    assess,
+    check,
+    exercises,
+    from_plain,
+    get_exercise,
+    register,
+    resolve_seed,
+    run_check,
+    to_plain,
+)
+
+__all__ = [
+    "Case",
+    "CheckFailed",
+    "CheckResult",
+    "Exercise",
+    "FunctionExercise",
+    "Mistake",
+    "Outcome",
+    "Verdict",
+    "assess",
+    "check",
+    "exercises",
+    "from_plain",
+    "get_exercise",
+    "register",
+    "resolve_seed",
+    "run_check",
+    "to_plain",
+]

@@ -1,0 +1,822 @@
+"""The checking machinery shared by every exercise.
+
+Three separable steps, so that the grader can run step 2 in a sandbox and steps 1 and 3 in a
+trusted process:
+
+1. ``Exercise.cases(hidden, seed)`` builds the cases: a pure function of the seed.
+2. ``Exercise.call(fn, case)`` runs the student's function on one case and returns an
+   :class:`Outcome` (the return value, or the exception, the captured warnings and output,
+   and which inputs the function modified). Nothing reaches stderr.
+3. ``Exercise.judge(case, output, warnings=...)`` compares one output with the reference and
+   diagnoses known mistakes. ``output`` may be the student's raw object or plain data rebuilt
+   with :func:`from_plain`; the judge inspects nothing but exact built-in and numpy types.
+
+:func:`assess` combines an :class:`Outcome` with the judge; :func:`run_check` does all three
+steps for one exercise and :func:`check` is the thin, student-facing wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import io
+import os
+import sys
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Case",
+    "CheckFailed",
+    "CheckResult",
+    "Exercise",
+    "FunctionExercise",
+    "Mistake",
+    "Outcome",
+    "Verdict",
+    "assess",
+    "check",
+    "exercises",
+    "from_plain",
+    "get_exercise",
+    "register",
+    "resolve_seed",
+    "run_check",
+    "to_plain",
+]
+
+SEED_ENV = "LOSSUTILS_GRADING_SEED"
+VISIBLE_SEED = 20240101
+HIDDEN_SEED = 7_000_003
+
+# (rtol, atol) by the dtype of the reference result: float32 carries ~7 digits, and a correct
+# float32 implementation may sum in another order than the reference.
+TOLERANCES = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float64): (1e-6, 1e-9)}
+
+_REGISTRY: dict[str, Exercise] = {}
+
+# Messages for failures that are not specific to one exercise.
+GENERIC = {
+    "not_callable": "pass the function itself, e.g. check(\"{id}\", {name}), not its result.",
+    "raised": "read the exception above: it happened inside your function on this input.",
+    "wrong_type": "return a numpy array (np.ndarray) or, where a scalar is due, a float.",
+    "wrong_shape": "compare your result's shape with the expected one; reduce over the right "
+    "axis and keep the batch axis where the contract keeps it.",
+    "wrong_dtype": "float32 in, float32 out: do not mix in float64 arrays (np.zeros(shape), "
+    "np.eye(C)) without dtype=x.dtype, and return floats, not integers.",
+    "modifies_input": "your function changed its input in place (e.g. `x -= x.max()` or "
+    "`state['t'] += 1` on the caller's object); work on new arrays and return them.",
+}
+
+
+class CheckFailed(AssertionError):
+    """A check failed: the message explains the failing case and, if known, the mistake.
+
+    Subclass of :class:`AssertionError` so that nbgrader scores the test cell 0.
+
+    Attributes
+    ----------
+    exercise : str
+        The exercise id.
+    diagnosis : str or None
+        The id of the recognised mistake, or None.
+    """
+
+    def __init__(self, message: str, *, exercise: str, diagnosis: str | None):
+        super().__init__(message)
+        self.exercise = exercise
+        self.diagnosis = diagnosis
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to an exercise: positional ``args``, keyword ``kwargs`` and a ``label``."""
+
+    label: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake: an id, what to tell the student, and how to recognise it.
+
+    Recognised either by ``models`` (buggy implementations with the student's signature: the
+    student's output matches one of them but not the reference) or by ``detect(case, got,
+    expected, warnings) -> bool``, a targeted probe on the validated output.
+    """
+
+    id: str
+    message: str
+    models: tuple[Callable, ...] = ()
+    detect: Callable | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened when the student's function ran on one case (plain data only)."""
+
+    output: object = None
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+    stdout: str = ""
+    modified: tuple[str, ...] = ()
+
+    def to_plain(self) -> dict:
+        """JSON-friendly form; ``output`` goes through :func:`to_plain`."""
+        return {
+            "output": to_plain(self.output),
+            "error": self.error,
+            "warnings": list(self.warnings),
+            "stdout": self.stdout,
+            "modified": list(self.modified),
+        }
+
+    @classmethod
+    def from_plain(cls, data: dict) -> Outcome:
+        """Rebuild an outcome produced by :meth:`to_plain` (possibly in another process)."""
+        return cls(
+            output=from_plain(data["output"]),
+            error=None if data["error"] is None else str(data["error"]),
+            warnings=tuple(str(w) for w in data["warnings"]),
+            stdout=str(data["stdout"]),
+            modified=tuple(str(m) for m in data["modified"]),
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one output: ``ok``, or a ``message`` and a ``diagnosis`` id."""
+
+    ok: bool
+    message: str = ""
+    diagnosis: str | None = None
+    advice: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The result of a whole battery."""
+
+    exercise: str
+    passed: bool
+    n_cases: int
+    n_passed: int
+    message: str
+    diagnosis: str | None
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+class Opaque:
+    """Stands for a returned object the checker will not touch; only its type name is kept."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def _type_name(obj) -> str:
+    if type(obj) is Opaque:
+        return obj.type_name
+    t = type(obj)
+    module = t.__module__
+    return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+
+
+_MAX_DEPTH = 4
+
+
+def to_plain(value, _depth: int = 0):
+    """Encode a returned value as JSON-friendly data without calling any of its methods.
+
+    Exact numpy arrays, numpy scalars, Python numbers, strings, ``None``, tuples, lists and
+    string-keyed dicts are encoded; anything else (subclasses included) keeps only its type
+    name. Non-finite floats stay ``float('nan')``/``inf`` (``json`` writes them as NaN, Infinity).
+    """
+    t = type(value)
+    if _depth > _MAX_DEPTH:
+        return {"kind": "other", "type": _type_name(value)}
+    if t is np.ndarray:
+        if value.dtype.kind in "biuf":
+            return {
+                "kind": "ndarray",
+                "dtype": value.dtype.str,
+                "shape": list(value.shape),
+                "data": value.ravel().tolist(),
+            }
+        return {"kind": "ndarray", "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic) and t.__module__ == "numpy" and value.dtype.kind in "biuf":
+        return {"kind": "npscalar", "dtype": value.dtype.str, "value": value.item()}
+    if t in (float, int, bool, str) or value is None:
+        return {"kind": t.__name__, "value": value}
+    if t in (tuple, list):
+        return {"kind": t.__name__, "items": [to_plain(v, _depth + 1) for v in value]}
+    if t is dict and all(type(k) is str for k in value):
+        return {"kind": "dict", "items": {k: to_plain(v, _depth + 1) for k, v in value.items()}}
+    return {"kind": "other", "type": _type_name(value)}
+
+
+def from_plain(data):
+    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`."""
+    kind = data["kind"]
+    if kind == "ndarray":
+        dtype = np.dtype(data["dtype"])
+        shape = tuple(int(n) for n in data["shape"])
+        if "data" not in data:
+            return np.empty(shape, dtype=dtype)
+        return np.array(data["data"], dtype=dtype).reshape(shape)
+    if kind == "npscalar":
+        return np.dtype(data["dtype"]).type(data["value"])
+    if kind in ("float", "int", "bool", "str"):
+        return {"float": float, "int": int, "bool": bool, "str": str}[kind](data["value"])
+    if kind == "NoneType":
+        return None
+    if kind in ("tuple", "list"):
+        items = [from_plain(v) for v in data["items"]]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        return {str(k): from_plain(v) for k, v in data["items"].items()}
+    return Opaque(str(data.get("type", "object")))
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value) -> str:
+    """Short readable form of a checker-made value (arrays, scalars, dicts, tuples)."""
+    if type(value) is np.ndarray:
+        if value.dtype.kind not in "biuf":
+            return f"<array of dtype {value.dtype}, shape {value.shape}>"
+        text = np.array2string(
+            value, precision=4, threshold=12, edgeitems=2, max_line_width=88, separator=", "
+        )
+        return f"{text} ({value.dtype}, shape {value.shape})"
+    if isinstance(value, np.generic) and type(value).__module__ == "numpy":
+        return f"{value.item()!r} ({value.dtype})"
+    if type(value) in (float, int, bool, str) or value is None:
+        return repr(value)
+    if type(value) is dict:
+        return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"
+    if type(value) in (tuple, list):
+        inner = ", ".join(fmt(v) for v in value)
+        return f"({inner})" if type(value) is tuple else f"[{inner}]"
+    return f"<{_type_name(value)}>"
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def describe_returned(obj) -> str:
+    """What the student returned, for type errors, without calling the object's methods."""
+    t = type(obj)
+    if t is float:
+        return f"a Python float ({obj!r})"
+    if t is list:
+        return "a list"
+    if t is tuple:
+        return f"a tuple of length {len(obj)}"
+    if obj is None:
+        return "None (did you forget `return`?)"
+    if t is np.ndarray:
+        return f"an array of dtype {obj.dtype} and shape {obj.shape}"
+    if isinstance(obj, np.generic) and t.__module__ == "numpy":
+        return f"a numpy {obj.dtype} scalar"
+    if t in (int, bool):
+        return f"a Python {t.__name__} ({obj!r})"
+    if isinstance(obj, np.ndarray):
+        return f"an object of type {_type_name(obj)} (a subclass of np.ndarray)"
+    return f"an object of type {_type_name(obj)}"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def float_value(obj, expected):
+    """Validate ``obj`` against the reference value ``expected``; return (array, failure).
+
+    ``expected`` is a checker-made numpy scalar or array. On success ``array`` is a float64
+    copy of the student's value with the reference's shape and ``failure`` is None; otherwise
+    ``failure`` is ``(stage, message)`` with stage "type", "shape" or "dtype" and ``array`` is
+    the converted value when it could be converted safely (for shape errors), else None.
+    Only exact types are accepted, so no method of a student's object is ever called.
+    """
+    exp = np.asarray(expected)
+    t = type(obj)
+    if exp.ndim == 0:
+        if t is float:
+            return np.float64(obj), None
+        if t is np.ndarray and obj.ndim == 0 and obj.dtype.kind == "f":
+            value = obj
+        elif t in (np.float32, np.float64):
+            value = obj
+        elif t is np.ndarray and obj.dtype.kind in "biuf":
+            return np.asarray(obj, dtype=np.float64), (
+                "shape",
+                f"returned {describe_returned(obj)}; expected a scalar "
+                f"(a float, e.g. from np.sum or np.mean without axis).",
+            )
+        else:
+            extra = ""
+            if t in (int, bool) or (isinstance(obj, np.integer) and t.__module__ == "numpy"):
+                extra = " (an integer: check for integer division or a missing float conversion)"
+            return None, (
+                "type",
+                f"returned {describe_returned(obj)}{extra}; expected a float "
+                f"(a numpy {exp.dtype} scalar or a Python float).",
+            )
+        if exp.dtype == np.float64 and value.dtype == np.float32:
+            return None, (
+                "dtype",
+                "returned a float32 scalar for float64 input; keep the input's precision.",
+            )
+        return np.float64(value), None
+    if t is not np.ndarray:
+        what = describe_returned(obj)
+        return None, (
+            "type",
+            f"returned {what}; expected a numpy array (np.ndarray) of shape {exp.shape} "
+            f"and dtype {exp.dtype}.",
+        )
+    if obj.shape != exp.shape:
+        conv = np.asarray(obj, dtype=np.float64) if obj.dtype.kind in "biuf" else None
+        return conv, (
+            "shape",
+            f"returned an array of shape {obj.shape}; expected shape {exp.shape}.",
+        )
+    if obj.dtype.kind != "f":
+        return None, (
+            "dtype",
+            f"returned an array of dtype {obj.dtype}; expected floats ({exp.dtype}).",
+        )
+    if obj.dtype != exp.dtype:
+        return None, (
+            "dtype",
+            f"returned dtype {obj.dtype} for {exp.dtype} input; expected {exp.dtype} "
+            "(float32 in, float32 out).",
+        )
+    return np.asarray(obj, dtype=np.float64), None
+
+
+def close(got: np.ndarray, ref, dtype) -> bool:
+    """Equal up to the tolerance of ``dtype``; non-finite entries must match exactly."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        return False
+    fin = np.isfinite(ref)
+    if not np.array_equal(np.isfinite(got), fin):
+        return False
+    if not np.array_equal(got[~fin], ref[~fin], equal_nan=True):
+        return False
+    rtol, atol = TOLERANCES.get(np.dtype(dtype), TOLERANCES[np.dtype(np.float64)])
+    return bool(np.all(np.abs(got[fin] - ref[fin]) <= atol + rtol * np.abs(ref[fin])))
+
+
+def compare(got: np.ndarray, expected, dtype) -> tuple[str, str] | None:
+    """Finiteness, then values; None when equal, else ``(stage, message)``."""
+    ref = np.asarray(expected, dtype=np.float64)
+    bad = ~np.isfinite(got) & np.isfinite(ref)
+    if bad.any():
+        what = "nan" if np.isnan(got[bad]).any() else "-inf" if (got[bad] < 0).any() else "inf"
+        return "finite", f"returned {what} where the expected value is finite."
+    if close(got, ref, dtype):
+        return None
+    if ref.ndim:
+        idx = np.unravel_index(np.argmax(_error(got, ref)), ref.shape)
+        where = f" (largest difference at index {tuple(int(i) for i in idx)}: expected " \
+            f"{ref[idx]!r}, got {got[idx]!r})"
+    else:
+        where = ""
+    return "values", f"returned wrong values{where}."
+
+
+def _error(got, ref):
+    with np.errstate(all="ignore"):
+        err = np.abs(got - ref)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+def quiet(fn, *args, **kwargs):
+    """Call trusted code (references, mistake models) with every warning silenced."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- calling
+
+
+def snapshot(value):
+    """A deep copy of a checker-made input, to detect in-place modification later."""
+    if type(value) is np.ndarray:
+        return value.copy()
+    if type(value) is dict:
+        return {k: snapshot(v) for k, v in value.items()}
+    if type(value) in (tuple, list):
+        return type(value)(snapshot(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def same(a, b) -> bool:
+    """Whether a checker-made input equals its snapshot (arrays: values, dtype and shape)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is np.ndarray:
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if type(a) in (tuple, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def exception_text(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # a student exception whose __str__ fails
+        text = "?"
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}({text!r})"
+
+
+@contextlib.contextmanager
+def _fd2_to(sink):
+    """Point file descriptor 2 at ``sink`` so that even C-level writes stay off stderr."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (some embedded front ends): nothing to protect
+        yield
+        return
+    try:
+        with contextlib.suppress(Exception):
+            sys.__stderr__.flush()
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
+    """Run ``fn(*args, **kwargs)`` capturing everything it could emit.
+
+    Warnings are recorded (numpy floating-point errors become RuntimeWarnings), stdout and
+    stderr are captured at the Python and file-descriptor level, exceptions are caught, and
+    each input is compared with a snapshot taken before the call.
+    """
+    # The student gets copies, so the case itself stays intact for the judge.
+    given = [snapshot(a) for a in args]
+    kw_given = {k: snapshot(v) for k, v in kwargs.items()}
+    out, err = io.StringIO(), io.StringIO()
+    output, error = None, None
+    with (
+        tempfile.TemporaryFile() as fd_sink,
+        warnings.catch_warnings(record=True) as caught,
+        np.errstate(over="warn", divide="warn", invalid="warn", under="ignore"),
+    ):
+        warnings.simplefilter("always")
+        with _fd2_to(fd_sink), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                output = fn(*given, **kw_given)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a student's exit() must not escape
+                error = exception_text(exc)
+    modified = [names[i] if i < len(names) else f"argument {i + 1}"
+                for i, (a, b) in enumerate(zip(given, args, strict=True)) if not same(a, b)]
+    modified += [k for k in kwargs if not same(kw_given[k], kwargs[k])]
+    texts = []
+    for w in caught:
+        try:
+            texts.append(f"{w.category.__name__}: {w.message}")
+        except Exception:  # a student warning class with a broken __str__
+            texts.append("Warning: ?")
+    printed = out.getvalue() + err.getvalue()
+    return Outcome(output, error, tuple(texts), printed, tuple(modified))
+
+
+# --------------------------------------------------------------------------- exercises
+
+
+class Exercise:
+    """Base class: an exercise id, its cases, how to call the student, how to judge.
+
+    Subclasses implement :meth:`make_cases` and :meth:`judge`; :meth:`call` runs the student's
+    function once per case by default.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        notebook: str,
+        signature: str,
+        arg_names: Sequence[str],
+        mistakes: Sequence[Mistake] = (),
+        references: Sequence[str] = (),
+    ):
+        self.id = id
+        self.notebook = notebook
+        self.signature = signature
+        self.arg_names = tuple(arg_names)
+        self.mistakes = tuple(mistakes)
+        self.references = tuple(references)
+
+    def __repr__(self) -> str:
+        return f"<exercise {self.id!r} ({self.notebook}): {self.signature}>"
+
+    def make_cases(self, rng: np.random.Generator, hidden: bool) -> list[Case]:
+        raise NotImplementedError
+
+    def cases(self, hidden: bool = False, seed: int | None = None) -> list[Case]:
+        """The battery: hand-made cases first, then random ones drawn from the seed."""
+        seed = resolve_seed(hidden, seed)
+        rng = np.random.default_rng([seed, zlib.crc32(self.id.encode())])
+        return self.make_cases(rng, hidden)
+
+    def call(self, fn, case: Case) -> Outcome:
+        """Run the student's function on one case (safe for untrusted code)."""
+        return call_safely(fn, case.args, case.kwargs, self.arg_names)
+
+    def judge(self, case: Case, output, warnings: Sequence[str] = ()) -> Verdict:
+        raise NotImplementedError
+
+    def describe_input(self, case: Case) -> str:
+        names = self.arg_names
+        parts = [f"{names[i] if i < len(names) else i} = {fmt(a)}" for i, a in
+                 enumerate(case.args)]
+        parts += [f"{k} = {fmt(v)}" for k, v in case.kwargs.items()]
+        return "\n".join(parts)
+
+    def diagnose(self, case, got, expected, warn, models_output) -> Mistake | None:
+        """The first catalogue mistake that explains ``got`` (``models_output`` runs a model)."""
+        for mistake in self.mistakes:
+            if mistake.detect is not None:
+                try:
+                    hit = quiet(mistake.detect, case, got, expected, tuple(warn))
+                except Exception:  # a probe that does not apply to this case
+                    hit = False
+                if hit:
+                    return mistake
+            for model in mistake.models:
+                try:
+                    m = models_output(model)
+                except Exception:  # the buggy model raises here: it cannot explain the output
+                    continue
+                if m is not None and m.shape == got.shape and close(got, m, case_dtype(expected)) \
+                        and not close(m, expected, case_dtype(expected)):
+                    return mistake
+        return None
+
+
+def case_dtype(expected) -> np.dtype:
+    dt = np.asarray(expected).dtype
+    return dt if dt.kind == "f" else np.dtype(np.float64)
+
+
+class FunctionExercise(Exercise):
+    """An exercise whose answer is one array or scalar computed by a reference function.
+
+    Parameters
+    ----------
+    reference : callable
+        Same signature as the student's function; imports :mod:`lossutils` lazily.
+    cases : callable
+        ``cases(rng, hidden) -> list[Case]``.
+    any_float : bool
+        Accept any floating dtype (for results whose dtype the contract leaves open).
+    """
+
+    def __init__(self, id, *, reference, cases, any_float=False, **kw):
+        super().__init__(id, **kw)
+        self.reference = reference
+        self._cases = cases
+        self.any_float = any_float
+
+    def make_cases(self, rng, hidden):
+        return self._cases(rng, hidden)
+
+    def expected(self, case: Case):
+        return quiet(self.reference, *case.args, **case.kwargs)
+
+    def adjust_expected(self, case: Case, got: np.ndarray, expected):
+        """Hook for answers that are not unique (subgradients): the reference to compare with."""
+        return expected
+
+    def judge(self, case, output, warnings=()):
+        expected = self.expected(case)
+        exp = np.asarray(expected)
+        obj = output
+        if self.any_float and type(obj) is np.ndarray and obj.dtype.kind == "f" \
+                and obj.dtype != exp.dtype:
+            obj = obj.astype(exp.dtype)
+        got, failure = float_value(obj, expected)
+        if failure is None:
+            expected = self.adjust_expected(case, got, expected)
+            failure = compare(got, expected, exp.dtype)
+        if failure is None:
+            return Verdict(True)
+        stage, message = failure
+        message = f"{message}\nexpected: {fmt(expected)}\ngot:      {fmt_output(output)}"
+        mistake = None
+        if got is not None and stage != "dtype":
+            mistake = self.diagnose(
+                case, got, expected, warnings,
+                lambda model: _model_array(model, case),
+            )
+        if mistake is not None:
+            return Verdict(False, message, mistake.id, mistake.message)
+        generic = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}
+        diag = generic.get(stage)
+        return Verdict(False, message, diag, GENERIC[diag] if diag else "")
+
+
+def _model_array(model, case):
+    out = quiet(model, *case.args, **case.kwargs)
+    return np.asarray(out, dtype=np.float64)
+
+
+def fmt_output(obj) -> str:
+    """Show a returned value if it is of a type the checker can print safely."""
+    t = type(obj)
+    if t is np.ndarray or t in (float, int, bool) or (
+        isinstance(obj, np.generic) and t.__module__ == "numpy"
+    ):
+        return fmt(obj)
+    return describe_returned(obj)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def register(exercise: Exercise) -> Exercise:
+    """Add an exercise to the registry (its id must be new)."""
+    if exercise.id in _REGISTRY:
+        raise ValueError(f"exercise {exercise.id!r} is already registered.")
+    _REGISTRY[exercise.id] = exercise
+    return exercise
+
+
+def exercises() -> list[str]:
+    """The registered exercise ids, in notebook order."""
+    return [e.id for e in sorted(_REGISTRY.values(), key=lambda e: e.notebook)]
+
+
+def get_exercise(name: str) -> Exercise:
+    """The exercise registered under ``name``; a ValueError lists the known ids otherwise."""
+    if type(name) is str and name in _REGISTRY:
+        return _REGISTRY[name]
+    close_ids = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+    hint = f" Did you mean {close_ids[0]!r}?" if close_ids else ""
+    raise ValueError(
+        f"unknown exercise {name!r}.{hint} Known exercises: {', '.join(exercises())}."
+    )
+
+
+def resolve_seed(hidden: bool, seed: int | None = None) -> int:
+    """The seed of the random cases: ``seed`` if given, else the visible or hidden default.
+
+    Hidden batteries take ``LOSSUTILS_GRADING_SEED`` from the environment when it is set.
+    """
+    if seed is not None:
+        if type(seed) is not int or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        return seed
+    if not hidden:
+        return VISIBLE_SEED
+    raw = os.environ.get(SEED_ENV)
+    if raw is None or raw.strip() == "":
+        return HIDDEN_SEED
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"the environment variable {SEED_ENV} must be a non-negative integer, got "
+            f"{raw!r}; unset it or set it to e.g. 12345."
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- running
+
+
+def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
+    """Judge one :class:`Outcome`: an exception, then the output, then modified inputs."""
+    if outcome.error is not None:
+        return Verdict(
+            False,
+            f"your function raised {outcome.error} on this input.",
+            "raised",
+            GENERIC["raised"],
+        )
+    verdict = exercise.judge(case, outcome.output, warnings=outcome.warnings)
+    if verdict.ok and outcome.modified:
+        return Verdict(
+            False,
+            f"your function modified its input {', '.join(outcome.modified)} in place.",
+            "modifies_input",
+            GENERIC["modifies_input"],
+        )
+    return verdict
+
+
+def run_check(
+    name: str,
+    fn=None,
+    hidden: bool = False,
+    seed: int | None = None,
+    *,
+    outcomes: Sequence[Outcome] | None = None,
+) -> CheckResult:
+    """Run the battery of ``name`` on ``fn`` (or judge ``outcomes`` produced elsewhere).
+
+    With ``outcomes`` (one :class:`Outcome` per case of ``cases(hidden, seed)``, e.g. rebuilt
+    with :meth:`Outcome.from_plain` after a sandboxed run), ``fn`` is not called.
+    """
+    exercise = get_exercise(name)
+    if outcomes is None and not callable(fn):
+        message = (
+            f"{name}: expected your function, got {describe_returned(fn)}.\n"
+            f"Hint: {GENERIC['not_callable'].format(id=name, name=name)}"
+        )
+        return CheckResult(name, False, 0, 0, _tail(message, name, "not_callable"),
+                           "not_callable")
+    cases = exercise.cases(hidden=hidden, seed=seed)
+    if outcomes is None:
+        outcomes = [exercise.call(fn, case) for case in cases]
+    elif len(outcomes) != len(cases):
+        raise ValueError(f"{name}: got {len(outcomes)} outcomes for {len(cases)} cases.")
+    verdicts = [assess(exercise, c, o) for c, o in zip(cases, outcomes, strict=True)]
+    n_passed = sum(v.ok for v in verdicts)
+    if n_passed == len(cases):
+        return CheckResult(name, True, len(cases), n_passed,
+                           f"{name}: {n_passed}/{len(cases)} cases passed", None)
+    failing = [i for i, v in enumerate(verdicts) if not v.ok]
+    # A failure we can explain teaches more than the first one, so prefer it.
+    known = [i for i in failing if verdicts[i].diagnosis not in (None, "raised")]
+    i = known[0] if known else failing[0]
+    message = _failure_message(exercise, cases[i], outcomes[i], verdicts[i], i, len(cases),
+                               n_passed)
+    return CheckResult(name, False, len(cases), n_passed, message, verdicts[i].diagnosis)
+
+
+def _failure_message(exercise, case, outcome, verdict, i, n, n_passed) -> str:
+    lines = [
+        f"{exercise.id}: {n_passed}/{n} cases passed; case {i + 1} ({case.label}) failed.",
+        "input:",
+        indent(exercise.describe_input(case)),
+        verdict.message,
+    ]
+    if outcome.warnings:
+        shown = list(dict.fromkeys(outcome.warnings))[:3]
+        lines.append("warnings raised inside your function: " + "; ".join(shown))
+    if outcome.stdout.strip():
+        printed = outcome.stdout.strip().splitlines()
+        more = " ..." if len(printed) > 3 else ""
+        lines.append("your function printed:\n" + indent("\n".join(printed[:3])) + more)
+    if verdict.advice:
+        label = "Diagnosis" if verdict.diagnosis not in GENERIC else "Hint"
+        lines.append(f"{label}: {verdict.advice}")
+    return _tail("\n".join(lines), exercise.id, verdict.diagnosis)
+
+
+def _tail(message: str, name: str, diagnosis: str | None) -> str:
+    return f"{message}\n[check: {name}; diagnosis: {diagnosis or 'none'}]"
+
+
+def check(name: str, fn, *, hidden: bool = False) -> None:
+    """Check the student's ``fn`` for exercise ``name``; print one line or raise.
+
+    Parameters
+    ----------
+    name : str
+        Exercise id (see :func:`exercises`).
+    fn : callable
+        The student's function, with the signature of the exercise.
+    hidden : bool, default False
+        Use the hidden battery, seeded from ``LOSSUTILS_GRADING_SEED`` when set.
+
+    Raises
+    ------
+    CheckFailed
+        If a case fails; the message explains the case and the recognised mistake.
+    ValueError
+        For an unknown exercise id or a malformed ``LOSSUTILS_GRADING_SEED``.
+    """
+    result = run_check(name, fn, hidden=hidden)
+    if not result.passed:
+        raise CheckFailed(result.message, exercise=name, diagnosis=result.diagnosis) from None
+    print(result.message)

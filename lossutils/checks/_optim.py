@@ -1,0 +1,631 @@
+"""Exercises of notebook 06-optimization: one optimizer step, carried over a gradient sequence.
+
+``sgd_step`` is stateless and checked call by call. The other steps carry state (the velocity,
+or Adam's dict), so a case is a start point, a fixed gradient sequence and hyperparameters:
+the driver calls the student's function once per gradient, feeding back the weights and state
+the function itself returned, and the judge compares every step with the ``lossutils``
+optimizer run on the same sequence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import DTYPES, case, n_random
+from ._core import (
+    GENERIC,
+    Case,
+    Exercise,
+    FunctionExercise,
+    Mistake,
+    Outcome,
+    Verdict,
+    call_safely,
+    close,
+    compare,
+    describe_returned,
+    exception_text,
+    float_value,
+    fmt,
+    fmt_output,
+    quiet,
+    register,
+)
+
+NOTEBOOK = "06-optimization"
+
+__all__ = ["StepExercise"]
+
+
+# --------------------------------------------------------------------------- SGD
+
+
+def _sgd(w, grad, lr):
+    from lossutils import SGD
+
+    return SGD(lr).step(w, grad)
+
+
+def _sgd_cases(rng, hidden):
+    cases = [
+        case("FAU: Sgd(lr=1) from w = 1 with gradient 1", np.array([1.0]), np.array([1.0]), 1.0),
+        case("hand-made, float32", np.array([0.5, -2.0], np.float32),
+             np.array([1.0, -4.0], np.float32), 0.25),
+        case("2-D weights", np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[0.5, 0.0], [-1.0, 2.0]]),
+             0.1),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            shape = (int(rng.integers(1, 6)), int(rng.integers(1, 4)))
+            lr = float(np.round(rng.uniform(0.01, 1.0), 3))
+            cases.append(case(f"random {np.dtype(dtype).name}, shape {shape}, lr = {lr}",
+                              rng.normal(size=shape).astype(dtype),
+                              rng.normal(size=shape).astype(dtype), lr))
+    return cases
+
+
+register(
+    FunctionExercise(
+        "sgd_step",
+        notebook=NOTEBOOK,
+        signature="sgd_step(w, grad, lr)",
+        arg_names=("w", "grad", "lr"),
+        references=("SGD",),
+        reference=_sgd,
+        cases=_sgd_cases,
+        mistakes=(
+            Mistake(
+                "ascent",
+                "you stepped uphill: gradient descent subtracts, w - lr * grad.",
+                models=(lambda w, g, lr: w + lr * g,),
+            ),
+            Mistake(
+                "lr_ignored",
+                "the learning rate is missing: the step is lr * grad, w - lr * grad.",
+                models=(lambda w, g, lr: w - g,),
+            ),
+            Mistake(
+                "returns_step",
+                "you returned the step, not the new weights: return w - lr * grad.",
+                models=(lambda w, g, lr: -lr * g, lambda w, g, lr: lr * g),
+            ),
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- stateful steps
+
+
+class StepExercise(Exercise):
+    """An optimizer step checked along a fixed gradient sequence.
+
+    A case is ``Case(label, (w0, grads), hyper)`` with ``grads`` of shape ``(K, *w0.shape)``.
+    The output the judge sees is the list of the function's returns, one per step (the driver
+    stops early if a return cannot be fed back).
+
+    Parameters
+    ----------
+    optimizer : callable
+        ``optimizer(**hyper)`` builds the reference ``lossutils`` optimizer.
+    initial_state : callable
+        ``initial_state(w0)``: the state given to the first call.
+    call_args : callable
+        ``call_args(w, g, state, hyper) -> (args, kwargs)`` for one call.
+    state_fields : tuple of str
+        For dict states, the array entries compared with the reference state (besides ``t``).
+    """
+
+    def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
+                 state_fields=(), extra_fields=(), **kw):
+        super().__init__(id, **kw)
+        self.optimizer = optimizer
+        self.initial_state = initial_state
+        self.call_args = call_args
+        self._cases = cases
+        self.state_name = state_name
+        self.state_fields = tuple(state_fields)
+        self.extra_fields = tuple(extra_fields)
+
+    def make_cases(self, rng, hidden):
+        return self._cases(rng, hidden)
+
+    def describe_input(self, case):
+        w0, grads = case.args
+        hyper = ", ".join(f"{k}={v!r}" for k, v in case.kwargs.items()) or "the defaults"
+        return (f"w = {fmt(w0)}\ngradients, one per step = {fmt(grads)}\n"
+                f"{self.state_name} starts as {fmt(self.initial_state(w0))}\n"
+                f"hyperparameters: {hyper}")
+
+    # -- driving -------------------------------------------------------------
+
+    def _drive(self, run, case: Case) -> Outcome:
+        """Feed the function its own returns along the gradient sequence."""
+        w0, grads = case.args
+        w, state = w0.copy(), self.initial_state(w0)
+        steps, texts, printed, modified = [], [], [], []
+        error = None
+        for k, g in enumerate(grads):
+            args, kwargs = self.call_args(w, g.copy(), state, case.kwargs)
+            outcome = run(args, kwargs)
+            texts += outcome.warnings
+            printed.append(outcome.stdout)
+            modified += [f"{name} (step {k + 1})" for name in outcome.modified]
+            if outcome.error is not None:
+                error = f"{outcome.error} at step {k + 1}"
+                break
+            steps.append(outcome.output)
+            fed = self._feedback(outcome.output)
+            if fed is None:
+                break
+            w, state = fed
+        return Outcome(steps, error, tuple(texts), "".join(printed), tuple(modified))
+
+    def call(self, fn, case):
+        return self._drive(lambda a, k: call_safely(fn, a, k, self.arg_names), case)
+
+    def _run_model(self, model, case) -> list:
+        def run(args, kwargs):
+            try:
+                return Outcome(quiet(model, *args, **kwargs))
+            except Exception as exc:  # a model that fails here cannot explain the output
+                return Outcome(error=exception_text(exc))
+
+        return self._drive(run, case).output
+
+    def _feedback(self, out):
+        """Copies of the returned (w, state) if they can be fed to the next call, else None."""
+        if type(out) is not tuple or len(out) != 2 or type(out[0]) is not np.ndarray:
+            return None
+        state = _safe_copy(out[1])
+        return None if state is None else (out[0].copy(), state)
+
+    # -- judging -------------------------------------------------------------
+
+    def reference_steps(self, case):
+        w0, grads = case.args
+        opt = self.optimizer(**case.kwargs)
+        w, out = w0, []
+        for g in grads:
+            w = quiet(opt.step, w, g)
+            out.append((w, opt.state))
+        return out
+
+    def judge(self, case, output, warnings=()):
+        ref = self.reference_steps(case)
+        if type(output) is not list:  # only the driver builds this list
+            return Verdict(False, f"no steps were recorded ({describe_returned(output)}).")
+        for k, (ref_w, ref_state) in enumerate(ref):
+            prefix = f"step {k + 1} of {len(ref)}"
+            if k >= len(output):
+                return Verdict(False, f"{prefix}: the previous return could not be used.")
+            failure = self._judge_step(output[k], ref_w, ref_state, k)
+            if failure is None:
+                continue
+            stage, message, shown = failure
+            message = f"{prefix}: {message}\n{shown}"
+            if stage in ("finite", "values"):
+                mistake = self._diagnose_steps(case, output, k, ref, warnings)
+                if mistake is not None:
+                    return Verdict(False, message, mistake.id, mistake.message)
+            diag = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}
+            d = diag.get(stage)
+            return Verdict(False, message, d, GENERIC[d] if d else "")
+        return Verdict(True)
+
+    def _judge_step(self, out, ref_w, ref_state, k):
+        if type(out) is not tuple or len(out) != 2:
+            return ("type", f"returned {describe_returned(out)}; expected a tuple "
+                    f"(new_w, new_{self.state_name}).", "")
+        new_w, new_state = out
+        failure = _value_failure(new_w, ref_w, "new_w")
+        if failure is not None:
+            return failure
+        if self.state_name == "v":
+            return _value_failure(new_state, ref_state["v"], "new_v")
+        return self._judge_state(new_state, ref_w, ref_state, k)
+
+    def _judge_state(self, state, ref_w, ref_state, k):
+        if type(state) is not dict:
+            return ("type", f"returned as state {describe_returned(state)}; expected a new "
+                    "dict with the same keys as the one given.", "")
+        missing = [key for key in ("t", *self.state_fields, *self.extra_fields)
+                   if key not in state]
+        if missing:
+            return ("type", f"the returned state has no key {missing[0]!r}; keep the keys "
+                    f"{['t', *self.state_fields, *self.extra_fields]}.", "")
+        t = state["t"]
+        if type(t) not in (int, float) and not (
+            isinstance(t, np.number) and type(t).__module__ == "numpy"
+        ):
+            return ("type", f"state['t'] is {describe_returned(t)}; expected the step count.",
+                    "")
+        if t != ref_state["t"]:
+            return ("values", f"state['t'] is {t!r} after {k + 1} step(s); expected "
+                    f"{ref_state['t']} (increment t once per call, before the bias "
+                    "correction).", "")
+        for key in self.state_fields:
+            failure = _value_failure(state[key], ref_state[key], f"state[{key!r}]")
+            if failure is not None:
+                return failure
+        for key in self.extra_fields:
+            value = state[key]
+            if type(value) is not np.ndarray or value.shape != ref_w.shape:
+                return ("type", f"state[{key!r}] is {describe_returned(value)}; expected an "
+                        f"array of shape {ref_w.shape}.", "")
+        return None
+
+    def _diagnose_steps(self, case, output, k, ref, warnings):
+        got = _step_w(output[k])
+        if got is None:
+            return None
+        ref_w = ref[k][0]
+        for mistake in self.mistakes:
+            for model in mistake.models:
+                steps = self._run_model(model, case)
+                if len(steps) <= k:
+                    continue
+                m = _step_w(steps[k])
+                dt = ref_w.dtype
+                if m is not None and close(got, m, dt) and not close(m, ref_w, dt):
+                    return mistake
+                if self.state_name == "v":
+                    # The velocity can be wrong while w is right (a flipped sign convention).
+                    gv, mv = _step_state_v(output[k]), _step_state_v(steps[k])
+                    if gv is not None and mv is not None and close(gv, mv, ref_w.dtype) \
+                            and close(got, m, ref_w.dtype) \
+                            and not close(mv, ref[k][1]["v"], ref_w.dtype):
+                        return mistake
+        return None
+
+
+def _value_failure(obj, ref, what):
+    got, failure = float_value(obj, ref)
+    if failure is None:
+        failure = compare(got, ref, np.asarray(ref).dtype)
+    if failure is None:
+        return None
+    stage, message = failure
+    return stage, f"{what} {message}", f"expected: {fmt(ref)}\ngot:      {fmt_output(obj)}"
+
+
+def _step_w(out):
+    if type(out) is tuple and len(out) == 2 and type(out[0]) is np.ndarray \
+            and out[0].dtype.kind == "f":
+        return out[0].astype(np.float64)
+    return None
+
+
+def _step_state_v(out):
+    if type(out) is tuple and len(out) == 2 and type(out[1]) is np.ndarray \
+            and out[1].dtype.kind == "f":
+        return out[1].astype(np.float64)
+    return None
+
+
+def _safe_copy(state):
+    """A copy of a returned state made of exact numpy/builtin types, else None."""
+    if type(state) is np.ndarray:
+        return state.copy()
+    if type(state) is dict:
+        out = {}
+        for key, value in state.items():
+            if type(key) is not str:
+                return None
+            if type(value) is np.ndarray:
+                out[key] = value.copy()
+            elif type(value) in (int, float) or (
+                isinstance(value, np.number) and type(value).__module__ == "numpy"
+            ):
+                out[key] = value
+            else:
+                return None
+        return out
+    return None
+
+
+# --------------------------------------------------------------------------- momentum
+
+
+def _momentum_opt(lr, mu):
+    from lossutils import Momentum
+
+    return Momentum(lr, momentum=mu)
+
+
+def _momentum_args(w, g, v, hyper):
+    return (w, g, v, hyper["lr"], hyper["mu"]), {}
+
+
+def _sequence(rng, shape, k, dtype, flips=False):
+    grads = rng.normal(size=(k, *shape))
+    if flips:
+        grads *= np.where(np.arange(k) % 2 == 0, 1.0, -1.0).reshape((k,) + (1,) * len(shape))
+    return grads.astype(dtype)
+
+
+def _momentum_cases(rng, hidden):
+    cases = [
+        Case("FAU: momentum 0.9, lr 1, from w = 1 with gradients 1, 1",
+             (np.array([1.0]), np.array([[1.0], [1.0]])), {"lr": 1.0, "mu": 0.9}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            shape = (int(rng.integers(1, 5)),)
+            k = int(rng.integers(3, 6))
+            hyper = {"lr": float(np.round(rng.uniform(0.05, 0.5), 3)),
+                     "mu": float(rng.choice([0.5, 0.9, 0.99]))}
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=shape).astype(dtype),
+                               _sequence(rng, shape, k, dtype)), hyper))
+    return cases
+
+
+def _mom_torch(w, g, v, lr, mu):
+    v = mu * v + g
+    return w - lr * v, v
+
+
+def _mom_flipped(w, g, v, lr, mu):
+    v = mu * v + lr * g
+    return w - v, v
+
+
+def _mom_old_v(w, g, v, lr, mu):
+    return w + v, mu * v - lr * g
+
+
+def _mom_ema(w, g, v, lr, mu):
+    v = mu * v - (1 - mu) * lr * g
+    return w + v, v
+
+
+register(
+    StepExercise(
+        "momentum_step",
+        notebook=NOTEBOOK,
+        signature="momentum_step(w, grad, v, lr, mu)",
+        arg_names=("w", "grad", "v", "lr", "mu"),
+        references=("Momentum",),
+        optimizer=_momentum_opt,
+        initial_state=np.zeros_like,
+        call_args=_momentum_args,
+        cases=_momentum_cases,
+        state_name="v",
+        mistakes=(
+            Mistake(
+                "velocity_sign",
+                "your velocity has the opposite sign: this exercise uses v = mu v - lr grad "
+                "and w = w + v.",
+                models=(_mom_flipped,),
+            ),
+            Mistake(
+                "torch_form",
+                "you used torch's form (v = mu v + grad, w -= lr v); this exercise uses the "
+                "lecture's v = mu v - lr grad, w = w + v.",
+                models=(_mom_torch,),
+            ),
+            Mistake(
+                "old_velocity",
+                "you moved w with the old velocity: update v = mu v - lr grad first, then "
+                "w = w + v with the new v.",
+                models=(_mom_old_v,),
+            ),
+            Mistake(
+                "ema_velocity",
+                "you averaged the gradient (a (1 - mu) factor); momentum accumulates it: "
+                "v = mu v - lr grad.",
+                models=(_mom_ema,),
+            ),
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- Adam, AMSGrad
+
+_ADAM_DEFAULTS = {"lr": 0.001, "mu": 0.9, "rho": 0.999, "eps": 1e-8}
+
+
+def _adam_opt(**hyper):
+    from lossutils import Adam
+
+    return Adam(**hyper)
+
+
+def _amsgrad_opt(**hyper):
+    from lossutils import AMSGrad
+
+    return AMSGrad(**hyper)
+
+
+def _adam_state(w0):
+    return {"t": 0, "m": np.zeros_like(w0), "r": np.zeros_like(w0)}
+
+
+def _amsgrad_state(w0):
+    return {**_adam_state(w0), "r_max": np.zeros_like(w0)}
+
+
+def _dict_args(w, g, state, hyper):
+    return (w, g, state), dict(hyper)
+
+
+def _adam_cases(rng, hidden, *, flips=False):
+    cases = [
+        Case("FAU: Adam(lr=1, mu=0.01, rho=0.02) from w = 1 with gradients 1, 0.5",
+             (np.array([1.0]), np.array([[1.0], [0.5]])),
+             {"lr": 1.0, "mu": 0.01, "rho": 0.02, "eps": 1e-8}),
+        Case("sign-flipping gradients 3, -1, -1, 3, -1, -1",
+             (np.array([0.0]), np.array([[3.0], [-1.0], [-1.0], [3.0], [-1.0], [-1.0]])),
+             {"lr": 0.1, "mu": 0.9, "rho": 0.99, "eps": 1e-8}),
+        Case("large eps = 0.1",
+             (np.array([1.0, -1.0]), np.array([[0.5, 0.2], [0.1, -0.3], [0.4, 0.4]])),
+             {"lr": 0.1, "mu": 0.9, "rho": 0.999, "eps": 0.1}),
+        Case("default hyperparameters",
+             (np.array([0.5, 1.5, -2.0]), _sequence(rng, (3,), 3, np.float64)), {}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            shape = (int(rng.integers(1, 5)),)
+            k = int(rng.integers(3, 7))
+            hyper = dict(_ADAM_DEFAULTS, lr=float(np.round(rng.uniform(0.01, 0.5), 3)),
+                         mu=float(rng.choice([0.5, 0.9])), rho=float(rng.choice([0.9, 0.999])))
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=shape).astype(dtype),
+                               _sequence(rng, shape, k, dtype, flips=flips)), hyper))
+    return cases
+
+
+def _adam_like(w, g, state, lr, mu, rho, eps, *, zero_based=False, correct=lambda m, r, t, mu,
+               rho: (m / (1 - mu**t), r / (1 - rho**t)), swap=False, denominator=None,
+               amsgrad=None):
+    """Adam and AMSGrad with one mistake switched on: the catalogue's models."""
+    t = state["t"] if zero_based else state["t"] + 1
+    a, b = (rho, mu) if swap else (mu, rho)
+    m = a * state["m"] + (1 - a) * g
+    r = b * state["r"] + (1 - b) * g * g
+    m_hat, r_hat = correct(m, r, t, mu, rho)
+    new = {"t": state["t"] + 1, "m": m, "r": r}
+    if amsgrad is not None:
+        num, den, new["r_max"] = amsgrad(state, m, r, m_hat, r_hat, t, rho)
+    else:
+        num, den = m_hat, np.sqrt(r_hat)
+    den = den + eps if denominator is None else denominator(r_hat, eps)
+    return w - lr * num / den, new
+
+
+def _adam_model(**mistake):
+    def model(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8):
+        return _adam_like(w, grad, state, lr, mu, rho, eps, **mistake)
+
+    return model
+
+
+def _ams(state, m, r, m_hat, r_hat, t, rho):
+    r_max = np.maximum(state["r_max"], r_hat)
+    return m_hat, np.sqrt(r_max), r_max
+
+
+def _ams_model(rule):
+    return _adam_model(amsgrad=rule)
+
+
+_ADAM_MISTAKES = (
+    Mistake(
+        "bias_correction_multiplies",
+        "the bias correction divides by (1 - mu^t) and (1 - rho^t); it does not multiply by "
+        "(1 - mu).",
+        models=(_adam_model(correct=lambda m, r, t, mu, rho: (m * (1 - mu), r * (1 - rho))),),
+    ),
+    Mistake(
+        "no_bias_correction",
+        "the bias correction is missing: m and r start at 0, so divide them by (1 - mu^t) "
+        "and (1 - rho^t) before the step.",
+        models=(_adam_model(correct=lambda m, r, t, mu, rho: (m, r)),),
+    ),
+    Mistake(
+        "step_counter",
+        "the step counter is off: increment t before the bias correction, so that the first "
+        "step uses t = 1 (with t = 0 the correction divides by zero).",
+        models=(_adam_model(zero_based=True),),
+    ),
+    Mistake(
+        "moments_swapped",
+        "mu and rho are swapped: mu decays the first moment m (of g), rho the second "
+        "moment r (of g * g).",
+        models=(_adam_model(swap=True),),
+    ),
+    Mistake(
+        "eps_inside_sqrt",
+        "eps goes outside the square root: w - lr * m_hat / (sqrt(r_hat) + eps).",
+        models=(_adam_model(denominator=lambda r_hat, eps: np.sqrt(r_hat + eps)),),
+    ),
+    Mistake(
+        "missing_sqrt",
+        "the square root is missing: divide by sqrt(r_hat) + eps, which has the units of "
+        "the gradient.",
+        models=(_adam_model(denominator=lambda r_hat, eps: r_hat + eps),),
+    ),
+)
+
+register(
+    StepExercise(
+        "adam_step",
+        notebook=NOTEBOOK,
+        signature="adam_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        references=("Adam",),
+        optimizer=_adam_opt,
+        initial_state=_adam_state,
+        call_args=_dict_args,
+        cases=_adam_cases,
+        state_name="state",
+        state_fields=("m", "r"),
+        mistakes=_ADAM_MISTAKES,
+    )
+)
+
+
+def _ams_momentum(state, m, r, m_hat, r_hat, t, rho):
+    # The transcript's error: the running maximum taken over the first moment.
+    r_max = np.maximum(state["r_max"], m_hat)
+    return r_max, np.sqrt(r_hat), r_max
+
+
+def _ams_none(state, m, r, m_hat, r_hat, t, rho):
+    return m_hat, np.sqrt(r_hat), np.maximum(state["r_max"], r_hat)
+
+
+def _ams_torch(state, m, r, m_hat, r_hat, t, rho):
+    r_max = np.maximum(state["r_max"], r)
+    return m_hat, np.sqrt(r_max / (1 - rho**t)), r_max
+
+
+def _ams_not_stored(state, m, r, m_hat, r_hat, t, rho):
+    return m_hat, np.sqrt(np.maximum(state["r_max"], r_hat)), r_hat
+
+
+register(
+    StepExercise(
+        "amsgrad_step",
+        notebook=NOTEBOOK,
+        signature="amsgrad_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        references=("AMSGrad",),
+        optimizer=_amsgrad_opt,
+        initial_state=_amsgrad_state,
+        call_args=_dict_args,
+        cases=lambda rng, hidden: _adam_cases(rng, hidden, flips=True),
+        state_name="state",
+        state_fields=("m", "r"),
+        extra_fields=("r_max",),
+        mistakes=(
+            Mistake(
+                "max_over_momentum",
+                "the running maximum is over the second moment r_hat, not over the momentum "
+                "m_hat: r_max = max(r_max, r_hat), then divide by sqrt(r_max) + eps.",
+                models=(_ams_model(_ams_momentum),),
+            ),
+            Mistake(
+                "no_max",
+                "this is plain Adam: divide by sqrt(r_max) + eps with r_max = max(r_max, "
+                "r_hat), so that the step never grows.",
+                models=(_ams_model(_ams_none),),
+            ),
+            Mistake(
+                "torch_amsgrad",
+                "you took the maximum of the raw r and bias-corrected it afterwards (torch's "
+                "variant); this exercise keeps the maximum of the corrected r_hat.",
+                models=(_ams_model(_ams_torch),),
+            ),
+            Mistake(
+                "max_not_stored",
+                "you used max(r_max, r_hat) but stored r_hat in the state: store the "
+                "maximum, r_max = max(r_max, r_hat), so it is carried to the next step.",
+                models=(_ams_model(_ams_not_stored),),
+            ),
+            *_ADAM_MISTAKES[:3],
+        ),
+    )
+)
