@@ -62,29 +62,29 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _shifted_logsumexp(x: np.ndarray, shift: np.ndarray, axis) -> np.ndarray:
-    """``log(sum(exp(x - shift))) + shift`` along ``axis``, keeping the reduced axes."""
-    out = x - shift  # the only full-size temporary; everything below reuses it
-    np.exp(out, out=out)
-    out = out.sum(axis=axis, keepdims=True)
-    np.log(out, out=out)
-    out += shift
-    return out
+def _shift_and_log_sum(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
+    """Split the log-sum-exp along ``axis`` as ``shift + log_sum`` (both with kept axes).
 
-
-def _logsumexp_keepdims(x: np.ndarray, axis) -> np.ndarray:
+    ``shift`` is the maximum, so every ``exp(x - shift)`` is at most 1 and ``log_sum`` is
+    small. Callers combine ``x - shift`` with ``log_sum`` directly: adding ``log_sum`` to a large
+    ``shift`` first would round away most of a log-probability close to 0.
+    """
     # ``initial`` makes an empty axis reduce to -inf (no mass) instead of raising.
-    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    finite = np.isfinite(row_max)
-    if finite.all():
-        return _shifted_logsumexp(x, row_max, axis)
-    # A non-finite row maximum is that row's log-sum-exp: +inf dominates every sum, an
-    # all -inf row holds no mass (log 0 = -inf), nan propagates. Shifting such rows computes
-    # inf - inf, so they are computed quietly and then overwritten.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = _shifted_logsumexp(x, row_max, axis)
-    np.copyto(out, row_max, where=~finite)
-    return out
+    shift = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    finite = np.isfinite(shift)
+    quiet = contextlib.nullcontext()
+    if not finite.all():
+        # Shifting by a non-finite maximum computes inf - inf. Such slices are shifted by 0:
+        # their sum is then inf (+inf present), 0 (only -inf) or nan, so that the
+        # log-sum-exp is +inf, -inf or nan, as it should be, without numpy's warnings.
+        shift = np.where(finite, shift, 0)
+        quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    with quiet:
+        log_sum = x - shift  # the only full-size temporary: exponentiated and summed in place
+        np.exp(log_sum, out=log_sum)
+        log_sum = log_sum.sum(axis=axis, keepdims=True)
+        np.log(log_sum, out=log_sum)
+    return shift, log_sum
 
 
 def _quiet_unless_finite(values: np.ndarray):
@@ -125,8 +125,7 @@ def _as_batch_scores(x, name: str) -> np.ndarray:
     else:
         hint = "pass one row of C class scores per sample"
     raise ValueError(
-        f"{name} must have shape (N, C) with the class axis last, got shape {arr.shape}; "
-        f"{hint}."
+        f"{name} must have shape (N, C) with the class axis last, got shape {arr.shape}; {hint}."
     )
 
 
@@ -310,7 +309,8 @@ def logsumexp(x, *, axis=-1, keepdims=False):
     array([0.69314718,       -inf])
     """
     x = as_float(x, "x")
-    out = _logsumexp_keepdims(x, axis)
+    shift, out = _shift_and_log_sum(x, axis)
+    out += shift
     if not keepdims:
         out = np.squeeze(out, axis=axis)[()]
     return out
@@ -376,10 +376,16 @@ def softmax(logits, *, axis=-1):
 def log_softmax(logits, *, axis=-1):
     r"""Logarithm of the softmax, computed as ``x - logsumexp(x)``.
 
-    .. math:: \log \operatorname{softmax}(x)_c = x_c - \log \sum_k e^{x_k}.
+    .. math::
+
+        \log \operatorname{softmax}(x)_c = x_c - \log \sum_k e^{x_k}
+                                         = (x_c - m) - \log \sum_k e^{x_k - m},
+        \qquad m = \max_k x_k.
 
     Never computed as ``log(softmax(x))``: a probability that underflows to 0 would give
-    ``-inf`` where the exact answer (e.g. -2000) is perfectly representable.
+    ``-inf`` where the exact answer (e.g. -2000) is perfectly representable. Subtracting the
+    small shifted log-sum rather than the full log-sum-exp also keeps log-probabilities close
+    to 0 accurate to full relative precision.
 
     Parameters
     ----------
@@ -408,9 +414,11 @@ def log_softmax(logits, *, axis=-1):
     array([-2000.,     0.])
     """
     x = as_float(logits, "logits")
-    lse = _logsumexp_keepdims(x, axis)
-    with _quiet_unless_finite(lse):
-        return x - lse
+    shift, log_sum = _shift_and_log_sum(x, axis)
+    out = x - shift
+    with _quiet_unless_finite(log_sum):
+        out -= log_sum
+    return out
 
 
 def sigmoid(x):
@@ -551,23 +559,23 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
     >>> print(cross_entropy(logits, [[1.0, 0.0], [1.0, 0.0]]))  # same, as probabilities
     1.1269280110429727
     """
-    logits, labels, probs, eps = _cross_entropy_inputs(
-        logits, target, reduction, label_smoothing
-    )
+    logits, labels, probs, eps = _cross_entropy_inputs(logits, target, reduction, label_smoothing)
     if probs is not None:
         q = _smoothed(probs, eps)
         log_p = log_softmax(logits)
         # 0 log 0 = 0: a class without target mass adds nothing, even if its logit is -inf.
         terms = np.multiply(q, log_p, out=np.zeros_like(log_p), where=q > 0)
         return reduce(-terms.sum(axis=-1), reduction)
-    loss = _logsumexp_keepdims(logits, -1)[:, 0]
+    shift, log_sum = _shift_and_log_sum(logits, -1)
+    shift, loss = shift[:, 0], log_sum[:, 0]
     target_logit = np.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    # lse - (1 - eps) x_y - eps mean(x), written around the shift (see _shift_and_log_sum).
     # Each term is skipped when its weight is 0, where 0 * (-inf logit) would make a nan.
     with _quiet_unless_finite(loss):  # rows with +inf or only -inf logits: nan
         if eps < 1.0:
-            loss -= (1.0 - eps) * target_logit
+            loss += (1.0 - eps) * (shift - target_logit)
         if eps > 0.0:
-            loss -= (eps / logits.shape[-1]) * logits.sum(axis=-1)
+            loss += eps * (shift - logits.mean(axis=-1))
     return reduce(loss, reduction)
 
 
@@ -612,9 +620,7 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     array([[-0.25,  0.25],
            [ 0.25, -0.25]])
     """
-    logits, labels, probs, eps = _cross_entropy_inputs(
-        logits, target, reduction, label_smoothing
-    )
+    logits, labels, probs, eps = _cross_entropy_inputs(logits, target, reduction, label_smoothing)
     n, c = logits.shape
     scale = _batch_grad_scale(n, reduction)
     grad = softmax(logits)  # our own array: updated in place from here on
@@ -856,9 +862,11 @@ def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
     0.34657359027997264
     """
     x, y = _bce_inputs(logits, target, "logits", reduction)
-    loss = np.log1p(np.exp(-np.abs(x)))
-    loss += np.maximum(x, 0.0)
+    loss = np.maximum(x, 0.0)
+    # max(x, 0) - x y first: it cancels exactly for y in {0, 1}, so the small log1p term of a
+    # confident correct prediction survives instead of being rounded away by a large x.
     loss -= x * y
+    loss += np.log1p(np.exp(-np.abs(x)))
     return reduce(loss, reduction)
 
 
