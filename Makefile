@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := course,test
 
+# nbgrader and Jupyter start helper executables (alembic, kernels) found on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 .PHONY: help setup test test-fast lint demo lab release bench clean
 
 help:
@@ -33,7 +36,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not notebooks and not grading"
+	$(BIN)/python -m pytest tests lossutils -m "not notebooks and not grading"
 
 demo: setup
 	$(BIN)/lossutils demo
