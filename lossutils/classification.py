@@ -87,6 +87,16 @@ def _shift_and_log_sum(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
     return shift, log_sum
 
 
+def _scaled_softmax(x: np.ndarray, axis, total: float) -> np.ndarray:
+    """``total * softmax(x)``: each slice normalised to sum to ``total`` in a single pass."""
+    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    with _quiet_unless_finite(row_max):
+        out = x - row_max  # our own array: exponentiated and normalised in place
+        np.exp(out, out=out)
+        out /= out.sum(axis=axis, keepdims=True) / total
+    return out
+
+
 def _quiet_unless_finite(values: np.ndarray):
     """Silence numpy's invalid/divide warnings only if ``values`` holds a non-finite entry.
 
@@ -364,13 +374,7 @@ def softmax(logits, *, axis=-1):
     >>> softmax([[1.0, 2.0, 3.0]])
     array([[0.09003057, 0.24472847, 0.66524096]])
     """
-    x = as_float(logits, "logits")
-    row_max = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    with _quiet_unless_finite(row_max):
-        out = x - row_max  # our own array: exponentiated and normalised in place
-        np.exp(out, out=out)
-        out /= out.sum(axis=axis, keepdims=True)
-    return out
+    return _scaled_softmax(as_float(logits, "logits"), axis, 1.0)
 
 
 def log_softmax(logits, *, axis=-1):
@@ -568,7 +572,7 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
         return reduce(-terms.sum(axis=-1), reduction)
     shift, log_sum = _shift_and_log_sum(logits, -1)
     shift, loss = shift[:, 0], log_sum[:, 0]
-    target_logit = np.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    target_logit = logits[np.arange(logits.shape[0]), labels]
     # lse - (1 - eps) x_y - eps mean(x), written around the shift (see _shift_and_log_sum).
     # Each term is skipped when its weight is 0, where 0 * (-inf logit) would make a nan.
     with _quiet_unless_finite(loss):  # rows with +inf or only -inf logits: nan
@@ -623,15 +627,15 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     logits, labels, probs, eps = _cross_entropy_inputs(logits, target, reduction, label_smoothing)
     n, c = logits.shape
     scale = _batch_grad_scale(n, reduction)
-    grad = softmax(logits)  # our own array: updated in place from here on
+    # (softmax - q) * scale with the scale folded into the normalisation: one pass fewer.
+    grad = _scaled_softmax(logits, -1, scale)  # our own array: updated in place from here on
     if probs is not None:
-        grad -= _smoothed(probs, eps)
+        q = _smoothed(probs, eps)
+        grad -= q if scale == 1.0 else scale * q
     else:
-        grad[np.arange(n), labels] -= 1.0 - eps
+        grad[np.arange(n), labels] -= scale * (1.0 - eps)
         if eps:
-            grad -= eps / c
-    if scale != 1.0:
-        grad *= scale
+            grad -= scale * eps / c
     return grad
 
 
@@ -674,7 +678,7 @@ def nll_loss(log_probs, target, *, reduction="mean"):
     0.9808292530117262
     """
     log_probs, labels = _nll_inputs(log_probs, target, reduction)
-    loss = -np.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    loss = -log_probs[np.arange(log_probs.shape[0]), labels]
     return reduce(loss, reduction)
 
 

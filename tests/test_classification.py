@@ -685,6 +685,44 @@ def test_bce_rejects_probabilities_outside_unit_interval(f):
 
 
 # ---------------------------------------------------------------------------------------------
+# dtypes: float32 in, float32 out; integers and lists become float64
+# ---------------------------------------------------------------------------------------------
+
+LOGITS_2X3 = [[0.5, -1.0, 2.0], [0.0, 0.25, -0.5]]
+CALLS = [
+    (lu.logsumexp, (LOGITS_2X3,)),
+    (lu.softmax, (LOGITS_2X3,)),
+    (lu.log_softmax, (LOGITS_2X3,)),
+    (lu.sigmoid, (LOGITS_2X3,)),
+    (lu.log_sigmoid, (LOGITS_2X3,)),
+    (lu.cross_entropy, (LOGITS_2X3, [2, 0])),
+    (lu.cross_entropy_grad, (LOGITS_2X3, [2, 0])),
+    (lu.nll_loss, (np.negative(np.abs(LOGITS_2X3)), [2, 0])),
+    (lu.nll_loss_grad, (np.negative(np.abs(LOGITS_2X3)), [2, 0])),
+    (lu.binary_cross_entropy, ([[0.5, 0.25]], [[1, 0]])),
+    (lu.binary_cross_entropy_grad, ([[0.5, 0.25]], [[1, 0]])),
+    (lu.binary_cross_entropy_with_logits, (LOGITS_2X3, np.ones((2, 3), dtype=int))),
+    (lu.binary_cross_entropy_with_logits_grad, (LOGITS_2X3, np.ones((2, 3), dtype=int))),
+]
+
+
+@pytest.mark.parametrize(("f", "args"), CALLS, ids=[f.__name__ for f, _ in CALLS])
+def test_float32_in_float32_out_and_lists_give_float64(f, args):
+    prediction, *rest = args
+    assert f(np.asarray(prediction, dtype=np.float32), *rest).dtype == np.float32
+    assert f(np.asarray(prediction, dtype=np.float64), *rest).dtype == np.float64
+    assert f(prediction, *rest).dtype == np.float64  # a list
+    as_int = np.asarray(prediction).round().astype(int)
+    assert f(as_int, *rest).dtype == np.float64
+
+
+def test_float64_probability_target_promotes_float32_logits():
+    logits = np.zeros((1, 2), dtype=np.float32)
+    assert lu.cross_entropy(logits, np.array([[0.5, 0.5]])).dtype == np.float64
+    assert lu.cross_entropy(logits, np.float32([[0.5, 0.5]])).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------------
 # inputs are never modified
 # ---------------------------------------------------------------------------------------------
 
