@@ -48,6 +48,7 @@ release: setup
 	$(BIN)/lossutils release
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),bench]'
 	$(BIN)/python benchmarks/bench_lossutils.py
 
 clean:
