@@ -86,6 +86,10 @@ def bernoulli_log_pmf(probs, target):
     :math:`0 \log 0 = 0`. :math:`\log(1 - \pi)` is computed with ``log1p``, accurate for
     small :math:`\pi`. Agrees with ``scipy.stats.bernoulli.logpmf(target, probs)``.
 
+    References
+    ----------
+    C. M. Bishop, *Pattern Recognition and Machine Learning*, Springer, 2006, Sec. 2.1.
+
     Examples
     --------
     An unfair coin shows tails with probability 0.7; observe tails (y = 1), then heads:
@@ -141,6 +145,10 @@ def categorical_log_pmf(probs, target):
     ValueError
         If ``probs`` is not 2-D, not in [0, 1] or its rows do not sum to 1, or if ``target``
         is not integer labels of shape (N,) in ``[0, C)``.
+
+    References
+    ----------
+    C. M. Bishop, *Pattern Recognition and Machine Learning*, Springer, 2006, Sec. 2.2.
 
     Examples
     --------
@@ -269,6 +277,10 @@ def log_likelihood(probs):
     every model looks equally bad. The sum of logs, :math:`-2302.6`, is perfectly
     representable; and the log, being increasing, has the same maximiser.
 
+    References
+    ----------
+    I. Goodfellow, Y. Bengio and A. Courville, *Deep Learning*, MIT Press, 2016, Sec. 5.5.
+
     Examples
     --------
     >>> probs = np.full(1000, 0.1)
@@ -314,6 +326,10 @@ def negative_log_likelihood(probs, *, reduction: str = "mean"):
     Takes probabilities, unlike ``torch.nn.functional.nll_loss``, which takes
     log-probabilities of shape (N, C) and class labels. When a model outputs logits, work
     from them (``cross_entropy``) instead of taking the log of a softmax.
+
+    References
+    ----------
+    I. Goodfellow, Y. Bengio and A. Courville, *Deep Learning*, MIT Press, 2016, Sec. 5.5.
 
     Examples
     --------
