@@ -27,7 +27,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -152,12 +152,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The judgement of one output: ``ok``, or a ``message`` and a ``diagnosis`` id."""
+    """The judgement of one output: ``ok``, or a ``message`` and a ``diagnosis`` id.
+
+    ``explained_by`` lists every catalogued mistake consistent with this output (the first is
+    the ``diagnosis``); :func:`run_check` votes over them across the failing cases.
+    """
 
     ok: bool
     message: str = ""
     diagnosis: str | None = None
     advice: str = ""
+    explained_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,7 +347,10 @@ def float_value(obj, expected):
         return np.float64(value), None
     if t is not np.ndarray:
         what = describe_returned(obj)
-        return None, (
+        # An exact float scalar is safe to convert: models may still explain it (a sum over
+        # every axis instead of the last one).
+        conv = np.float64(obj) if t in (float, np.float32, np.float64) else None
+        return conv, (
             "type",
             f"returned {what}; expected a numpy array (np.ndarray) of shape {exp.shape} "
             f"and dtype {exp.dtype}.",
@@ -559,8 +567,10 @@ class Exercise:
         parts += [f"{k} = {fmt(v)}" for k, v in case.kwargs.items()]
         return "\n".join(parts)
 
-    def diagnose(self, case, got, expected, warn, models_output) -> Mistake | None:
-        """The first catalogue mistake that explains ``got`` (``models_output`` runs a model)."""
+    def explain(self, case, got, expected, warn, models_output) -> tuple[Mistake, ...]:
+        """Every catalogue mistake that explains ``got`` (``models_output`` runs a model)."""
+        dtype = case_dtype(expected)
+        found = []
         for mistake in self.mistakes:
             if mistake.detect is not None:
                 try:
@@ -568,16 +578,27 @@ class Exercise:
                 except Exception:  # a probe that does not apply to this case
                     hit = False
                 if hit:
-                    return mistake
+                    found.append(mistake)
+                    continue
             for model in mistake.models:
                 try:
                     m = models_output(model)
                 except Exception:  # the buggy model raises here: it cannot explain the output
                     continue
-                if m is not None and m.shape == got.shape and close(got, m, case_dtype(expected)) \
-                        and not close(m, expected, case_dtype(expected)):
-                    return mistake
-        return None
+                if m is not None and m.shape == got.shape and close(got, m, dtype) \
+                        and not close(m, expected, dtype):
+                    found.append(mistake)
+                    break
+        return tuple(found)
+
+    def verdict(self, message: str, stage: str, explained: Sequence[Mistake]) -> Verdict:
+        """A failing verdict: diagnosed by the first mistake that explains it, else by stage."""
+        if explained:
+            first = explained[0]
+            return Verdict(False, message, first.id, first.message,
+                           tuple(m.id for m in explained))
+        diag = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}.get(stage)
+        return Verdict(False, message, diag, GENERIC[diag] if diag else "")
 
 
 def case_dtype(expected) -> np.dtype:
@@ -629,17 +650,11 @@ class FunctionExercise(Exercise):
             return Verdict(True)
         stage, message = failure
         message = f"{message}\nexpected: {fmt(expected)}\ngot:      {fmt_output(output)}"
-        mistake = None
+        explained = ()
         if got is not None and stage != "dtype":
-            mistake = self.diagnose(
-                case, got, expected, warnings,
-                lambda model: _model_array(model, case),
-            )
-        if mistake is not None:
-            return Verdict(False, message, mistake.id, mistake.message)
-        generic = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}
-        diag = generic.get(stage)
-        return Verdict(False, message, diag, GENERIC[diag] if diag else "")
+            explained = self.explain(case, got, expected, warnings,
+                                     lambda model: _model_array(model, case))
+        return self.verdict(message, stage, explained)
 
 
 def _model_array(model, case):
@@ -764,13 +779,30 @@ def run_check(
     if n_passed == len(cases):
         return CheckResult(name, True, len(cases), n_passed,
                            f"{name}: {n_passed}/{len(cases)} cases passed", None)
+    i, verdict = _most_telling(exercise, verdicts)
+    message = _failure_message(exercise, cases[i], outcomes[i], verdict, i, len(cases), n_passed)
+    return CheckResult(name, False, len(cases), n_passed, message, verdict.diagnosis)
+
+
+def _most_telling(exercise: Exercise, verdicts: Sequence[Verdict]) -> tuple[int, Verdict]:
+    """The failing case to report, and its verdict.
+
+    One case can be consistent with several mistakes (with lr = 1 two momentum conventions
+    agree), so the mistake consistent with the most failing cases wins, ties going to the
+    catalogue's order; the first case it explains is reported. Without one, a failure with
+    a generic diagnosis teaches more than an unexplained one.
+    """
     failing = [i for i, v in enumerate(verdicts) if not v.ok]
-    # A failure we can explain teaches more than the first one, so prefer it.
+    order = [m.id for m in exercise.mistakes]
+    votes = {d: sum(d in verdicts[i].explained_by for i in failing) for d in order}
+    best = max(order, key=lambda d: votes[d], default=None)
+    if best is not None and votes[best]:
+        i = next(i for i in failing if best in verdicts[i].explained_by)
+        mistake = exercise.mistakes[order.index(best)]
+        return i, replace(verdicts[i], diagnosis=best, advice=mistake.message)
     known = [i for i in failing if verdicts[i].diagnosis not in (None, "raised")]
     i = known[0] if known else failing[0]
-    message = _failure_message(exercise, cases[i], outcomes[i], verdicts[i], i, len(cases),
-                               n_passed)
-    return CheckResult(name, False, len(cases), n_passed, message, verdicts[i].diagnosis)
+    return i, verdicts[i]
 
 
 def _failure_message(exercise, case, outcome, verdict, i, n, n_passed) -> str:

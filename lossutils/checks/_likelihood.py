@@ -43,12 +43,15 @@ def _finite_where_infinite(case_, got, expected, warnings):
     return bool(np.isinf(expected)) and bool(np.isfinite(got))
 
 
-_UNDERFLOW = Mistake(
-    "product_underflow",
-    "the product of many probabilities underflowed to 0, so its log is -inf: take the log of "
-    "each probability and sum (log of a product = sum of logs).",
-    models=(lambda p: np.log(np.prod(p)), lambda p: -np.log(np.prod(p))),
-)
+def _underflow(model):
+    return Mistake(
+        "product_underflow",
+        "the product of many probabilities underflowed to 0, so its log is -inf: take the log "
+        "of each probability and sum (log of a product = sum of logs).",
+        models=(model,),
+    )
+
+
 _EPSILON = Mistake(
     "epsilon_clip",
     "a probability of exactly 0 makes the likelihood 0 and its log -inf; do not add an epsilon "
@@ -66,7 +69,7 @@ register(
         reference=_ll,
         cases=_prob_cases,
         mistakes=(
-            _UNDERFLOW,
+            _underflow(lambda p: np.log(np.prod(p))),
             Mistake(
                 "sign_flipped",
                 "you returned the negative log-likelihood; the log-likelihood is "
@@ -90,7 +93,7 @@ register(
         reference=_nll,
         cases=_prob_cases,
         mistakes=(
-            _UNDERFLOW,
+            _underflow(lambda p: -np.log(np.prod(p))),
             Mistake(
                 "sign_flipped",
                 "you returned the log-likelihood; the negative log-likelihood is "

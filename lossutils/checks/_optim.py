@@ -13,7 +13,6 @@ import numpy as np
 
 from ._common import DTYPES, case, n_random
 from ._core import (
-    GENERIC,
     Case,
     Exercise,
     FunctionExercise,
@@ -204,13 +203,10 @@ class StepExercise(Exercise):
                 continue
             stage, message, shown = failure
             message = f"{prefix}: {message}\n{shown}"
+            explained = ()
             if stage in ("finite", "values"):
-                mistake = self._diagnose_steps(case, output, k, ref, warnings)
-                if mistake is not None:
-                    return Verdict(False, message, mistake.id, mistake.message)
-            diag = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}
-            d = diag.get(stage)
-            return Verdict(False, message, d, GENERIC[d] if d else "")
+                explained = self._explain_steps(case, output, k, ref)
+            return self.verdict(message, stage, explained)
         return Verdict(True)
 
     def _judge_step(self, out, ref_w, ref_state, k):
@@ -255,28 +251,23 @@ class StepExercise(Exercise):
                         f"array of shape {ref_w.shape}.", "")
         return None
 
-    def _diagnose_steps(self, case, output, k, ref, warnings):
-        got = _step_w(output[k])
+    def _explain_steps(self, case, output, k, ref):
+        """The mistakes whose model reproduces the student's step ``k`` (w, and v if any)."""
+        got = _step_values(output[k], self.state_name == "v")
         if got is None:
-            return None
-        ref_w = ref[k][0]
+            return ()
+        ref_values = np.concatenate([ref[k][0].ravel(), ref[k][1]["v"].ravel()]) \
+            if self.state_name == "v" else ref[k][0]
+        dtype = ref[k][0].dtype
+        found = []
         for mistake in self.mistakes:
             for model in mistake.models:
                 steps = self._run_model(model, case)
-                if len(steps) <= k:
-                    continue
-                m = _step_w(steps[k])
-                dt = ref_w.dtype
-                if m is not None and close(got, m, dt) and not close(m, ref_w, dt):
-                    return mistake
-                if self.state_name == "v":
-                    # The velocity can be wrong while w is right (a flipped sign convention).
-                    gv, mv = _step_state_v(output[k]), _step_state_v(steps[k])
-                    if gv is not None and mv is not None and close(gv, mv, ref_w.dtype) \
-                            and close(got, m, ref_w.dtype) \
-                            and not close(mv, ref[k][1]["v"], ref_w.dtype):
-                        return mistake
-        return None
+                m = _step_values(steps[k], self.state_name == "v") if len(steps) > k else None
+                if m is not None and close(got, m, dtype) and not close(m, ref_values, dtype):
+                    found.append(mistake)
+                    break
+        return tuple(found)
 
 
 def _value_failure(obj, ref, what):
@@ -289,18 +280,17 @@ def _value_failure(obj, ref, what):
     return stage, f"{what} {message}", f"expected: {fmt(ref)}\ngot:      {fmt_output(obj)}"
 
 
-def _step_w(out):
-    if type(out) is tuple and len(out) == 2 and type(out[0]) is np.ndarray \
-            and out[0].dtype.kind == "f":
-        return out[0].astype(np.float64)
-    return None
-
-
-def _step_state_v(out):
-    if type(out) is tuple and len(out) == 2 and type(out[1]) is np.ndarray \
-            and out[1].dtype.kind == "f":
-        return out[1].astype(np.float64)
-    return None
+def _step_values(out, with_velocity):
+    """The new w of one step (and the new velocity, for momentum) as float64, if valid."""
+    if type(out) is not tuple or len(out) != 2:
+        return None
+    parts = [out[0], out[1]] if with_velocity else [out[0]]
+    if any(type(p) is not np.ndarray or p.dtype.kind != "f" for p in parts):
+        return None
+    if with_velocity and parts[0].shape != parts[1].shape:
+        return None
+    return np.concatenate([p.astype(np.float64).ravel() for p in parts]) if with_velocity \
+        else parts[0].astype(np.float64)
 
 
 def _safe_copy(state):
