@@ -47,8 +47,8 @@ _HYPERPARAMETERS = {
 }
 
 
-def _real(name: str, value) -> float:
-    allowed, ok = _HYPERPARAMETERS[name]
+def _real(name: str, value, rule: str | None = None) -> float:
+    allowed, ok = _HYPERPARAMETERS[rule or name]
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
         raise ValueError(f"{name} must be {allowed}, got {value!r}.")
     # Python floats keep float32 arithmetic in float32 (numpy treats them as weakly typed).
@@ -594,7 +594,7 @@ def step_decay(lr0, epoch, *, every, factor=0.1) -> float:
     >>> opt = SGD(lr=0.01)
     >>> opt.lr = step_decay(0.01, 30, every=10)  # set before each epoch
     """
-    lr0 = _real("lr", lr0)
+    lr0 = _real("lr0", lr0, "lr")
     for name, value, low in (("epoch", epoch, 0), ("every", every, 1)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")

@@ -139,27 +139,28 @@ def test_binary_grad_hand_values():
 
 
 def test_multiclass_hand_values():
-    scores = [[3.0, 1.0, 2.5], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0]]
-    labels = [0, 2, 1]
+    scores = [[3.0, 1.0, 2.5], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0], [2.0, 1.0, 0.0]]
+    labels = [0, 2, 1, 0]
     # row 0: true 3; wrong 1 -> max(0, -1) = 0, 2.5 -> 0.5
     # row 1: true 1; wrong 0 -> 0, 2 -> 2
     # row 2: all equal: each wrong class adds the margin 1
+    # row 3: class 1 exactly on the margin (1 - 2 + 1 = 0): loss 0, gradient 0 by convention
     np.testing.assert_array_equal(
-        multiclass_hinge_loss(scores, labels, reduction="none"), [0.5, 2.0, 2.0]
+        multiclass_hinge_loss(scores, labels, reduction="none"), [0.5, 2.0, 2.0, 0.0]
     )
     np.testing.assert_array_equal(
         multiclass_hinge_loss(scores, labels, kind="crammer_singer", reduction="none"),
-        [0.5, 2.0, 1.0],
+        [0.5, 2.0, 1.0, 0.0],
     )
     assert multiclass_hinge_loss(scores, labels, reduction="sum") == 4.5
     np.testing.assert_array_equal(
         multiclass_hinge_loss_grad(scores, labels, reduction="sum"),
-        [[-1, 0, 1], [0, 1, -1], [1, -2, 1]],
+        [[-1, 0, 1], [0, 1, -1], [1, -2, 1], [0, 0, 0]],
     )
     # Crammer-Singer tie between classes 0 and 2 in row 2: the lowest index is used.
     np.testing.assert_array_equal(
         multiclass_hinge_loss_grad(scores, labels, kind="crammer_singer", reduction="sum"),
-        [[-1, 0, 1], [0, 1, -1], [1, -1, 0]],
+        [[-1, 0, 1], [0, 1, -1], [1, -1, 0], [0, 0, 0]],
     )
 
 
