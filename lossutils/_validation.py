@@ -104,7 +104,7 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
 
 
 def check_probs(p: np.ndarray, name: str, *, normalised: bool = False, atol=None) -> None:
-    """Probabilities must lie in [0, 1]; with ``normalised`` they must also sum to 1 on the last axis."""
+    """Probabilities must lie in [0, 1]; ``normalised`` ones also sum to 1 on the last axis."""
     if p.size == 0:
         return
     if np.isnan(p).any() or p.min() < 0 or p.max() > 1:
@@ -166,12 +166,17 @@ def reduce(loss: np.ndarray, reduction: str) -> np.ndarray:
         return loss
     if reduction == "sum":
         return loss.sum(dtype=loss.dtype)
-    if loss.size == 0:
-        raise ValueError("reduction='mean' of an empty batch is undefined; pass at least one sample.")
+    grad_scale(loss.size, reduction)  # refuses the mean of an empty batch
     return loss.mean(dtype=loss.dtype)
 
 
 def grad_scale(shape_n: int, reduction: str) -> float:
     """Factor by which a per-sample gradient is multiplied under ``reduction``."""
     check_reduction(reduction)
-    return 1.0 / shape_n if reduction == "mean" else 1.0
+    if reduction != "mean":
+        return 1.0
+    if shape_n == 0:
+        raise ValueError(
+            "reduction='mean' of an empty batch is undefined; pass at least one sample."
+        )
+    return 1.0 / shape_n
