@@ -314,6 +314,7 @@ PLAIN_CASES = [
     ("softmax", lambda x: softmax(x).tolist()),
     ("softmax", lambda x: AlwaysEqual()),
     ("softmax", lambda x: softmax(x).astype(np.float64)),
+    ("softmax", lambda x: np.ma.masked_array(softmax(x))),
     ("log_likelihood", log_likelihood),
     ("log_likelihood", lambda p: np.log(np.prod(p))),
     ("log_likelihood", lambda p: float(np.sum(np.log(p)))),

@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     _regression,
     _symbolic,
 )
+from ._calling import Outcome
 from ._core import (
     Case,
     CheckFailed,
@@ -26,18 +27,16 @@ from ._core import (
     Exercise,
     FunctionExercise,
     Mistake,
-    Outcome,
     Verdict,
     assess,
     check,
     exercises,
-    from_plain,
     get_exercise,
     register,
     resolve_seed,
     run_check,
-    to_plain,
 )
+from ._plain import from_plain, to_plain
 
 __all__ = [
     "Case",

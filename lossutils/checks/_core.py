@@ -17,19 +17,16 @@ steps for one exercise and :func:`check` is the thin, student-facing wrapper.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import difflib
-import io
 import os
-import sys
-import tempfile
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from ._calling import Outcome, call_safely, quiet
+from ._plain import describe_returned, expected_got, fmt, indent
 
 __all__ = [
     "Case",
@@ -38,17 +35,14 @@ __all__ = [
     "Exercise",
     "FunctionExercise",
     "Mistake",
-    "Outcome",
     "Verdict",
     "assess",
     "check",
     "exercises",
-    "from_plain",
     "get_exercise",
     "register",
     "resolve_seed",
     "run_check",
-    "to_plain",
 ]
 
 SEED_ENV = "LOSSUTILS_GRADING_SEED"
@@ -118,38 +112,6 @@ class Mistake:
     detect: Callable | None = None
 
 
-@dataclass
-class Outcome:
-    """What happened when the student's function ran on one case (plain data only)."""
-
-    output: object = None
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
-    stdout: str = ""
-    modified: tuple[str, ...] = ()
-
-    def to_plain(self) -> dict:
-        """JSON-friendly form; ``output`` goes through :func:`to_plain`."""
-        return {
-            "output": to_plain(self.output),
-            "error": self.error,
-            "warnings": list(self.warnings),
-            "stdout": self.stdout,
-            "modified": list(self.modified),
-        }
-
-    @classmethod
-    def from_plain(cls, data: dict) -> Outcome:
-        """Rebuild an outcome produced by :meth:`to_plain` (possibly in another process)."""
-        return cls(
-            output=from_plain(data["output"]),
-            error=None if data["error"] is None else str(data["error"]),
-            warnings=tuple(str(w) for w in data["warnings"]),
-            stdout=str(data["stdout"]),
-            modified=tuple(str(m) for m in data["modified"]),
-        )
-
-
 @dataclass(frozen=True)
 class Verdict:
     """The judgement of one output: ``ok``, or a ``message`` and a ``diagnosis`` id.
@@ -175,132 +137,6 @@ class CheckResult:
     n_passed: int
     message: str
     diagnosis: str | None
-
-
-# --------------------------------------------------------------------------- plain data
-
-
-class Opaque:
-    """Stands for a returned object the checker will not touch; only its type name is kept."""
-
-    __slots__ = ("type_name",)
-
-    def __init__(self, type_name: str):
-        self.type_name = type_name
-
-
-def _type_name(obj) -> str:
-    if type(obj) is Opaque:
-        return obj.type_name
-    t = type(obj)
-    module = t.__module__
-    return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
-
-
-_MAX_DEPTH = 4
-
-
-def to_plain(value, _depth: int = 0):
-    """Encode a returned value as JSON-friendly data without calling any of its methods.
-
-    Exact numpy arrays, numpy scalars, Python numbers, strings, ``None``, tuples, lists and
-    string-keyed dicts are encoded; anything else (subclasses included) keeps only its type
-    name. Non-finite floats stay ``float('nan')``/``inf`` (``json`` writes them as NaN, Infinity).
-    """
-    t = type(value)
-    if _depth > _MAX_DEPTH:
-        return {"kind": "other", "type": _type_name(value)}
-    if t is np.ndarray:
-        if value.dtype.kind in "biuf":
-            return {
-                "kind": "ndarray",
-                "dtype": value.dtype.str,
-                "shape": list(value.shape),
-                "data": value.ravel().tolist(),
-            }
-        return {"kind": "ndarray", "dtype": value.dtype.str, "shape": list(value.shape)}
-    if isinstance(value, np.generic) and t.__module__ == "numpy" and value.dtype.kind in "biuf":
-        return {"kind": "npscalar", "dtype": value.dtype.str, "value": value.item()}
-    if t in (float, int, bool, str) or value is None:
-        return {"kind": t.__name__, "value": value}
-    if t in (tuple, list):
-        return {"kind": t.__name__, "items": [to_plain(v, _depth + 1) for v in value]}
-    if t is dict and all(type(k) is str for k in value):
-        return {"kind": "dict", "items": {k: to_plain(v, _depth + 1) for k, v in value.items()}}
-    return {"kind": "other", "type": _type_name(value)}
-
-
-def from_plain(data):
-    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`."""
-    kind = data["kind"]
-    if kind == "ndarray":
-        dtype = np.dtype(data["dtype"])
-        shape = tuple(int(n) for n in data["shape"])
-        if "data" not in data:
-            return np.empty(shape, dtype=dtype)
-        return np.array(data["data"], dtype=dtype).reshape(shape)
-    if kind == "npscalar":
-        return np.dtype(data["dtype"]).type(data["value"])
-    if kind in ("float", "int", "bool", "str"):
-        return {"float": float, "int": int, "bool": bool, "str": str}[kind](data["value"])
-    if kind == "NoneType":
-        return None
-    if kind in ("tuple", "list"):
-        items = [from_plain(v) for v in data["items"]]
-        return tuple(items) if kind == "tuple" else items
-    if kind == "dict":
-        return {str(k): from_plain(v) for k, v in data["items"].items()}
-    return Opaque(str(data.get("type", "object")))
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def fmt(value) -> str:
-    """Short readable form of a checker-made value (arrays, scalars, dicts, tuples)."""
-    if type(value) is np.ndarray:
-        if value.dtype.kind not in "biuf":
-            return f"<array of dtype {value.dtype}, shape {value.shape}>"
-        text = np.array2string(
-            value, precision=4, threshold=12, edgeitems=2, max_line_width=88, separator=", "
-        )
-        return f"{text} ({value.dtype}, shape {value.shape})"
-    if isinstance(value, np.generic) and type(value).__module__ == "numpy":
-        return f"{value.item()!r} ({value.dtype})"
-    if type(value) in (float, int, bool, str) or value is None:
-        return repr(value)
-    if type(value) is dict:
-        return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"
-    if type(value) in (tuple, list):
-        inner = ", ".join(fmt(v) for v in value)
-        return f"({inner})" if type(value) is tuple else f"[{inner}]"
-    return f"<{_type_name(value)}>"
-
-
-def indent(text: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
-
-
-def describe_returned(obj) -> str:
-    """What the student returned, for type errors, without calling the object's methods."""
-    t = type(obj)
-    if t is float:
-        return f"a Python float ({obj!r})"
-    if t is list:
-        return "a list"
-    if t is tuple:
-        return f"a tuple of length {len(obj)}"
-    if obj is None:
-        return "None (did you forget `return`?)"
-    if t is np.ndarray:
-        return f"an array of dtype {obj.dtype} and shape {obj.shape}"
-    if isinstance(obj, np.generic) and t.__module__ == "numpy":
-        return f"a numpy {obj.dtype} scalar"
-    if t in (int, bool):
-        return f"a Python {t.__name__} ({obj!r})"
-    if isinstance(obj, np.ndarray):
-        return f"an object of type {_type_name(obj)} (a subclass of np.ndarray)"
-    return f"an object of type {_type_name(obj)}"
 
 
 # --------------------------------------------------------------------------- values
@@ -399,10 +235,10 @@ def compare(got: np.ndarray, expected, dtype) -> tuple[str, str] | None:
         return "finite", f"returned {what} where the expected value is finite."
     if close(got, ref, dtype):
         return None
-    if ref.ndim:
+    if ref.size > 1:
         idx = np.unravel_index(np.argmax(_error(got, ref)), ref.shape)
         where = f" (largest difference at index {tuple(int(i) for i in idx)}: expected " \
-            f"{ref[idx]!r}, got {got[idx]!r})"
+            f"{ref[idx].item():.8g}, got {got[idx].item():.8g})"
     else:
         where = ""
     return "values", f"returned wrong values{where}."
@@ -412,106 +248,6 @@ def _error(got, ref):
     with np.errstate(all="ignore"):
         err = np.abs(got - ref)
     return np.where(np.isnan(err), np.inf, err)
-
-
-def quiet(fn, *args, **kwargs):
-    """Call trusted code (references, mistake models) with every warning silenced."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
-# --------------------------------------------------------------------------- calling
-
-
-def snapshot(value):
-    """A deep copy of a checker-made input, to detect in-place modification later."""
-    if type(value) is np.ndarray:
-        return value.copy()
-    if type(value) is dict:
-        return {k: snapshot(v) for k, v in value.items()}
-    if type(value) in (tuple, list):
-        return type(value)(snapshot(v) for v in value)
-    return copy.deepcopy(value)
-
-
-def same(a, b) -> bool:
-    """Whether a checker-made input equals its snapshot (arrays: values, dtype and shape)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is np.ndarray:
-        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if type(a) in (tuple, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def exception_text(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # a student exception whose __str__ fails
-        text = "?"
-    if len(text) > 200:
-        text = text[:200] + "..."
-    return f"{type(exc).__name__}({text!r})"
-
-
-@contextlib.contextmanager
-def _fd2_to(sink):
-    """Point file descriptor 2 at ``sink`` so that even C-level writes stay off stderr."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 (some embedded front ends): nothing to protect
-        yield
-        return
-    try:
-        with contextlib.suppress(Exception):
-            sys.__stderr__.flush()
-        os.dup2(sink.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
-    """Run ``fn(*args, **kwargs)`` capturing everything it could emit.
-
-    Warnings are recorded (numpy floating-point errors become RuntimeWarnings), stdout and
-    stderr are captured at the Python and file-descriptor level, exceptions are caught, and
-    each input is compared with a snapshot taken before the call.
-    """
-    # The student gets copies, so the case itself stays intact for the judge.
-    given = [snapshot(a) for a in args]
-    kw_given = {k: snapshot(v) for k, v in kwargs.items()}
-    out, err = io.StringIO(), io.StringIO()
-    output, error = None, None
-    with (
-        tempfile.TemporaryFile() as fd_sink,
-        warnings.catch_warnings(record=True) as caught,
-        np.errstate(over="warn", divide="warn", invalid="warn", under="ignore"),
-    ):
-        warnings.simplefilter("always")
-        with _fd2_to(fd_sink), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                output = fn(*given, **kw_given)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # SystemExit too: a student's exit() must not escape
-                error = exception_text(exc)
-    modified = [names[i] if i < len(names) else f"argument {i + 1}"
-                for i, (a, b) in enumerate(zip(given, args, strict=True)) if not same(a, b)]
-    modified += [k for k in kwargs if not same(kw_given[k], kwargs[k])]
-    texts = []
-    for w in caught:
-        try:
-            texts.append(f"{w.category.__name__}: {w.message}")
-        except Exception:  # a student warning class with a broken __str__
-            texts.append("Warning: ?")
-    printed = out.getvalue() + err.getvalue()
-    return Outcome(output, error, tuple(texts), printed, tuple(modified))
 
 
 # --------------------------------------------------------------------------- exercises
@@ -562,10 +298,10 @@ class Exercise:
 
     def describe_input(self, case: Case) -> str:
         names = self.arg_names
-        parts = [f"{names[i] if i < len(names) else i} = {fmt(a)}" for i, a in
-                 enumerate(case.args)]
-        parts += [f"{k} = {fmt(v)}" for k, v in case.kwargs.items()]
-        return "\n".join(parts)
+        named = [(names[i] if i < len(names) else f"argument {i + 1}", a)
+                 for i, a in enumerate(case.args)]
+        named += list(case.kwargs.items())
+        return "\n".join(f"{k} = {fmt(v, prefix=f'{k} = ')}" for k, v in named)
 
     def explain(self, case, got, expected, warn, models_output) -> tuple[Mistake, ...]:
         """Every catalogue mistake that explains ``got`` (``models_output`` runs a model)."""
@@ -649,7 +385,7 @@ class FunctionExercise(Exercise):
         if failure is None:
             return Verdict(True)
         stage, message = failure
-        message = f"{message}\nexpected: {fmt(expected)}\ngot:      {fmt_output(output)}"
+        message = f"{message}\n{expected_got(expected, output)}"
         explained = ()
         if got is not None and stage != "dtype":
             explained = self.explain(case, got, expected, warnings,
@@ -660,16 +396,6 @@ class FunctionExercise(Exercise):
 def _model_array(model, case):
     out = quiet(model, *case.args, **case.kwargs)
     return np.asarray(out, dtype=np.float64)
-
-
-def fmt_output(obj) -> str:
-    """Show a returned value if it is of a type the checker can print safely."""
-    t = type(obj)
-    if t is np.ndarray or t in (float, int, bool) or (
-        isinstance(obj, np.generic) and t.__module__ == "numpy"
-    ):
-        return fmt(obj)
-    return describe_returned(obj)
 
 
 # --------------------------------------------------------------------------- registry
@@ -741,7 +467,7 @@ def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
     if verdict.ok and outcome.modified:
         return Verdict(
             False,
-            f"your function modified its input {', '.join(outcome.modified)} in place.",
+            f"your function modified its input {outcome.modified[0]} in place.",
             "modifies_input",
             GENERIC["modifies_input"],
         )

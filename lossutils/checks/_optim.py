@@ -11,25 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._calling import Outcome, call_safely, exception_text, quiet
 from ._common import DTYPES, case, n_random
 from ._core import (
     Case,
     Exercise,
     FunctionExercise,
     Mistake,
-    Outcome,
     Verdict,
-    call_safely,
     close,
     compare,
-    describe_returned,
-    exception_text,
     float_value,
-    fmt,
-    fmt_output,
-    quiet,
     register,
 )
+from ._plain import describe_returned, expected_got, fmt
 
 NOTEBOOK = "06-optimization"
 
@@ -132,7 +127,8 @@ class StepExercise(Exercise):
     def describe_input(self, case):
         w0, grads = case.args
         hyper = ", ".join(f"{k}={v!r}" for k, v in case.kwargs.items()) or "the defaults"
-        return (f"w = {fmt(w0)}\ngradients, one per step = {fmt(grads)}\n"
+        return (f"w = {fmt(w0, 'w = ')}\n"
+                f"gradients, one per step = {fmt(grads, 'gradients, one per step = ')}\n"
                 f"{self.state_name} starts as {fmt(self.initial_state(w0))}\n"
                 f"hyperparameters: {hyper}")
 
@@ -277,7 +273,7 @@ def _value_failure(obj, ref, what):
     if failure is None:
         return None
     stage, message = failure
-    return stage, f"{what} {message}", f"expected: {fmt(ref)}\ngot:      {fmt_output(obj)}"
+    return stage, f"{what} {message}", expected_got(ref, obj)
 
 
 def _step_values(out, with_velocity):
@@ -443,7 +439,7 @@ def _dict_args(w, g, state, hyper):
 
 def _adam_cases(rng, hidden, *, flips=False):
     cases = [
-        Case("FAU: Adam(lr=1, mu=0.01, rho=0.02) from w = 1 with gradients 1, 0.5",
+        Case("FAU's test: lr=1, mu=0.01, rho=0.02 from w = 1 with gradients 1, 0.5",
              (np.array([1.0]), np.array([[1.0], [0.5]])),
              {"lr": 1.0, "mu": 0.01, "rho": 0.02, "eps": 1e-8}),
         Case("sign-flipping gradients 3, -1, -1, 3, -1, -1",

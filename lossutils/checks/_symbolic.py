@@ -5,7 +5,8 @@ SymPy is imported only when this exercise runs, so ``import lossutils.checks`` s
 
 from __future__ import annotations
 
-from ._core import Case, Exercise, Mistake, Verdict, describe_returned, register
+from ._core import Case, Exercise, Mistake, Verdict, register
+from ._plain import describe_returned
 
 __all__ = ["SymbolicExercise"]
 
