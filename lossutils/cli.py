@@ -1,0 +1,225 @@
+"""The ``lossutils`` command: ``release``, ``grade``, ``check`` and ``demo``.
+
+Each subcommand imports its machinery only when it runs, so ``lossutils --help`` is instant.
+Exit codes: 0 success; 1 some submission failed to grade (``grade``), a check failed
+(``check``) or a demo sample differed (``demo``); 2 a usage error (nothing was done);
+130 interrupted (Ctrl-C; the grades persisted so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossutils", description="Release, grade and self-check the lossutils course."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    release = sub.add_parser("release", help="regenerate course/ from solutions/ (nbgrader)")
+    release.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
+
+    grade = sub.add_parser("grade", help="grade a folder of submissions")
+    grade.add_argument(
+        "submissions",
+        help="nbgrader's submitted/ layout "
+        "(<student>/<assignment>/<notebook>.ipynb) or a flat folder of "
+        "<student>.ipynb for one assignment",
+    )
+    grade.add_argument(
+        "--out", default="grading-output", help="output folder (default: grading-output)"
+    )
+    grade.add_argument(
+        "--workers", type=_positive, default=None, help="worker processes (default: one per core)"
+    )
+    grade.add_argument(
+        "--assignment",
+        help="grade only this assignment (needed for a flat folder when it cannot be inferred)",
+    )
+    grade.add_argument(
+        "--timeout", type=_positive, default=60, help="seconds per cell (default: 60)"
+    )
+    grade.add_argument("--db", help="gradebook SQLAlchemy URL (default: sqlite in --out)")
+    grade.add_argument(
+        "--source", default="solutions", help="folder with the masters (default: solutions)"
+    )
+    grade.add_argument(
+        "--seed",
+        type=int,
+        help="LOSSUTILS_GRADING_SEED for the hidden checks "
+        "(default: kept from an earlier run into --out, else random)",
+    )
+    grade.add_argument(
+        "--regrade",
+        action="append",
+        default=[],
+        metavar="STUDENT",
+        help="grade this student again even if nothing changed (repeatable)",
+    )
+    grade.add_argument(
+        "--max-mb", type=_positive, default=20, help="largest notebook read, in MB (default: 20)"
+    )
+
+    check = sub.add_parser("check", help="self-check one notebook as the grader would")
+    check.add_argument("notebook")
+    check.add_argument("--assignment", help="assignment id (default: from the file name)")
+    check.add_argument("--course-root", default=".", help="folder with solutions/ or course/")
+    check.add_argument("--timeout", type=_positive, default=60)
+
+    demo = sub.add_parser("demo", help="grade the bundled sample submissions")
+    demo.add_argument("--out", default="demo-output")
+    demo.add_argument("--source", default="solutions")
+    demo.add_argument("--assignments", nargs="*", help="assignment ids (default: all)")
+    demo.add_argument(
+        "--timeout", type=_positive, default=10, help="seconds per cell (default: 10)"
+    )
+    demo.add_argument("--workers", type=_positive, default=None)
+    return parser
+
+
+def _summary(summary: dict, stream) -> None:
+    results = summary["results"]
+    for note in summary["notes"]:
+        stream.write(f"note: {note}\n")
+    statuses = collections.Counter(r["status"] for r in results)
+    stream.write(
+        f"\n{len(results)} notebooks: {summary['graded']} graded now, "
+        f"{summary['reused']} unchanged since the last run (seed {summary['seed']})\n"
+    )
+    stream.write("  " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + "\n")
+    by_assignment = collections.defaultdict(list)
+    for r in results:
+        by_assignment[r["assignment"]].append(r)
+    for assignment, rs in sorted(by_assignment.items()):
+        mean = sum(r["score"] for r in rs) / len(rs)
+        stream.write(
+            f"  {assignment:<20} mean {mean:6.2f} / {rs[0]['max_score']:g} ({len(rs)} notebooks)\n"
+        )
+    if summary["failed"]:
+        stream.write("\nnot graded normally:\n")
+        for r in summary["failed"][:12]:
+            detail = "; ".join(p["detail"] for p in r["problems"])
+            stream.write(f"  {r['student']} {r['assignment']}: {r['status']}: {detail[:90]}\n")
+        if len(summary["failed"]) > 12:
+            stream.write(f"  ... and {len(summary['failed']) - 12} more in grades.csv\n")
+    stream.write(
+        f"\noutputs in {os.path.relpath(summary['out'])}/: grades.csv, report.html, "
+        "results.json, feedback/, gradebook.db\n"
+    )
+
+
+def _grade(args) -> int:
+    from .grading.run import grade
+
+    summary = grade(
+        args.submissions,
+        args.out,
+        source=args.source,
+        assignment=args.assignment,
+        workers=args.workers,
+        timeout=args.timeout,
+        db=args.db,
+        seed=args.seed,
+        regrade=args.regrade,
+        max_bytes=args.max_mb * 1_000_000,
+    )
+    _summary(summary, sys.stdout)
+    return summary["exit_code"]
+
+
+def _check(args) -> int:
+    from .grading.selfcheck import self_check
+
+    result = self_check(
+        args.notebook,
+        course_root=args.course_root,
+        assignment=args.assignment,
+        timeout=args.timeout,
+    )
+    out = sys.stdout
+    if result["against"] == "release":
+        out.write(
+            "note: no master here; ran the visible tests only (the grader also runs hidden ones)\n"
+        )
+    for cell in result["cells"]:
+        if cell["kind"] == "manual":
+            out.write(f"{cell['grade_id']:<32} {'?':>5} / {cell['max_score']:g}  graded by hand\n")
+            continue
+        line = f"{cell['grade_id']:<32} {cell['score']:>5g} / {cell['max_score']:g}"
+        if cell["diagnosis"] not in (None, "none"):
+            line += f"  diagnosis: {cell['diagnosis']}"
+        out.write(line + "\n")
+        if cell["message"]:
+            out.write(f"    {cell['message'].splitlines()[0][:300]}\n")
+    for problem in result["problems"]:
+        out.write(f"problem: {problem['code']}: {problem['detail']}\n")
+    autograded = [c for c in result["cells"] if c["kind"] == "test"]
+    earned = sum(c["score"] for c in autograded)
+    possible = sum(c["max_score"] for c in autograded)
+    out.write(f"autograded total: {earned:g} / {possible:g}\n")
+    return 0 if earned == possible and result["status"] in ("ok", "test-cell-restored") else 1
+
+
+def main(argv=None) -> int:
+    """Run the ``lossutils`` command line; return the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code (see the module docstring).
+
+    Examples
+    --------
+    >>> main(["check", "no-such-notebook.ipynb"])
+    2
+    """
+    args = _parser().parse_args(argv)
+    from .grading.discover import UsageError
+    from .grading.masters import MasterMismatch
+
+    try:
+        if args.command == "release":
+            from . import release
+
+            return release.main(args.assignments)
+        if args.command == "grade":
+            return _grade(args)
+        if args.command == "check":
+            return _check(args)
+        from .grading.demo import run_demo
+
+        return run_demo(
+            args.out,
+            source=args.source,
+            assignments=args.assignments,
+            timeout=args.timeout,
+            workers=args.workers,
+        )
+    except (UsageError, MasterMismatch) as exc:
+        sys.stderr.write(f"lossutils {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Find the submissions to grade, in nbgrader's submitted layout or as a flat LMS download."""
+
+from __future__ import annotations
+
+import json
+import os
+
+__all__ = ["UsageError", "find_submissions"]
+
+
+class UsageError(ValueError):
+    """The command line asks for something the folders cannot give; the message says why."""
+
+
+def _visible(folder: str) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def _read_timestamp(folder: str) -> str | None:
+    path = os.path.join(folder, "timestamp.txt")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip() or None
+    return None
+
+
+def _guess_assignment(folder: str, files: list[str], masters: dict[str, list[str]]):
+    """Infer the assignment of a flat folder from the notebooks' names or cell grade ids."""
+    if len(masters) == 1:
+        only = next(iter(masters))
+        return only, f"the only master is {only}"
+    for assignment, notebooks in masters.items():
+        if any(os.path.splitext(f)[0] in notebooks for f in files):
+            return assignment, f"a file is named after the notebook of {assignment}"
+    votes = dict.fromkeys(masters, 0)
+    for name in files[:20]:
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                cells = json.load(fh).get("cells", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        ids = {
+            c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            for c in cells
+            if isinstance(c, dict)
+        }
+        for assignment in masters:
+            if assignment in " ".join(str(i) for i in ids):
+                votes[assignment] += 1
+    best = sorted(votes.items(), key=lambda kv: -kv[1])
+    if best and best[0][1] > 0 and (len(best) == 1 or best[1][1] < best[0][1]):
+        return best[0][0], "its grade ids appear in the submissions"
+    return None, None
+
+
+def find_submissions(path: str, masters: dict[str, list[str]], assignment: str | None = None):
+    """List the notebooks to grade under ``path``.
+
+    Parameters
+    ----------
+    path : str
+        Either nbgrader's submitted layout, ``<student>/<assignment>/<notebook>.ipynb``, or a
+        flat folder of ``<student>.ipynb`` files for one assignment (as an LMS exports them).
+    masters : dict
+        Assignment id to its notebook names, from
+        :func:`lossutils.grading.masters.list_masters`.
+    assignment : str, optional
+        Grade only this assignment; required for a flat folder unless it can be inferred.
+
+    Returns
+    -------
+    entries : list of dict
+        ``student``, ``assignment``, ``notebook``, ``path`` (``None`` when the notebook is
+        missing from the student's folder) and ``timestamp`` (nbgrader's ``timestamp.txt``).
+    notes : list of str
+        What was assumed or skipped, for the user to read.
+
+    Raises
+    ------
+    UsageError
+        When ``path`` does not exist, holds nothing gradable, or the assignment of a flat folder
+        is ambiguous or unknown.
+    """
+    if not os.path.isdir(path):
+        raise UsageError(f"{path} is not a folder of submissions")
+    if assignment is not None and assignment not in masters:
+        raise UsageError(
+            f"no master for assignment {assignment!r}; known: {', '.join(masters) or 'none'}"
+        )
+    notes: list[str] = []
+    names = _visible(path)
+    flat = [n for n in names if n.endswith(".ipynb") and os.path.isfile(os.path.join(path, n))]
+    entries = []
+    if flat:
+        if assignment is None:
+            assignment, why = _guess_assignment(path, flat, masters)
+            if assignment is None:
+                raise UsageError(
+                    f"{path} is a flat folder of notebooks but the assignment is ambiguous; "
+                    f"pass --assignment (one of: {', '.join(masters)})"
+                )
+            notes.append(
+                f"flat folder: assuming assignment {assignment} ({why}); each "
+                "<name>.ipynb is the submission of student <name>"
+            )
+        notebook = masters[assignment][0]
+        if len(masters[assignment]) > 1:
+            notes.append(
+                f"{assignment} has several notebooks; a flat folder can only hold "
+                f"{notebook}, the others count as missing"
+            )
+        for name in flat:
+            student = name[:-6]
+            entries.append(
+                {
+                    "student": student,
+                    "assignment": assignment,
+                    "notebook": notebook,
+                    "path": os.path.join(path, name),
+                    "timestamp": None,
+                }
+            )
+            for other in masters[assignment][1:]:
+                entries.append(
+                    {
+                        "student": student,
+                        "assignment": assignment,
+                        "notebook": other,
+                        "path": None,
+                        "timestamp": None,
+                    }
+                )
+        return entries, notes
+    unknown = set()
+    for student in names:
+        student_dir = os.path.join(path, student)
+        if not os.path.isdir(student_dir):
+            continue
+        for asg in _visible(student_dir):
+            folder = os.path.join(student_dir, asg)
+            if not os.path.isdir(folder) or (assignment is not None and asg != assignment):
+                continue
+            if asg not in masters:
+                unknown.add(asg)
+                continue
+            timestamp = _read_timestamp(folder)
+            for notebook in masters[asg]:
+                nb_path = os.path.join(folder, notebook + ".ipynb")
+                entries.append(
+                    {
+                        "student": student,
+                        "assignment": asg,
+                        "notebook": notebook,
+                        "path": nb_path if os.path.isfile(nb_path) else None,
+                        "timestamp": timestamp,
+                    }
+                )
+    if unknown:
+        notes.append(f"skipped folders with no master: {', '.join(sorted(unknown))}")
+    if not entries:
+        raise UsageError(
+            f"no submissions found in {path}: expected <student>/<assignment>/<notebook>.ipynb "
+            "(nbgrader's submitted layout) or a flat folder of <student>.ipynb files"
+        )
+    return entries, notes

@@ -1,0 +1,95 @@
+"""Feedback HTML for one graded notebook, rendered with nbgrader's own feedback template.
+
+The worker has already removed hidden tests and test-cell tracebacks from the notebook; this
+module adds a summary cell (score, what went wrong and why) at the top and renders the page the
+way ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from functools import cache
+
+__all__ = ["render_feedback"]
+
+
+@cache
+def _exporter():
+    """One HTML exporter per process: building it loads templates and takes most of a second."""
+    import nbgrader
+    from nbconvert.exporters import HTMLExporter
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from traitlets.config import Config
+
+    base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
+    config = Config()
+    config.HTMLExporter.template_name = "feedback"
+    config.HTMLExporter.extra_template_basedirs = [os.path.join(base, "templates")]
+    config.HTMLExporter.extra_template_paths = [
+        os.path.join(base, "static", "node_modules", "bootstrap", "dist", "css")
+    ]
+    exporter = HTMLExporter(config=config)
+    exporter.register_preprocessor(CSSHTMLHeaderPreprocessor(), enabled=True)
+    return exporter
+
+
+def _summary_cell(task: dict, records: list[dict], problems: list[dict]):
+    from nbformat.v4 import new_markdown_cell
+
+    lines = [
+        f"**Grading summary for {html.escape(task['student'])}, "
+        f"{html.escape(task['assignment'])}**",
+        "",
+    ]
+    for record in records:
+        if record["kind"] != "test":
+            continue
+        line = f"- `{record['grade_id']}`: {record['score']:g} / {record['max_score']:g}"
+        if record["message"]:
+            line += " — " + html.escape(record["message"].splitlines()[0][:300])
+        lines.append(line)
+    manual = [r for r in records if r["kind"] == "manual"]
+    if manual:
+        lines.append(f"- {len(manual)} written answer(s) are graded by hand later.")
+    for problem in problems:
+        lines.append(f"- **{problem['code']}**: {html.escape(problem['detail'])}")
+    cell = new_markdown_cell("\n".join(lines))
+    cell.id = "lossutils-grading-summary"
+    return cell
+
+
+def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
+    """Render the feedback page of one graded notebook.
+
+    Parameters
+    ----------
+    nb : nbformat.NotebookNode
+        The executed notebook with hidden tests and test tracebacks already removed and
+        ``score``/``points`` set in every grade cell's nbgrader metadata.
+    task : dict
+        The worker's task (``student``, ``assignment``, ``notebook``).
+    records : list of dict
+        The worker's per-grade-cell records.
+    problems : list of dict
+        The worker's problems (``code``, ``detail``), shown at the top of the page.
+
+    Returns
+    -------
+    str
+        A standalone HTML page.
+    """
+    nb.cells.insert(0, _summary_cell(task, records, problems))
+    score = sum(r["score"] or 0.0 for r in records)
+    resources = {
+        "nbgrader": {
+            "student": task["student"],
+            "assignment": task["assignment"],
+            "notebook": task["notebook"],
+            "score": score,
+            "max_score": sum(r["max_score"] for r in records),
+            "late_penalty": 0,
+        }
+    }
+    body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    return body
