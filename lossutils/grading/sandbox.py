@@ -514,3 +514,128 @@ def _communicate(proc, stdin: bytes, limits: Limits):
     proc.stdout.close()
     proc.stderr.close()
     return bytes(chunks[out_fd]), bytes(chunks[err_fd]), truncated, timed_out
+
+
+# --------------------------------------------------------------------------- Jupyter kernels
+
+
+def _kernel_manager_base():
+    from jupyter_client.manager import AsyncKernelManager
+
+    return AsyncKernelManager
+
+
+class _LazyKernelManager(type):
+    """Build :class:`SandboxedKernelManager` on first use, so importing this module stays cheap."""
+
+    _cls = None
+
+    def _build(cls):
+        if _LazyKernelManager._cls is None:
+            _LazyKernelManager._cls = _make_kernel_manager_class()
+        return _LazyKernelManager._cls
+
+    def __call__(cls, *args, **kwargs):
+        return cls._build()(*args, **kwargs)
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls._build())
+
+    def __subclasscheck__(cls, sub):
+        return issubclass(sub, cls._build())
+
+
+class SandboxedKernelManager(metaclass=_LazyKernelManager):
+    """A ``jupyter_client`` kernel manager whose kernel runs in the sandbox.
+
+    Calling it builds an instance of a subclass of ``jupyter_client.AsyncKernelManager`` (the
+    class nbclient uses) that
+
+    - talks to the kernel over Unix sockets (``transport="ipc"``) in a private folder bound
+      into the sandbox: with ``--unshare-net`` the kernel's loopback is not the grader's;
+    - prefixes the kernel command with :func:`sandbox_argv`, the working directory nbclient
+      passes (``cwd``) becoming the sandbox's one writable folder.
+
+    Use :func:`sandbox_kernel_manager` to get a class with the limits and the seed bound, for
+    nbclient's ``kernel_manager_class``.
+    """
+
+
+def _make_kernel_manager_class():
+    base = _kernel_manager_base()
+
+    class _Sandboxed(base):
+        sandbox_limits: Limits = Limits()
+        sandbox_seed: int | None = None
+        sandbox_env: dict = {}  # noqa: RUF012 (read-only default, replaced per subclass)
+        sandbox_enabled: bool = True
+
+        def __init__(self, **kwargs):
+            self._ipc_dir = tempfile.mkdtemp(prefix="lossutils-kernel-")
+            self._sandbox_uid = _sandbox_uid() if self.sandbox_enabled else -1
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("connection_file", os.path.join(self._ipc_dir, "kernel.json"))
+            kwargs.setdefault("ip", os.path.join(self._ipc_dir, "kernel"))
+            super().__init__(**kwargs)
+
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if not self.sandbox_enabled:
+                return cmd
+            workdir = os.path.realpath((self._launch_args or {}).get("cwd") or self._ipc_dir)
+            plan = _plan(cmd, workdir=workdir, limits=self.sandbox_limits,
+                         seed=self.sandbox_seed, env=self.sandbox_env, with_lossutils=True,
+                         ro_binds=(), rw_binds=[self._ipc_dir], uid=self._sandbox_uid)
+            prepare_workdir(workdir, plan.uid)
+            prepare_workdir(self._ipc_dir, plan.uid)
+            return plan.argv
+
+        async def _async_cleanup_resources(self, restart=False):
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+    _Sandboxed.__name__ = _Sandboxed.__qualname__ = "SandboxedKernelManager"
+    _Sandboxed.__module__ = __name__
+    return _Sandboxed
+
+
+def sandbox_kernel_manager(
+    *,
+    limits: Limits = Limits(),
+    seed: int | None = None,
+    env: Mapping[str, str] | None = None,
+    sandbox: bool = True,
+):
+    """A kernel-manager class for nbclient whose kernels run in the sandbox.
+
+    Parameters
+    ----------
+    limits : Limits
+        Resource limits of the kernel (``wall_seconds`` is not used: nbclient's cell timeout
+        applies).
+    seed : int, optional
+        ``LOSSUTILS_GRADING_SEED`` inside the kernel.
+    env : mapping, optional
+        Extra environment variables inside the kernel (e.g. ``NBGRADER_EXECUTION``).
+    sandbox : bool, default True
+        False keeps the Unix-socket transport but runs the kernel unsandboxed
+        (``--unsandboxed`` grading only).
+
+    Returns
+    -------
+    type
+        A subclass of ``jupyter_client.AsyncKernelManager``, e.g. for
+        ``NotebookClient(nb, kernel_manager_class=...)`` or nbgrader's ``Execute``.
+
+    Examples
+    --------
+    >>> km_class = sandbox_kernel_manager(seed=7)
+    >>> km_class.sandbox_seed, km_class.__name__
+    (7, 'SandboxedKernelManager')
+    """
+    base = SandboxedKernelManager._build()
+    return type("SandboxedKernelManager", (base,), {
+        "sandbox_limits": limits, "sandbox_seed": seed, "sandbox_env": dict(env or {}),
+        "sandbox_enabled": sandbox, "__module__": __name__,
+    })
