@@ -38,6 +38,9 @@ from ._core import (
 )
 from ._plain import from_plain, to_plain
 
+# Tracebacks name the public path, lossutils.checks.CheckFailed.
+CheckFailed.__module__ = __name__
+
 __all__ = [
     "Case",
     "CheckFailed",

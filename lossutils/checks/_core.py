@@ -402,7 +402,13 @@ def _model_array(model, case):
 
 
 def register(exercise: Exercise) -> Exercise:
-    """Add an exercise to the registry (its id must be new)."""
+    """Add ``exercise`` to the registry under its id, and return it.
+
+    Raises
+    ------
+    ValueError
+        If an exercise with the same id is already registered.
+    """
     if exercise.id in _REGISTRY:
         raise ValueError(f"exercise {exercise.id!r} is already registered.")
     _REGISTRY[exercise.id] = exercise
@@ -410,12 +416,32 @@ def register(exercise: Exercise) -> Exercise:
 
 
 def exercises() -> list[str]:
-    """The registered exercise ids, in notebook order."""
+    """The registered exercise ids, in notebook order.
+
+    Examples
+    --------
+    >>> exercises()[:3]
+    ['log_likelihood', 'negative_log_likelihood', 'bernoulli_mle']
+    """
     return [e.id for e in sorted(_REGISTRY.values(), key=lambda e: e.notebook)]
 
 
 def get_exercise(name: str) -> Exercise:
-    """The exercise registered under ``name``; a ValueError lists the known ids otherwise."""
+    """The :class:`Exercise` registered under ``name``.
+
+    Raises
+    ------
+    ValueError
+        If there is none; the message suggests a close id and lists all of them.
+
+    Examples
+    --------
+    >>> ex = get_exercise("kl_divergence")
+    >>> ex.signature
+    'kl_divergence(p, q)'
+    >>> ex.cases()[0].label
+    'KL([.9, .1] || [.5, .5]) = 0.368'
+    """
     if type(name) is str and name in _REGISTRY:
         return _REGISTRY[name]
     close_ids = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
@@ -428,7 +454,13 @@ def get_exercise(name: str) -> Exercise:
 def resolve_seed(hidden: bool, seed: int | None = None) -> int:
     """The seed of the random cases: ``seed`` if given, else the visible or hidden default.
 
-    Hidden batteries take ``LOSSUTILS_GRADING_SEED`` from the environment when it is set.
+    Hidden batteries take ``LOSSUTILS_GRADING_SEED`` from the environment when it is set, so
+    the grader draws fresh cases per run and outputs cannot be hard-coded.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` or the environment variable is not a non-negative integer.
     """
     if seed is not None:
         if type(seed) is not int or seed < 0:
@@ -482,10 +514,47 @@ def run_check(
     *,
     outcomes: Sequence[Outcome] | None = None,
 ) -> CheckResult:
-    """Run the battery of ``name`` on ``fn`` (or judge ``outcomes`` produced elsewhere).
+    """Run the battery of exercise ``name`` on ``fn``, or judge outcomes produced elsewhere.
 
-    With ``outcomes`` (one :class:`Outcome` per case of ``cases(hidden, seed)``, e.g. rebuilt
-    with :meth:`Outcome.from_plain` after a sandboxed run), ``fn`` is not called.
+    Every case is run and judged; the result reports how many passed and, on failure, the
+    most telling failing case: the one explained by the catalogued mistake that explains
+    the most failing cases (see :class:`Mistake`).
+
+    Parameters
+    ----------
+    name : str
+        Exercise id (see :func:`exercises`).
+    fn : callable, optional
+        The student's function. Not needed with ``outcomes``.
+    hidden : bool, default False
+        Use the hidden battery (more random cases, drawn from ``LOSSUTILS_GRADING_SEED``
+        when it is set).
+    seed : int, optional
+        Seed of the random cases, overriding the visible/hidden default and the environment.
+    outcomes : sequence of Outcome, optional
+        One :class:`Outcome` per case of ``get_exercise(name).cases(hidden, seed)``, in order,
+        for instance rebuilt with :meth:`Outcome.from_plain` from what a sandboxed process
+        shipped back; ``fn`` is then not called, and the verdict is the same as in-process.
+
+    Returns
+    -------
+    CheckResult
+        ``passed``, ``n_cases``, ``n_passed``, the student-facing ``message`` (which ends with
+        ``[check: <id>; diagnosis: <mistake id or none>]``) and the ``diagnosis`` id.
+
+    Raises
+    ------
+    ValueError
+        For an unknown exercise, a malformed seed, or as many outcomes as there are cases.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> result = run_check("log_likelihood", lambda p: np.log(np.prod(p)))
+    >>> result.passed, result.diagnosis
+    (False, 'product_underflow')
+    >>> print(result.message.splitlines()[-1])
+    [check: log_likelihood; diagnosis: product_underflow]
     """
     exercise = get_exercise(name)
     if outcomes is None and not callable(fn):
@@ -556,7 +625,13 @@ def _tail(message: str, name: str, diagnosis: str | None) -> str:
 
 
 def check(name: str, fn, *, hidden: bool = False) -> None:
-    """Check the student's ``fn`` for exercise ``name``; print one line or raise.
+    """Check the student's ``fn`` for exercise ``name``: print one line, or raise.
+
+    The test cell of every autograded exercise calls this. On success it prints a single
+    verdict such as ``softmax: 13/13 cases passed``; otherwise it raises :class:`CheckFailed`
+    (an :class:`AssertionError`, so nbgrader scores the cell 0) whose message shows the
+    failing case, expected and returned values, and the diagnosis of a known mistake.
+    Nothing is written to stderr and no warning escapes, whatever ``fn`` does.
 
     Parameters
     ----------
@@ -573,6 +648,26 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
         If a case fails; the message explains the case and the recognised mistake.
     ValueError
         For an unknown exercise id or a malformed ``LOSSUTILS_GRADING_SEED``.
+
+    See Also
+    --------
+    run_check : the same battery, returning a :class:`CheckResult` instead of raising.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def softmax(logits):
+    ...     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    ...     return e / e.sum(axis=-1, keepdims=True)
+    >>> check("softmax", softmax)
+    softmax: 13/13 cases passed
+    >>> def naive_softmax(logits):
+    ...     return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    >>> try:
+    ...     check("softmax", naive_softmax)
+    ... except CheckFailed as failure:
+    ...     print(failure.diagnosis)
+    overflow
     """
     result = run_check(name, fn, hidden=hidden)
     if not result.passed:
