@@ -73,7 +73,7 @@ def _scale(n: int, reduction: str) -> float:
         raise ValueError(
             "reduction='mean' of an empty batch is undefined; pass at least one sample."
         )
-    return grad_scale(max(n, 1), reduction)
+    return grad_scale(n, reduction)
 
 
 def zero_one_loss(scores, target, *, reduction="mean"):
@@ -394,7 +394,7 @@ def squared_hinge_loss(scores, target, *, margin=1.0, reduction="mean"):
     .. [1] Y. Tang, "Deep learning using linear support vector machines", ICML 2013
        Workshop on Challenges in Representation Learning (arXiv:1306.0239).
     .. [2] K. Janocha and W. M. Czarnecki, "On loss functions for deep neural networks in
-       classification", arXiv:1702.05659, 2017.
+       classification", *Schedae Informaticae* 25, 2016 (arXiv:1702.05659, 2017).
 
     Examples
     --------
@@ -531,7 +531,7 @@ def multiclass_hinge_loss(scores, target, *, margin=1.0, kind="weston_watkins", 
     .. [2] K. Crammer and Y. Singer, "On the algorithmic implementation of multiclass
        kernel-based vector machines", JMLR 2, 2001.
     .. [3] K. Janocha and W. M. Czarnecki, "On loss functions for deep neural networks in
-       classification", arXiv:1702.05659, 2017.
+       classification", *Schedae Informaticae* 25, 2016 (arXiv:1702.05659, 2017).
 
     Examples
     --------

@@ -510,7 +510,8 @@ class AMSGrad(Adam):
     Adam's, and takes the maximum over the *corrected* second moment :math:`\hat r`. Then:
 
     - the effective step :math:`\eta / (\sqrt{\hat r^{\max}} + \varepsilon)` never grows for
-      a constant :math:`\eta`, which is the property the paper's convergence proof needs;
+      a constant :math:`\eta`, which is what the maximum is for (the paper's
+      :math:`\Gamma_t \succeq 0`);
     - the first step equals Adam's, and whenever :math:`\hat r` never decreases (e.g. a
       constant gradient) AMSGrad and Adam take identical steps;
     - without correction the first step would be :math:`(1 - \mu) / \sqrt{1 - \rho}` times
