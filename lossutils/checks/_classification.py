@@ -192,7 +192,6 @@ register(
         notebook=NOTEBOOK,
         signature="one_hot(labels, num_classes)",
         arg_names=("labels", "num_classes"),
-        references=("one_hot",),
         reference=_ref("one_hot"),
         cases=_label_cases,
         any_float=True,
@@ -220,7 +219,6 @@ register(
         notebook=NOTEBOOK,
         signature="softmax(logits)",
         arg_names=("logits",),
-        references=("softmax",),
         reference=_ref("softmax"),
         cases=_logit_cases,
         mistakes=(
@@ -241,7 +239,6 @@ register(
         notebook=NOTEBOOK,
         signature="log_softmax(logits)",
         arg_names=("logits",),
-        references=("log_softmax",),
         reference=_ref("log_softmax"),
         cases=_logit_cases,
         mistakes=(
@@ -270,7 +267,6 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy(logits, labels)",
         arg_names=("logits", "labels"),
-        references=("cross_entropy",),
         reference=_ref("cross_entropy"),
         cases=_ce_cases,
         mistakes=(
@@ -302,7 +298,6 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy_grad(logits, labels)",
         arg_names=("logits", "labels"),
-        references=("cross_entropy_grad",),
         reference=_ref("cross_entropy_grad"),
         cases=_ce_cases,
         mistakes=(

@@ -258,6 +258,19 @@ class Exercise:
 
     Subclasses implement :meth:`make_cases` and :meth:`judge`; :meth:`call` runs the student's
     function once per case by default.
+
+    Parameters
+    ----------
+    id : str
+        The exercise id used in ``check(id, fn)`` (see ``docs/exercises.md``).
+    notebook : str
+        The notebook it belongs to, e.g. ``"03-cross-entropy"``; orders :func:`exercises`.
+    signature : str
+        The student's signature, for messages and documentation.
+    arg_names : sequence of str
+        Names of the positional arguments, to show inputs and name a modified one.
+    mistakes : sequence of Mistake
+        The catalogue of known mistakes, most specific first (ties are broken by order).
     """
 
     def __init__(
@@ -268,14 +281,12 @@ class Exercise:
         signature: str,
         arg_names: Sequence[str],
         mistakes: Sequence[Mistake] = (),
-        references: Sequence[str] = (),
     ):
         self.id = id
         self.notebook = notebook
         self.signature = signature
         self.arg_names = tuple(arg_names)
         self.mistakes = tuple(mistakes)
-        self.references = tuple(references)
 
     def __repr__(self) -> str:
         return f"<exercise {self.id!r} ({self.notebook}): {self.signature}>"
@@ -558,8 +569,9 @@ def run_check(
     """
     exercise = get_exercise(name)
     if outcomes is None and not callable(fn):
+        got = "None" if fn is None else describe_returned(fn)
         message = (
-            f"{name}: expected your function, got {describe_returned(fn)}.\n"
+            f"{name}: expected your function, got {got}.\n"
             f"Hint: {GENERIC['not_callable'].format(id=name, name=name)}"
         )
         return CheckResult(name, False, 0, 0, _tail(message, name, "not_callable"),
@@ -611,9 +623,10 @@ def _failure_message(exercise, case, outcome, verdict, i, n, n_passed) -> str:
         shown = list(dict.fromkeys(outcome.warnings))[:3]
         lines.append("warnings raised inside your function: " + "; ".join(shown))
     if outcome.stdout.strip():
-        printed = outcome.stdout.strip().splitlines()
-        more = " ..." if len(printed) > 3 else ""
-        lines.append("your function printed:\n" + indent("\n".join(printed[:3])) + more)
+        printed = [line[:100] for line in outcome.stdout.strip().splitlines()[:4]]
+        if len(printed) > 3:
+            printed[3] = "..."
+        lines.append("your function printed:\n" + indent("\n".join(printed)))
     if verdict.advice:
         label = "Diagnosis" if verdict.diagnosis not in GENERIC else "Hint"
         lines.append(f"{label}: {verdict.advice}")

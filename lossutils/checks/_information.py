@@ -115,7 +115,6 @@ register(
         notebook=NOTEBOOK,
         signature="entropy(p)",
         arg_names=("p",),
-        references=("entropy",),
         reference=_entropy,
         cases=_dist_cases,
         mistakes=(
@@ -148,7 +147,6 @@ register(
         notebook=NOTEBOOK,
         signature="kl_divergence(p, q)",
         arg_names=("p", "q"),
-        references=("kl_divergence",),
         reference=_kl,
         cases=_pair_cases,
         mistakes=(
@@ -206,7 +204,6 @@ register(
         notebook=NOTEBOOK,
         signature="binary_cross_entropy_with_logits(logits, target)",
         arg_names=("logits", "target"),
-        references=("binary_cross_entropy_with_logits",),
         reference=_bce,
         cases=_logit_cases,
         mistakes=(

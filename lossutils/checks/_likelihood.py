@@ -65,7 +65,6 @@ register(
         notebook=NOTEBOOK,
         signature="log_likelihood(probs)",
         arg_names=("probs",),
-        references=("log_likelihood",),
         reference=_ll,
         cases=_prob_cases,
         mistakes=(
@@ -89,7 +88,6 @@ register(
         notebook=NOTEBOOK,
         signature="negative_log_likelihood(probs)",
         arg_names=("probs",),
-        references=("negative_log_likelihood",),
         reference=_nll,
         cases=_prob_cases,
         mistakes=(

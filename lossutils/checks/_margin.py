@@ -78,7 +78,6 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_loss(scores, target)",
         arg_names=("scores", "target"),
-        references=("hinge_loss",),
         reference=_hinge,
         cases=_binary_cases,
         mistakes=(
@@ -120,7 +119,6 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_subgradient(scores, target)",
         arg_names=("scores", "target"),
-        references=("hinge_loss_grad",),
         reference=_hinge_grad,
         cases=_binary_cases,
         kinks=_hinge_kinks,
@@ -168,7 +166,6 @@ register(
         notebook=NOTEBOOK,
         signature="multiclass_hinge_loss(scores, labels)",
         arg_names=("scores", "labels"),
-        references=("multiclass_hinge_loss",),
         reference=_multiclass,
         cases=_multi_cases,
         mistakes=(

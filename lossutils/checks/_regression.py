@@ -104,7 +104,6 @@ register(
         notebook=NOTEBOOK,
         signature="gaussian_nll(pred, target, beta)",
         arg_names=("pred", "target", "beta"),
-        references=("gaussian_nll_loss",),
         reference=_gaussian_nll,
         cases=_gaussian_cases,
         mistakes=(
@@ -156,7 +155,6 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss(pred, target)",
         arg_names=("pred", "target"),
-        references=("mse_loss",),
         reference=_l2,
         cases=_pair_cases,
         mistakes=(
@@ -185,7 +183,6 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        references=("mse_loss_grad",),
         reference=_l2_grad,
         cases=_pair_cases,
         mistakes=(
@@ -214,7 +211,6 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss(pred, target)",
         arg_names=("pred", "target"),
-        references=("l1_loss",),
         reference=_l1,
         cases=_pair_cases,
         mistakes=(
@@ -267,7 +263,6 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        references=("l1_loss_grad",),
         reference=_l1_grad,
         cases=_tie_cases,
         kinks=_l1_kinks,
