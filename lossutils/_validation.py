@@ -12,6 +12,7 @@ __all__ = [
     "REDUCTIONS",
     "as_float",
     "as_labels",
+    "as_target",
     "check_hinge_target",
     "check_positive",
     "check_probs",
@@ -50,6 +51,18 @@ def as_float(x, name: str) -> np.ndarray:
         f"{name} must hold real numbers, got an array of dtype {arr.dtype}; pass floats "
         "(float32 or float64) or integers."
     )
+
+
+def as_target(target, prediction: np.ndarray, name: str = "target") -> np.ndarray:
+    """A floating target; integer and boolean targets take the prediction's dtype.
+
+    Integer labels such as 0/1, -1/+1 or one-hot rows carry no precision of their own, so they
+    must not promote a float32 prediction to float64 (``as_float`` alone would).
+    """
+    arr = np.asarray(target)
+    if arr.dtype.kind in "biu":
+        return arr.astype(prediction.dtype)
+    return as_float(arr, name)
 
 
 def float_dtype(*arrays: np.ndarray) -> np.dtype:

@@ -31,6 +31,7 @@ import numpy as np
 from ._validation import (
     as_float,
     as_labels,
+    as_target,
     check_probs,
     check_reduction,
     check_same_shape,
@@ -108,18 +109,6 @@ def _quiet_unless_finite(values: np.ndarray):
     return np.errstate(invalid="ignore", divide="ignore")
 
 
-def _as_target(target, prediction: np.ndarray, name: str = "target") -> np.ndarray:
-    """A floating target; integer and boolean targets take the prediction's dtype.
-
-    Integer labels such as 0/1 or one-hot rows carry no precision of their own, so they must
-    not promote a float32 prediction to float64 (``as_float`` alone would).
-    """
-    arr = np.asarray(target)
-    if arr.dtype.kind in "biu":
-        return arr.astype(prediction.dtype)
-    return as_float(arr, name)
-
-
 def _as_batch_scores(x, name: str) -> np.ndarray:
     """Scores (logits or log-probabilities) of shape ``(N, C)``, class axis last."""
     arr = as_float(x, name)
@@ -173,7 +162,7 @@ def _cross_entropy_inputs(logits, target, reduction: str, label_smoothing):
             f"target has shape {arr.shape} but logits has shape {logits.shape}; pass class "
             f"labels of shape ({n},) or class probabilities of shape {logits.shape}.{hint}"
         )
-    probs = _as_target(arr, logits)
+    probs = as_target(arr, logits)
     check_probs(probs, "target", normalised=True)
     dtype = float_dtype(logits, probs)
     return logits.astype(dtype, copy=False), None, probs.astype(dtype, copy=False), eps
@@ -186,14 +175,6 @@ def _smoothed(probs: np.ndarray, eps: float) -> np.ndarray:
     out = probs * (1.0 - eps)
     out += eps / probs.shape[-1]
     return out
-
-
-def _batch_grad_scale(n: int, reduction: str) -> float:
-    if reduction == "mean" and n == 0:
-        raise ValueError(
-            "reduction='mean' of an empty batch is undefined; pass at least one sample."
-        )
-    return grad_scale(n, reduction)
 
 
 def _nll_inputs(log_probs, target, reduction: str):
@@ -213,7 +194,7 @@ def _nll_inputs(log_probs, target, reduction: str):
 def _bce_inputs(prediction, target, name: str, reduction: str):
     check_reduction(reduction)
     prediction = as_float(prediction, name)
-    target = _as_target(target, prediction)
+    target = as_target(target, prediction)
     check_same_shape(prediction, target, name, "target")
     check_probs(target, "target")
     dtype = float_dtype(prediction, target)
@@ -626,7 +607,7 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     """
     logits, labels, probs, eps = _cross_entropy_inputs(logits, target, reduction, label_smoothing)
     n, c = logits.shape
-    scale = _batch_grad_scale(n, reduction)
+    scale = grad_scale(n, reduction)
     # (softmax - q) * scale with the scale folded into the normalisation: one pass fewer.
     grad = _scaled_softmax(logits, -1, scale)  # our own array: updated in place from here on
     if probs is not None:
@@ -712,7 +693,7 @@ def nll_loss_grad(log_probs, target, *, reduction="mean"):
     log_probs, labels = _nll_inputs(log_probs, target, reduction)
     n = log_probs.shape[0]
     grad = np.zeros_like(log_probs)
-    grad[np.arange(n), labels] = -_batch_grad_scale(n, reduction)
+    grad[np.arange(n), labels] = -grad_scale(n, reduction)
     return grad
 
 
@@ -813,7 +794,7 @@ def binary_cross_entropy_grad(probs, target, *, reduction="mean"):
     """
     p, y = _bce_inputs(probs, target, "probs", reduction)
     check_probs(p, "probs")
-    scale = _batch_grad_scale(p.size, reduction)
+    scale = grad_scale(p.size, reduction)
     with np.errstate(divide="ignore"):  # y / 0 = inf where the target has mass on p = 0
         grad = np.divide(1.0 - y, 1.0 - p, out=np.zeros_like(p), where=y < 1)
         grad -= np.divide(y, p, out=np.zeros_like(p), where=y > 0)
@@ -902,7 +883,7 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, reduction="mean"):
     array([-0.25,  0.25])
     """
     x, y = _bce_inputs(logits, target, "logits", reduction)
-    scale = _batch_grad_scale(x.size, reduction)
+    scale = grad_scale(x.size, reduction)
     grad = np.asarray(sigmoid(x))  # 0-d input gives a numpy scalar; the in-place ops need an array
     grad -= y
     if scale != 1.0:

@@ -24,7 +24,6 @@ from ._validation import (
     as_float,
     as_labels,
     check_hinge_target,
-    check_reduction,
     check_same_shape,
     grad_scale,
     reduce,
@@ -64,16 +63,6 @@ def _margin(margin, dtype) -> np.generic:
         raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
     # A numpy float64 margin would otherwise promote float32 scores to float64.
     return dtype.type(margin)
-
-
-def _scale(n: int, reduction: str) -> float:
-    """Factor of the per-sample gradient; refuses the mean of an empty batch like ``reduce``."""
-    check_reduction(reduction)
-    if n == 0 and reduction == "mean":
-        raise ValueError(
-            "reduction='mean' of an empty batch is undefined; pass at least one sample."
-        )
-    return grad_scale(n, reduction)
 
 
 def zero_one_loss(scores, target, *, reduction="mean"):
@@ -163,7 +152,7 @@ def zero_one_loss_grad(scores, target, *, reduction="mean"):
     array([0., 0.])
     """
     s, _ = _binary(scores, target)
-    _scale(s.size, reduction)
+    grad_scale(s.size, reduction)  # the same argument checks as every other gradient
     return np.zeros_like(s)
 
 
@@ -249,7 +238,7 @@ def perceptron_loss_grad(scores, target, *, reduction="mean"):
     array([ 0., -1.,  1.])
     """
     s, y = _binary(scores, target)
-    scale = _scale(s.size, reduction)
+    scale = grad_scale(s.size, reduction)
     return np.where(y * s <= 0, -y, 0).astype(s.dtype, copy=False) * s.dtype.type(scale)
 
 
@@ -350,7 +339,7 @@ def hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
     """
     s, y = _binary(scores, target)
     m = _margin(margin, s.dtype)
-    scale = _scale(s.size, reduction)
+    scale = grad_scale(s.size, reduction)
     return np.where(y * s < m, -y, 0).astype(s.dtype, copy=False) * s.dtype.type(scale)
 
 
@@ -441,7 +430,7 @@ def squared_hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
     """
     s, y = _binary(scores, target)
     m = _margin(margin, s.dtype)
-    scale = _scale(s.size, reduction)
+    scale = grad_scale(s.size, reduction)
     violation = m - y * s
     # np.where rather than max(0, .) * -2y, which gives -0.0 for satisfied samples with y = -1.
     return np.where(violation > 0, -2 * y * violation, 0).astype(s.dtype, copy=False) * (
@@ -597,7 +586,7 @@ def multiclass_hinge_loss_grad(
            [ 0.,  1., -1.]])
     """
     s, y, rows, margins = _multiclass(scores, target, margin, kind)
-    scale = s.dtype.type(_scale(s.shape[0], reduction))
+    scale = s.dtype.type(grad_scale(s.shape[0], reduction))
     if kind == "weston_watkins":
         grad = (margins > 0).astype(s.dtype)
     else:

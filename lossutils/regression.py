@@ -19,6 +19,7 @@ import numpy as np
 
 from ._validation import (
     as_float,
+    as_target,
     check_positive,
     check_reduction,
     check_same_shape,
@@ -50,7 +51,7 @@ def _pair(pred, target, reduction: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``pred``/``target``/``reduction``; return both arrays in the result dtype."""
     check_reduction(reduction)
     pred = as_float(pred, "pred")
-    target = as_float(target, "target")
+    target = as_target(target, pred)
     check_same_shape(pred, target, "pred", "target")
     dtype = float_dtype(pred, target)
     # astype(copy=False) returns the caller's array itself when no cast is needed; nothing
@@ -60,10 +61,6 @@ def _pair(pred, target, reduction: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _reduce_grad(grad: np.ndarray, reduction: str) -> np.ndarray:
     """Scale an elementwise gradient by the derivative of the reduction over all elements."""
-    if reduction == "mean" and grad.size == 0:
-        raise ValueError(
-            "reduction='mean' of an empty batch is undefined; pass at least one sample."
-        )
     return grad * grad_scale(grad.size, reduction)
 
 

@@ -158,3 +158,15 @@ def test_importing_lossutils_pulls_in_no_course_machinery():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "name", ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
+             "hinge_loss", "cross_entropy"]
+)
+def test_integer_targets_do_not_promote_float32(name):
+    x, t, kw = _sample(name)
+    t_int = np.rint(t).astype(np.int64) if t.dtype.kind == "f" else t
+    if name == "binary_cross_entropy_with_logits":
+        t_int = (t > 0.5).astype(np.int64)
+    assert _call(name, x.astype(np.float32), t_int, kw).dtype == np.float32
