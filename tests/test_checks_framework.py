@@ -259,6 +259,27 @@ def test_exception_in_a_later_step_names_the_step():
     assert "your function raised KeyError(\"'r_max'\") at step 2 on this input." in str(err)
 
 
+def test_unusable_state_stops_the_sequence():
+    def adam_with_a_list(w, grad, state, **kw):
+        new_w, new_state = adam_step(w, grad, state, **kw)
+        return new_w, {**new_state, "history": [new_w]}
+
+    err = failure("adam_step", adam_with_a_list)
+    assert err.diagnosis == "wrong_type"
+    assert "step 2 of 2: what step 1 returned could not be passed to the next call" in str(err)
+
+
+def test_symbols_without_assumptions_are_accepted(capsys):
+    sp = pytest.importorskip("sympy")
+    y, y_hat, beta = sp.symbols("y y_hat beta")  # as a student might define them globally
+
+    def gaussian_nll_symbolic(*_):
+        return sp.log(2 * sp.pi) / 2 - sp.log(beta) / 2 + beta * (y - y_hat) ** 2 / 2
+
+    check("gaussian_nll_symbolic", gaussian_nll_symbolic)
+    assert capsys.readouterr().out == "gaussian_nll_symbolic: 1/1 cases passed\n"
+
+
 # --------------------------------------------------------------------------- seeds
 
 
@@ -351,6 +372,15 @@ def test_to_plain_keeps_only_the_type_of_unknown_objects():
     assert data["kind"] == "other"
     assert data["type"].endswith("test_checks_framework.AlwaysEqual")
     assert from_plain(data).type_name == data["type"]
+
+
+def test_symbolic_answers_are_not_plain_data():
+    sp = pytest.importorskip("sympy")
+    y, y_hat, beta = sp.symbols("y y_hat beta")
+    data = json.loads(json.dumps(to_plain(beta * (y - y_hat) ** 2 / 2)))
+    ex = get_exercise("gaussian_nll_symbolic")
+    verdict = ex.judge(ex.cases()[0], from_plain(data))
+    assert verdict.diagnosis == "wrong_type"
 
 
 def test_outcomes_must_match_the_cases():

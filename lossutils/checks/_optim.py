@@ -14,6 +14,7 @@ import numpy as np
 from ._calling import Outcome, call_safely, exception_text, quiet
 from ._common import DTYPES, case, n_random
 from ._core import (
+    GENERIC,
     Case,
     Exercise,
     FunctionExercise,
@@ -192,7 +193,14 @@ class StepExercise(Exercise):
         for k, (ref_w, ref_state) in enumerate(ref):
             prefix = f"step {k + 1} of {len(ref)}"
             if k >= len(output):
-                return Verdict(False, f"{prefix}: the previous return could not be used.")
+                return Verdict(
+                    False,
+                    f"{prefix}: what step {k} returned could not be passed to the next call; "
+                    f"return new_w as an array and new_{self.state_name} made only of numpy "
+                    "arrays and numbers.",
+                    "wrong_type",
+                    GENERIC["wrong_type"],
+                )
             failure = self._judge_step(output[k], ref_w, ref_state, k)
             if failure is None:
                 continue
