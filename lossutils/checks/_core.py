@@ -314,30 +314,6 @@ class Exercise:
         named += list(case.kwargs.items())
         return "\n".join(f"{k} = {fmt(v, prefix=f'{k} = ')}" for k, v in named)
 
-    def explain(self, case, got, expected, warn, models_output) -> tuple[Mistake, ...]:
-        """Every catalogue mistake that explains ``got`` (``models_output`` runs a model)."""
-        dtype = case_dtype(expected)
-        found = []
-        for mistake in self.mistakes:
-            if mistake.detect is not None:
-                try:
-                    hit = quiet(mistake.detect, case, got, expected, tuple(warn))
-                except Exception:  # a probe that does not apply to this case
-                    hit = False
-                if hit:
-                    found.append(mistake)
-                    continue
-            for model in mistake.models:
-                try:
-                    m = models_output(model)
-                except Exception:  # the buggy model raises here: it cannot explain the output
-                    continue
-                if m is not None and m.shape == got.shape and close(got, m, dtype) \
-                        and not close(m, expected, dtype):
-                    found.append(mistake)
-                    break
-        return tuple(found)
-
     def verdict(self, message: str, stage: str, explained: Sequence[Mistake]) -> Verdict:
         """A failing verdict: diagnosed by the first mistake that explains it, else by stage."""
         if explained:
@@ -399,14 +375,31 @@ class FunctionExercise(Exercise):
         message = f"{message}\n{expected_got(expected, output)}"
         explained = ()
         if got is not None and stage != "dtype":
-            explained = self.explain(case, got, expected, warnings,
-                                     lambda model: _model_array(model, case))
+            explained = self.explain(case, got, expected, warnings)
         return self.verdict(message, stage, explained)
 
-
-def _model_array(model, case):
-    out = quiet(model, *case.args, **case.kwargs)
-    return np.asarray(out, dtype=np.float64)
+    def explain(self, case, got, expected, warn) -> tuple[Mistake, ...]:
+        """Every catalogued mistake that explains the validated output ``got``."""
+        dtype = case_dtype(expected)
+        found = []
+        for mistake in self.mistakes:
+            if mistake.detect is not None:
+                try:
+                    hit = quiet(mistake.detect, case, got, expected, tuple(warn))
+                except Exception:  # a probe that does not apply to this case
+                    hit = False
+                if hit:
+                    found.append(mistake)
+                    continue
+            for model in mistake.models:
+                try:
+                    m = np.asarray(quiet(model, *case.args, **case.kwargs), dtype=np.float64)
+                except Exception:  # the buggy model raises here: it cannot explain the output
+                    continue
+                if close(got, m, dtype) and not close(m, expected, dtype):
+                    found.append(mistake)
+                    break
+        return tuple(found)
 
 
 # --------------------------------------------------------------------------- registry
