@@ -106,8 +106,16 @@ class StepExercise(Exercise):
         ``initial_state(w0)``: the state given to the first call.
     call_args : callable
         ``call_args(w, g, state, hyper) -> (args, kwargs)`` for one call.
+    cases : callable
+        ``cases(rng, hidden) -> list[Case]``.
+    state_name : str
+        ``"v"`` for a velocity array (compared with the reference's ``v``), or ``"state"``
+        for a dict holding the step count ``t`` and arrays.
     state_fields : tuple of str
-        For dict states, the array entries compared with the reference state (besides ``t``).
+        For dict states, the arrays compared with the reference optimizer's state.
+    extra_fields : tuple of str
+        For dict states, arrays that must be present with the shape of ``w`` but whose
+        values are left to the student's convention (AMSGrad's ``r_max``).
     """
 
     def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
