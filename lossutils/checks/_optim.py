@@ -114,8 +114,8 @@ class StepExercise(Exercise):
     state_fields : tuple of str
         For dict states, the arrays compared with the reference optimizer's state.
     extra_fields : tuple of str
-        For dict states, arrays that must be present with the shape of ``w`` but whose
-        values are left to the student's convention (AMSGrad's ``r_max``).
+        For dict states, arrays that must be present with the shape of ``w``, whose values
+        are judged only through the steps they lead to (AMSGrad's ``r_max``).
     """
 
     def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
