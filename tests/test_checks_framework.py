@@ -244,6 +244,17 @@ def test_student_exception_is_reported_without_traceback():
     assert err.__suppress_context__
 
 
+def test_blank_exercise_says_not_implemented():
+    def softmax(logits):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    err = failure("softmax", softmax)
+    assert err.diagnosis == "not_implemented"
+    assert "your function raised NotImplementedError('') on this input." in str(err)
+    assert "Hint: replace `raise NotImplementedError()` with your implementation." in str(err)
+
+
 def test_student_exit_is_caught():
     err = failure("log_likelihood", lambda p: sys.exit(3))
     assert "your function raised SystemExit('3')" in str(err)

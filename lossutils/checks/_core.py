@@ -59,6 +59,7 @@ _REGISTRY: dict[str, Exercise] = {}
 GENERIC = {
     "not_callable": "pass the function itself, e.g. check(\"{id}\", {name}), not its result.",
     "raised": "read the exception above: it happened inside your function on this input.",
+    "not_implemented": "replace `raise NotImplementedError()` with your implementation.",
     "wrong_type": "return a numpy array (np.ndarray) or, where a scalar is due, a float.",
     "wrong_shape": "compare your result's shape with the expected one; reduce over the right "
     "axis and keep the batch axis where the contract keeps it.",
@@ -493,12 +494,9 @@ def resolve_seed(hidden: bool, seed: int | None = None) -> int:
 def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
     """Judge one :class:`Outcome`: an exception, then the output, then modified inputs."""
     if outcome.error is not None:
-        return Verdict(
-            False,
-            f"your function raised {outcome.error} on this input.",
-            "raised",
-            GENERIC["raised"],
-        )
+        diag = "not_implemented" if outcome.error.startswith("NotImplementedError(") else "raised"
+        return Verdict(False, f"your function raised {outcome.error} on this input.", diag,
+                       GENERIC[diag])
     verdict = exercise.judge(case, outcome.output, warnings=outcome.warnings)
     if verdict.ok and outcome.modified:
         return Verdict(
@@ -600,7 +598,7 @@ def _most_telling(exercise: Exercise, verdicts: Sequence[Verdict]) -> tuple[int,
         i = next(i for i in failing if best in verdicts[i].explained_by)
         mistake = exercise.mistakes[order.index(best)]
         return i, replace(verdicts[i], diagnosis=best, advice=mistake.message)
-    known = [i for i in failing if verdicts[i].diagnosis not in (None, "raised")]
+    known = [i for i in failing if verdicts[i].diagnosis not in (None, "raised", "not_implemented")]
     i = known[0] if known else failing[0]
     return i, verdicts[i]
 
