@@ -66,8 +66,10 @@ def run_demo(
         Per-cell limit; the ``infinite-loop`` samples cost this much each.
     workers : int, optional
         Worker processes; default one per core.
-    stream, progress : file
-        Where the table and the progress bar go.
+    stream : file, optional
+        Where the table goes (default ``sys.stdout``).
+    progress : bool or file
+        Where the progress bar goes, as for :func:`lossutils.grading.run.grade`.
 
     Returns
     -------
@@ -77,6 +79,7 @@ def run_demo(
     from .run import grade
     from .samples import generate_samples
 
+    stream = stream or sys.stdout
     if not list_masters(source):
         raise UsageError(f"no masters in {source}/: run the demo from the repository root")
     if os.path.isdir(out) and os.listdir(out):

@@ -50,7 +50,7 @@ class Progress:
     total : int
         Number of submissions to grade in this run.
     stream : file, optional
-        Where to draw (default ``sys.stderr``); ``None`` draws nothing.
+        Where to draw; ``None`` draws nothing.
 
     Examples
     --------
@@ -62,7 +62,7 @@ class Progress:
     True
     """
 
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream=None):
         self.total, self.stream, self.start = total, stream, time.monotonic()
         self._tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
         self._last_decile = -1
@@ -173,6 +173,13 @@ def _persist(out: str, gb, state: State, result: dict, key: str, timestamp) -> d
             _write_atomic(path, result[field])
         elif os.path.exists(path):  # a regrade that no longer produces it: drop the stale copy
             os.remove(path)
+    # formgrader lists a submission as autograded only when its autograded folder exists, so
+    # an unreadable one gets the folder and a note instead of a notebook
+    note = os.path.join(out, "autograded", rel, result["notebook"] + ".problem.txt")
+    if result.get("autograded") is None:
+        _write_atomic(note, "".join(f"{p['code']}: {p['detail']}\n" for p in result["problems"]))
+    elif os.path.exists(note):
+        os.remove(note)
     record_result(gb, result, timestamp)
     light = {k: v for k, v in result.items() if k not in _LIGHT_DROP}
     light["feedback"] = (
@@ -250,8 +257,9 @@ def grade(
         Students to grade again even if nothing changed.
     max_bytes, max_output_chars : int
         Largest notebook file read; longest text kept per output.
-    progress : file or None
-        Where the progress bar goes.
+    progress : bool or file
+        Where the progress bar goes: ``True`` for ``sys.stderr``, a file, or ``False``/``None``
+        for nowhere.
 
     Returns
     -------
@@ -270,6 +278,7 @@ def grade(
 
     from .report import write_outputs
 
+    progress = sys.stderr if progress is True else progress or None
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     lock = _lock(out)

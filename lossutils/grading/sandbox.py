@@ -253,9 +253,9 @@ def sandbox_argv(
         The command; ``argv[0]`` must be an absolute path visible inside the sandbox
         (``sys.executable`` is).
     workdir : str
-        The one writable folder (same path inside), the working directory. When the grader
-        runs as root it is handed to the sandbox's user id; it should hold only this
-        submission.
+        The one writable folder (same path inside), the working directory; it should hold
+        only this submission. When the grader runs as root, it and ``rw_binds`` are handed
+        (``chown``) to the sandbox's fresh user id.
     limits : Limits
         Resource limits.
     seed : int, optional
@@ -278,7 +278,7 @@ def sandbox_argv(
 
     Examples
     --------
-    >>> cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir="/tmp/x")
+    >>> cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir=tempfile.mkdtemp())
     >>> cmd[0].endswith("bwrap"), "--unshare-net" in cmd, cmd[-2:]
     (True, True, ['-c', 'pass'])
     """
@@ -308,6 +308,10 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
     args += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(int(limits.tmp_bytes)), "--perms", "1777", "--tmpfs", "/tmp"]
     args += _bind_args(ro, [workdir, *rw_binds])
+    if not with_lossutils and _under(lossutils_path(), ro):
+        # Installed inside site-packages: cover it with an empty read-only folder.
+        args += ["--perms", "0555", "--tmpfs", lossutils_path(), "--remount-ro",
+                 lossutils_path()]
     if uid >= 0:
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     home = "/tmp"
@@ -335,6 +339,8 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
     for key, value in environment.items():
         args += ["--setenv", key, value]
     args += ["--chdir", workdir, "--"]
+    for path in (workdir, *rw_binds):
+        prepare_workdir(path, uid)
     nofile = limits.open_files
     args += [sys.executable, "-I", "-S", "-c", _SHIM, str(uid), str(int(limits.memory_bytes)),
              str(int(limits.cpu_seconds)), str(int(nproc)), str(int(limits.file_size_bytes)),
@@ -361,7 +367,6 @@ def _probe() -> str | None:
         plan = _plan([sys.executable, "-I", "-c", "import socket, os; print(os.getuid())"],
                      workdir=workdir, limits=Limits(), seed=None, env=None,
                      with_lossutils=False, ro_binds=(), rw_binds=(), uid=None)
-        prepare_workdir(workdir, plan.uid)
         try:
             done = subprocess.run(plan.argv, capture_output=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -461,7 +466,6 @@ def run_sandboxed(
                      with_lossutils=kwargs.pop("with_lossutils", True),
                      ro_binds=kwargs.pop("ro_binds", ()), rw_binds=kwargs.pop("rw_binds", ()),
                      uid=kwargs.pop("uid", None))
-        prepare_workdir(workdir, plan.uid)
         cmd, env = plan.argv, None
     else:
         cmd = list(argv)
@@ -586,8 +590,6 @@ def _make_kernel_manager_class():
             plan = _plan(cmd, workdir=workdir, limits=self.sandbox_limits,
                          seed=self.sandbox_seed, env=self.sandbox_env, with_lossutils=True,
                          ro_binds=(), rw_binds=[self._ipc_dir], uid=self._sandbox_uid)
-            prepare_workdir(workdir, plan.uid)
-            prepare_workdir(self._ipc_dir, plan.uid)
             return plan.argv
 
         async def _async_cleanup_resources(self, restart=False):

@@ -1,0 +1,147 @@
+"""Benchmark: `lossutils grade` against stock nbgrader, and the floor, on the same notebooks.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_grading.py [--n 60] [--assignment 03-cross-entropy]
+                                                  [--workers N] [--skip-nbgrader]
+
+It builds ``--n`` submissions of one assignment from the sample generator (correct, untouched and
+mistaken ones in turn, under distinct student ids), then times, in one run:
+
+(a) stock nbgrader: ``NbGraderAPI.autograde`` for one student after another, as the formgrader
+    and ``nbgrader autograde`` do;
+(b) ``lossutils grade`` with its default worker pool (one per core);
+(c) the floor: nbclient executing the same notebooks one after another, a fresh kernel each,
+    with no reading, sanitising, scoring, database or feedback work.
+
+It prints seconds per notebook (wall clock) for each and the ratios a/b and b/c. On a machine
+shared with other work, run it twice and keep the quieter figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+KINDS = ("correct", "untouched", "mistake-1", "mistake-2")
+
+
+def build_submissions(source: str, assignment: str, n: int, folder: str) -> list[str]:
+    """Write ``n`` submissions in nbgrader's submitted layout; return the student ids."""
+    from lossutils.grading.samples import generate_samples
+
+    samples = os.path.join(folder, "samples")
+    generate_samples(source, samples, [assignment], extras=False, timeout_sample=False)
+    kinds = [k for k in KINDS if os.path.isdir(os.path.join(samples, k))]
+    students = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        student = f"student-{i:04d}-{kind}"
+        shutil.copytree(os.path.join(samples, kind, assignment),
+                        os.path.join(folder, "submitted", student, assignment))
+        students.append(student)
+    return students
+
+
+def time_nbgrader(source: str, assignment: str, folder: str, students: list[str]) -> float:
+    """Stock nbgrader: generate the assignment, then autograde each student in turn."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    root = os.path.join(folder, "nbgrader-course")
+    os.makedirs(root)
+    shutil.copytree(os.path.join(source, assignment), os.path.join(root, "source", assignment))
+    shutil.copytree(os.path.join(folder, "submitted"), os.path.join(root, "submitted"))
+    config = Config()
+    config.CourseDirectory.root = root
+    config.CourseDirectory.db_url = "sqlite:///" + os.path.join(root, "gradebook.db")
+    config.CourseDirectory.course_id = "lossutils"
+    config.Execute.timeout = 60
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    made = api.generate_assignment(assignment)
+    if not made["success"]:
+        raise RuntimeError(made.get("error", made.get("log")))
+    start = time.perf_counter()
+    for student in students:
+        done = api.autograde(assignment, student, force=True, create=True)
+        if not done["success"]:
+            raise RuntimeError(f"nbgrader failed on {student}: {done.get('error')}")
+    return time.perf_counter() - start
+
+
+def time_lossutils(source: str, folder: str, workers: int | None) -> float:
+    """`lossutils grade` end to end, as the command runs it (masters, pool, every output)."""
+    from lossutils.grading.run import grade
+
+    start = time.perf_counter()
+    summary = grade(os.path.join(folder, "submitted"), os.path.join(folder, "lossutils-out"),
+                    source=source, workers=workers, timeout=60, seed=1, progress=False)
+    elapsed = time.perf_counter() - start
+    bad = [r for r in summary["results"] if r["status"] != "ok"]
+    if bad:
+        raise RuntimeError(f"lossutils grade did not grade cleanly: {bad[0]['problems']}")
+    return elapsed
+
+
+def time_floor(folder: str, students: list[str], assignment: str) -> float:
+    """nbclient alone: execute each submitted notebook in a fresh kernel, one after another."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    start = time.perf_counter()
+    for student in students:
+        path = os.path.join(folder, "submitted", student, assignment, assignment + ".ipynb")
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=60, allow_errors=True,
+                       resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=60, help="submissions (default 60)")
+    parser.add_argument("--assignment", help="assignment id (default: the first master)")
+    parser.add_argument("--source", default="solutions")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--skip-nbgrader", action="store_true",
+                        help="skip the (slow) stock nbgrader measurement")
+    args = parser.parse_args(argv)
+
+    import lossutils.grading  # noqa: F401 - same import-time set-up as the grader itself
+    from lossutils.grading.masters import list_masters
+
+    assignment = args.assignment or next(iter(list_masters(args.source)))
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as folder:
+        students = build_submissions(args.source, assignment, args.n, folder)
+        print(f"{args.n} submissions of {assignment}; {cores} cores; "
+              f"workers {args.workers or cores}", flush=True)
+        timings = {}
+        timings["floor (nbclient, sequential)"] = time_floor(folder, students, assignment)
+        print(f"  floor done: {timings['floor (nbclient, sequential)']:.1f} s", flush=True)
+        timings["lossutils grade"] = time_lossutils(args.source, folder, args.workers)
+        print(f"  lossutils done: {timings['lossutils grade']:.1f} s", flush=True)
+        if not args.skip_nbgrader:
+            timings["nbgrader autograde, sequential"] = time_nbgrader(
+                args.source, assignment, folder, students)
+    print(f"\n{'method':<34} {'total s':>8} {'s/notebook':>11}")
+    for name, seconds in timings.items():
+        print(f"{name:<34} {seconds:8.1f} {seconds / args.n:11.3f}")
+    ours = timings["lossutils grade"]
+    floor = timings["floor (nbclient, sequential)"]
+    if "nbgrader autograde, sequential" in timings:
+        print(f"\nspeed-up over sequential nbgrader: "
+              f"{timings['nbgrader autograde, sequential'] / ours:.2f}x")
+    print(f"lossutils per core vs the sequential floor: {ours * cores / floor:.2f}x "
+          "(1.0 = no overhead beyond executing the cells)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""The untrusted side of verification: runs the student's solution code in the sandbox.
+
+This file runs as a script (``python -I -c <this source>``) inside the sandbox, where
+``lossutils`` is deliberately not importable: the student's code must not reach the reference
+library. It therefore imports nothing but the standard library and numpy. The trusted grader
+(:mod:`lossutils.grading.verify`) sends it, as JSON lines on stdin:
+
+1. ``{"op": "load", "core": [[module, source], ...], "prelude": [...], "cells": [...],
+   "names": [...]}``: the checker's calling machinery (``lossutils.checks._plain`` and
+   ``_calling``: no reference inside),
+   the master's import lines, and the student's cells; it answers which cells raised and
+   whether each requested name is a function;
+2. ``{"op": "call", "name": ..., "args": [...], "kwargs": {...}, "arg_names": [...]}`` per
+   case (and per optimizer step): it calls the function with
+   ``_core.call_safely`` and answers with the outcome, the arguments as the function left them,
+   and the exception's type name and text, all plain data;
+3. ``{"op": "exit"}``.
+
+Only JSON travels; the trusted side validates sizes and judges with the reference itself.
+The SymPy codec below is shared with the trusted side, which decodes with an allow list.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["SympyTooComplex", "decode_sympy", "encode_sympy"]
+
+# Nodes the codec knows; the decoder rebuilds exactly these and nothing else.
+SYMPY_FUNCTIONS = ("Add", "Mul", "Pow", "log", "exp", "Abs", "sin", "cos", "tan", "sign")
+SYMPY_CONSTANTS = ("pi", "E", "I", "oo", "-oo", "zoo", "nan", "EulerGamma")
+SYMPY_ASSUMPTIONS = ("real", "positive", "negative", "nonnegative", "nonpositive", "integer",
+                     "finite", "complex")
+_MAX_NODES = 2000
+_MAX_DEPTH = 60
+# A bound on the polynomial degree after expansion: the judge expands, and (y + b)**10**4
+# nested in a few powers would take the trusted grader hours. Honest answers have degree 3.
+_MAX_DEGREE = 24
+_MAX_DIGITS = 40
+
+
+class SympyTooComplex(ValueError):
+    """A returned expression is larger or of higher degree than any answer could be."""
+
+
+def encode_sympy(expr, _budget=None, _depth=0) -> dict:
+    """Encode a SymPy expression as a JSON tree of allow-listed nodes (raises ValueError)."""
+    import sympy as sp
+
+    budget = _budget if _budget is not None else [_MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0 or _depth > _MAX_DEPTH:
+        raise SympyTooComplex("the expression is too large")
+    if isinstance(expr, sp.Symbol):
+        assumptions = {k: bool(v) for k, v in expr.assumptions0.items()
+                       if k in SYMPY_ASSUMPTIONS and v is not None}
+        return {"sym": str(expr.name), "assumptions": assumptions}
+    if isinstance(expr, sp.Integer):
+        return {"int": str(int(expr))}
+    if isinstance(expr, sp.Rational):
+        return {"rat": [str(int(expr.p)), str(int(expr.q))]}
+    if isinstance(expr, sp.Float):
+        return {"float": str(expr)}
+    for name, value in _constants().items():
+        if expr is value:
+            return {"const": name}
+    name = type(expr).__name__
+    if name not in SYMPY_FUNCTIONS:
+        raise ValueError(f"unsupported SymPy node {name}")
+    return {"f": name, "args": [encode_sympy(a, budget, _depth + 1) for a in expr.args]}
+
+
+def _constants() -> dict:
+    import sympy as sp
+
+    return {"pi": sp.pi, "E": sp.E, "I": sp.I, "oo": sp.oo, "-oo": sp.S.NegativeInfinity,
+            "zoo": sp.zoo, "nan": sp.nan, "EulerGamma": sp.EulerGamma}
+
+
+def _degree(node: dict, _depth: int = 0) -> float:
+    if _depth > _MAX_DEPTH:
+        raise SympyTooComplex("the expression is nested too deeply")
+    if "sym" in node:
+        return 1
+    if "f" not in node:
+        return 0
+    degrees = [_degree(a, _depth + 1) for a in node["args"]]
+    if node["f"] == "Add":
+        return max(degrees, default=0)
+    if node["f"] == "Mul":
+        return sum(degrees)
+    if node["f"] == "Pow" and len(node["args"]) == 2:
+        exponent = node["args"][1]
+        if "int" in exponent:
+            return abs(int(exponent["int"])) * degrees[0]
+        if "rat" in exponent:
+            return math.ceil(abs(int(exponent["rat"][0])) / max(abs(int(exponent["rat"][1])),
+                                                                 1)) * degrees[0]
+        return degrees[0] + degrees[1] + 1
+    return max(degrees, default=0) + 1
+
+
+def decode_sympy(node) -> object:
+    """Rebuild an expression encoded by :func:`encode_sympy`, accepting only known nodes.
+
+    Raises ValueError (:class:`SympyTooComplex` for size and degree) on anything else.
+    """
+    count = [0]
+    _check_tree(node, count, 0)
+    if _degree(node) > _MAX_DEGREE:
+        raise SympyTooComplex(f"the expression has a polynomial degree above {_MAX_DEGREE}")
+    return _build(node)
+
+
+def _check_tree(node, count, depth) -> None:
+    count[0] += 1
+    if count[0] > _MAX_NODES or depth > _MAX_DEPTH:
+        raise SympyTooComplex("the expression is too large")
+    if type(node) is not dict:
+        raise ValueError("malformed expression")
+    if "f" in node:
+        if node["f"] not in SYMPY_FUNCTIONS or type(node.get("args")) is not list:
+            raise ValueError(f"unsupported SymPy node {node.get('f')!r}")
+        for arg in node["args"]:
+            _check_tree(arg, count, depth + 1)
+        return
+    for key, pattern in (("int", "-0123456789"), ("float", "-+.0123456789eE")):
+        if key in node:
+            text = node[key]
+            if type(text) is not str or not text or len(text) > _MAX_DIGITS \
+                    or not set(text) <= set(pattern):
+                raise SympyTooComplex(f"a number literal is too long or malformed: {text!r}")
+            return
+    if "rat" in node:
+        parts = node["rat"]
+        if type(parts) is not list or len(parts) != 2:
+            raise ValueError("malformed rational")
+        for part in parts:
+            _check_tree({"int": part}, [0], depth)
+        return
+    if "const" in node:
+        if node["const"] not in SYMPY_CONSTANTS:
+            raise ValueError(f"unknown constant {node['const']!r}")
+        return
+    if "sym" in node:
+        name, assumptions = node["sym"], node.get("assumptions", {})
+        if type(name) is not str or not name.isidentifier() or len(name) > 64 \
+                or type(assumptions) is not dict \
+                or not all(k in SYMPY_ASSUMPTIONS and type(v) is bool
+                           for k, v in assumptions.items()):
+            raise ValueError("malformed symbol")
+        return
+    raise ValueError("malformed expression")
+
+
+def _build(node):
+    import sympy as sp
+
+    if "sym" in node:
+        return sp.Symbol(node["sym"], **node.get("assumptions", {}))
+    if "int" in node:
+        return sp.Integer(int(node["int"]))
+    if "rat" in node:
+        return sp.Rational(int(node["rat"][0]), int(node["rat"][1]))
+    if "float" in node:
+        return sp.Float(node["float"])
+    if "const" in node:
+        return _constants()[node["const"]]
+    args = [_build(a) for a in node["args"]]
+    cls = getattr(sp, node["f"])
+    if node["f"] in ("Add", "Mul", "Pow"):
+        return cls(*args, evaluate=False)
+    return cls(*args)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised through verify.py
+    import io
+    import json
+    import os
+    import sys
+    import types
+
+    # The protocol keeps private copies of stdin and stdout; the student's code gets
+    # /dev/null and a capped buffer, so a stray print or input() cannot corrupt it.
+    proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    proto_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+    class _Sink(io.StringIO):
+        def write(self, text):
+            if self.tell() < 100_000:
+                super().write(text[:100_000])
+            return len(text)
+
+    sys.stdin = io.StringIO()
+    sys.stdout = sys.stderr = _Sink()
+    # The reference library stays out of reach even if it were on disk.
+    sys.modules["lossutils"] = None
+
+    def send(message):
+        proto_out.write(json.dumps(message, allow_nan=True) + "\n")
+        proto_out.flush()
+
+    def short(exc):
+        try:
+            text = str(exc)
+        except Exception:  # an exception whose __str__ fails
+            text = "?"
+        return {"type": type(exc).__name__, "text": text[:201]}
+
+    namespace: dict = {"__name__": "__main__"}
+    core = None
+    for line in proto_in:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "exit":
+            return
+        if op == "load":
+            # The checker's calling helpers, as a package of their own so that their
+            # relative imports resolve; the last module is the one that calls.
+            package = types.ModuleType("checks_core")
+            package.__path__ = []
+            sys.modules[package.__name__] = package
+            for name, source in request["core"]:
+                core = types.ModuleType(f"checks_core.{name}")
+                core.__package__ = package.__name__
+                sys.modules[core.__name__] = core
+                exec(compile(source, f"<checks {name}>", "exec"), core.__dict__)
+            for source in request["prelude"]:
+                try:
+                    exec(compile(source, "<prelude>", "exec"), namespace)
+                except BaseException:  # an import the sandbox lacks: the cells will say so
+                    pass
+            cells = []
+            for label, source in request["cells"]:
+                try:
+                    exec(compile(source, f"<cell {label}>", "exec"), namespace)
+                    cells.append(None)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt: the student's
+                    cells.append(short(exc))
+            status = {}
+            for name in request["names"]:
+                fn = namespace.get(name)
+                status[name] = "missing" if fn is None else (
+                    "callable" if callable(fn) else "not callable")
+            sys.stdout.seek(0)
+            sys.stdout.truncate()
+            send({"op": "loaded", "cells": cells, "names": status})
+            continue
+        # op == "call"
+        fn = namespace.get(request["name"])
+        args = [_decode_arg(core, a) for a in request["args"]]
+        kwargs = {k: _decode_arg(core, v) for k, v in request["kwargs"].items()}
+        seen: dict = {}
+
+        def wrapper(*a, _fn=fn, _seen=seen, **k):
+            _seen["args"], _seen["kwargs"] = a, k
+            try:
+                result = _fn(*a, **k)
+            except BaseException as exc:
+                _seen["exc"] = short(exc)
+                raise
+            _seen["result"] = result
+            return result
+
+        try:
+            outcome = core.call_safely(wrapper, tuple(args), kwargs, request["arg_names"])
+        except KeyboardInterrupt:  # call_safely lets it through; it is the student's error
+            outcome = core.Outcome(error="KeyboardInterrupt()")
+        reply = outcome.to_plain()
+        reply["stdout"] = reply["stdout"][:10_000]
+        reply["exc"] = seen.get("exc")
+        reply["args"] = [_encode(core, a) for a in seen.get("args", ())]
+        reply["kwargs"] = {k: _encode(core, v) for k, v in seen.get("kwargs", {}).items()}
+        reply["sympy"] = None
+        if "result" in seen and type(seen["result"]).__module__.startswith("sympy"):
+            try:
+                reply["sympy"] = encode_sympy(seen["result"])
+            except Exception as exc:  # unsupported node or too large: the judge says so
+                reply["sympy"] = {"error": str(exc)[:200]}
+        sys.stdout.seek(0)
+        sys.stdout.truncate()
+        send({"op": "result", **reply})
+
+
+def _decode_arg(core, data):
+    if type(data) is dict and data.get("kind") == "sympy":
+        return _build(data["tree"])
+    return core.from_plain(data)
+
+
+def _encode(core, value):
+    if type(value).__module__.startswith("sympy"):
+        return {"kind": "other", "type": "sympy"}
+    return core.to_plain(value)
+
+
+if __name__ == "__main__":
+    _main()
