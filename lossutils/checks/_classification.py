@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, n_random, sum_instead_of_mean
+from ._common import DTYPES, case, lossutils_ref, n_random, sum_instead_of_mean
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "03-cross-entropy"
-
-
-def _ref(name):
-    def reference(*args):
-        import lossutils
-
-        return getattr(lossutils, name)(*args)
-
-    reference.__name__ = name
-    return reference
 
 
 # --------------------------------------------------------------------------- models
@@ -192,7 +182,7 @@ register(
         notebook=NOTEBOOK,
         signature="one_hot(labels, num_classes)",
         arg_names=("labels", "num_classes"),
-        reference=_ref("one_hot"),
+        reference=lossutils_ref("one_hot"),
         cases=_label_cases,
         any_float=True,
         mistakes=(
@@ -219,7 +209,7 @@ register(
         notebook=NOTEBOOK,
         signature="softmax(logits)",
         arg_names=("logits",),
-        reference=_ref("softmax"),
+        reference=lossutils_ref("softmax"),
         cases=_logit_cases,
         mistakes=(
             _overflow(_naive_softmax),
@@ -239,7 +229,7 @@ register(
         notebook=NOTEBOOK,
         signature="log_softmax(logits)",
         arg_names=("logits",),
-        reference=_ref("log_softmax"),
+        reference=lossutils_ref("log_softmax"),
         cases=_logit_cases,
         mistakes=(
             _overflow(lambda x: np.log(_naive_softmax(x))),
@@ -267,7 +257,7 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy(logits, labels)",
         arg_names=("logits", "labels"),
-        reference=_ref("cross_entropy"),
+        reference=lossutils_ref("cross_entropy"),
         cases=_ce_cases,
         mistakes=(
             _overflow(lambda x, y: -np.mean(_pick(np.log(_naive_softmax(x)), y))),
@@ -298,7 +288,7 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy_grad(logits, labels)",
         arg_names=("logits", "labels"),
-        reference=_ref("cross_entropy_grad"),
+        reference=lossutils_ref("cross_entropy_grad"),
         cases=_ce_cases,
         mistakes=(
             _overflow(lambda x, y: (_naive_softmax(x) - _one_hot(y, x.shape[1], x.dtype))

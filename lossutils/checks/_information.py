@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, log_base, n_random, sum_instead_of_mean
+from ._common import DTYPES, case, log_base, lossutils_ref, n_random, sum_instead_of_mean
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "04-kl-divergence"
-
-
-def _entropy(p):
-    from lossutils import entropy
-
-    return entropy(p)
-
-
-def _kl(p, q):
-    from lossutils import kl_divergence
-
-    return kl_divergence(p, q)
-
-
-def _bce(logits, target):
-    from lossutils import binary_cross_entropy_with_logits
-
-    return binary_cross_entropy_with_logits(logits, target)
 
 
 def _dirichlet(rng, shape, dtype, zeros=False):
@@ -115,7 +97,7 @@ register(
         notebook=NOTEBOOK,
         signature="entropy(p)",
         arg_names=("p",),
-        reference=_entropy,
+        reference=lossutils_ref("entropy"),
         cases=_dist_cases,
         mistakes=(
             Mistake(*_LOG_ZERO, models=(lambda p: -np.sum(p * np.log(p), axis=-1),)),
@@ -147,7 +129,7 @@ register(
         notebook=NOTEBOOK,
         signature="kl_divergence(p, q)",
         arg_names=("p", "q"),
-        reference=_kl,
+        reference=lossutils_ref("kl_divergence"),
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -204,7 +186,7 @@ register(
         notebook=NOTEBOOK,
         signature="binary_cross_entropy_with_logits(logits, target)",
         arg_names=("logits", "target"),
-        reference=_bce,
+        reference=lossutils_ref("binary_cross_entropy_with_logits"),
         cases=_logit_cases,
         mistakes=(
             Mistake(

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, log_base, mean_instead_of_sum, n_random
+from ._common import DTYPES, case, log_base, lossutils_ref, mean_instead_of_sum, n_random
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "01-likelihood"
-
-
-def _ll(probs):
-    from lossutils import log_likelihood
-
-    return log_likelihood(probs)
-
-
-def _nll(probs):
-    from lossutils import negative_log_likelihood
-
-    return negative_log_likelihood(probs, reduction="sum")
 
 
 def _prob_cases(rng, hidden):
@@ -65,7 +53,7 @@ register(
         notebook=NOTEBOOK,
         signature="log_likelihood(probs)",
         arg_names=("probs",),
-        reference=_ll,
+        reference=lossutils_ref("log_likelihood"),
         cases=_prob_cases,
         mistakes=(
             _underflow(lambda p: np.log(np.prod(p))),
@@ -88,7 +76,7 @@ register(
         notebook=NOTEBOOK,
         signature="negative_log_likelihood(probs)",
         arg_names=("probs",),
-        reference=_nll,
+        reference=lossutils_ref("negative_log_likelihood", reduction="sum"),
         cases=_prob_cases,
         mistakes=(
             _underflow(lambda p: -np.log(np.prod(p))),

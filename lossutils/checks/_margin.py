@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, n_random, sum_instead_of_mean
+from ._common import DTYPES, case, lossutils_ref, n_random, sum_instead_of_mean
 from ._core import FunctionExercise, Mistake, register
 from ._regression import SubgradientExercise
 
 NOTEBOOK = "05-hinge-svm"
-
-
-def _hinge(scores, target):
-    from lossutils import hinge_loss
-
-    return hinge_loss(scores, target)
-
-
-def _hinge_grad(scores, target):
-    from lossutils import hinge_loss_grad
-
-    return hinge_loss_grad(scores, target)
-
-
-def _multiclass(scores, labels):
-    from lossutils import multiclass_hinge_loss
-
-    return multiclass_hinge_loss(scores, labels)
 
 
 def _binary_cases(rng, hidden):
@@ -78,7 +60,7 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_loss(scores, target)",
         arg_names=("scores", "target"),
-        reference=_hinge,
+        reference=lossutils_ref("hinge_loss"),
         cases=_binary_cases,
         mistakes=(
             Mistake(
@@ -119,7 +101,7 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_subgradient(scores, target)",
         arg_names=("scores", "target"),
-        reference=_hinge_grad,
+        reference=lossutils_ref("hinge_loss_grad"),
         cases=_binary_cases,
         kinks=_hinge_kinks,
         mistakes=(
@@ -166,7 +148,7 @@ register(
         notebook=NOTEBOOK,
         signature="multiclass_hinge_loss(scores, labels)",
         arg_names=("scores", "labels"),
-        reference=_multiclass,
+        reference=lossutils_ref("multiclass_hinge_loss"),
         cases=_multi_cases,
         mistakes=(
             Mistake(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, mean_instead_of_sum, n_random
+from ._common import DTYPES, case, lossutils_ref, mean_instead_of_sum, n_random
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "02-gaussian-l2"
@@ -15,30 +15,6 @@ def _gaussian_nll(pred, target, beta):
     from lossutils import gaussian_nll_loss
 
     return gaussian_nll_loss(pred, target, var=1.0 / beta, full=True, reduction="sum")
-
-
-def _l2(pred, target):
-    from lossutils import mse_loss
-
-    return 0.5 * mse_loss(pred, target, reduction="sum")
-
-
-def _l2_grad(pred, target):
-    from lossutils import mse_loss_grad
-
-    return 0.5 * mse_loss_grad(pred, target, reduction="sum")
-
-
-def _l1(pred, target):
-    from lossutils import l1_loss
-
-    return l1_loss(pred, target, reduction="sum")
-
-
-def _l1_grad(pred, target):
-    from lossutils import l1_loss_grad
-
-    return l1_loss_grad(pred, target, reduction="sum")
 
 
 def _pair_cases(rng, hidden, *, ties=False):
@@ -155,7 +131,7 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss(pred, target)",
         arg_names=("pred", "target"),
-        reference=_l2,
+        reference=lossutils_ref("mse_loss", 0.5, reduction="sum"),
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -183,7 +159,7 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        reference=_l2_grad,
+        reference=lossutils_ref("mse_loss_grad", 0.5, reduction="sum"),
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -211,7 +187,7 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss(pred, target)",
         arg_names=("pred", "target"),
-        reference=_l1,
+        reference=lossutils_ref("l1_loss", reduction="sum"),
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -263,7 +239,7 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        reference=_l1_grad,
+        reference=lossutils_ref("l1_loss_grad", reduction="sum"),
         cases=_tie_cases,
         kinks=_l1_kinks,
         mistakes=(
