@@ -1,0 +1,248 @@
+"""Verification outside the kernel: honest answers pass, every attack earns nothing.
+
+The submissions come from tests/redteam/attacks.py, generated from the release notebook of
+03-cross-entropy. To keep the module fast the master is trimmed to two test cells: the
+attacked ``softmax`` and the honest ``cross_entropy`` next to it, which must keep its points.
+"""
+
+import copy
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossutils.grading import _verify_runner as runner
+from lossutils.grading.sandbox import Limits, sandbox_available
+from lossutils.grading.verify import (
+    CheckCall,
+    VerifiedScore,
+    check_calls,
+    code_to_verify,
+    strip_magics,
+    verify_submission,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MASTER = ROOT / "solutions" / "03-cross-entropy" / "03-cross-entropy.ipynb"
+RELEASE = ROOT / "course" / "03-cross-entropy" / "03-cross-entropy.ipynb"
+KEEP = {"setup", "softmax", "test_softmax", "cross_entropy", "test_cross_entropy"}
+SEED = 424242
+
+_spec = importlib.util.spec_from_file_location("redteam_attacks", Path(__file__).parent
+                                               / "redteam" / "attacks.py")
+attacks = sys.modules.setdefault("redteam_attacks", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(attacks)
+
+needs_sandbox = pytest.mark.skipif(not sandbox_available(),
+                                   reason="bubblewrap is not available on this machine")
+
+
+def _trimmed(nb: dict) -> dict:
+    nb = copy.deepcopy(nb)
+    nb["cells"] = [c for c in nb["cells"]
+                   if c["metadata"].get("nbgrader", {}).get("grade_id") in KEEP]
+    return nb
+
+
+class Books:
+    """The trimmed master (verification plan) and the full master and release (submissions)."""
+
+    def __init__(self):
+        self.full = attacks.load(MASTER)
+        self.master = _trimmed(self.full)
+        self.release = attacks.load(RELEASE)
+
+    def submission(self, cells=None):
+        return attacks.submission(self.release, self.full, cells)
+
+
+@pytest.fixture(scope="module")
+def books():
+    return Books()
+
+
+def _cell(grade_id, source, *, solution=False, grade=False, cell_type="code"):
+    return {"cell_type": cell_type, "source": source, "metadata": {"nbgrader": {
+        "grade_id": grade_id, "solution": solution, "grade": grade}}}
+
+
+# --------------------------------------------------------------------------- plain parts
+
+
+def test_check_calls_reads_only_literal_check_calls_of_test_cells():
+    master = {"cells": [
+        _cell("softmax", 'check("softmax", softmax)', solution=True),
+        _cell("test_softmax", 'from lossutils.checks import check\n'
+              'check("softmax", softmax)\n### BEGIN HIDDEN TESTS\n'
+              'check("softmax", softmax, hidden=True)\n### END HIDDEN TESTS'),
+        _cell("test_odd", 'check(name, softmax)\ncheck("x", f())\nassert True', grade=True),
+    ]}
+    master["cells"][1]["metadata"]["nbgrader"]["grade"] = True
+    assert check_calls(master) == {"test_softmax": [
+        CheckCall("softmax", "softmax", False), CheckCall("softmax", "softmax", True)]}
+
+
+def test_check_calls_of_the_real_master_cover_every_exercise():
+    calls = check_calls(attacks.load(MASTER))
+    assert set(calls) == {"test_one_hot", "test_softmax", "test_log_softmax",
+                          "test_cross_entropy", "test_cross_entropy_grad"}
+    assert all([c.hidden for c in cs] == [False, True] for cs in calls.values())
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("x = 1\n", "x = 1\n"),
+    ("s = '''\n%not a magic\n'''", "s = '''\n%not a magic\n'''"),
+    ("%matplotlib inline\ndef f():\n    !ls\n    return 1",
+     "pass\ndef f():\n    pass\n    return 1"),
+    ("out = !ls\nx = 2", "pass\nx = 2"),
+    ("%%timeit\nf()", None),
+    ("def f(:\n", None),
+])
+def test_strip_magics(source, expected):
+    assert strip_magics(source) == expected
+
+
+def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_ones(books):
+    nb = books.submission({"softmax": "def softmax(x):\n    return x\n"})
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": "helper = 1\n"})
+    # A forged copy of a locked cell and a duplicate of a solution id are ignored.
+    nb["cells"].append(_cell("setup", "import os\nos._exit(3)"))
+    nb["cells"].append(_cell("softmax", "def softmax(x):\n    return 2 * x", solution=True))
+    prelude, cells = code_to_verify(nb, books.full)
+    assert prelude == ["import numpy as np"]
+    labels = [label for label, _ in cells]
+    assert labels == ["one_hot", "softmax", "log_softmax", "cross_entropy",
+                      "cross_entropy_grad", f"cell {len(nb['cells']) - 3}"]
+    # Only the master's solution ids count: the trimmed master has two.
+    assert [label for label, _ in code_to_verify(nb, books.master)[1]][:2] == [
+        "softmax", "cross_entropy"]
+    assert dict(cells)["softmax"] == "def softmax(x):\n    return x\n"
+
+
+def test_sympy_codec_round_trip_and_limits():
+    sp = pytest.importorskip("sympy")
+    y, y_hat = sp.symbols("y y_hat", real=True)
+    beta = sp.Symbol("beta", positive=True)
+    expr = sp.log(2 * sp.pi) / 2 - sp.log(beta) / 2 + beta * (y - y_hat) ** 2 / 2
+    back = runner.decode_sympy(json.loads(json.dumps(runner.encode_sympy(expr))))
+    assert sp.simplify(back - expr) == 0
+    assert back.free_symbols == expr.free_symbols
+    bomb = runner.encode_sympy(((y + y_hat + beta) ** 12) ** 12)
+    with pytest.raises(runner.SympyTooComplex, match="polynomial degree above 24"):
+        runner.decode_sympy(bomb)
+    with pytest.raises(ValueError, match="unsupported SymPy node 'Function'"):
+        runner.decode_sympy({"f": "Function", "args": []})
+    with pytest.raises(runner.SympyTooComplex, match="too long or malformed"):
+        runner.decode_sympy({"int": "9" * 100})
+
+
+def test_verified_score_to_plain_is_json():
+    score = VerifiedScore("test_softmax", False, "m", None, "timeout: x", ["softmax"])
+    assert json.loads(json.dumps(score.to_plain()))["error"] == "timeout: x"
+
+
+# --------------------------------------------------------------------------- in the sandbox
+
+
+def _verify(nb, master, **kw):
+    kw.setdefault("call_timeout", 3)
+    kw.setdefault("limits", Limits(memory_bytes=2**30, cpu_seconds=30, wall_seconds=60,
+                                   max_processes=16, max_output_bytes=4_000_000))
+    return verify_submission(nb, master, seed=SEED, **kw)
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_honest_release_and_blank_release(books):
+    master = books.master
+    done = _verify(books.submission(), master)
+    assert {k: v.passed for k, v in done.items()} == {"test_softmax": True,
+                                                     "test_cross_entropy": True}
+    assert done["test_softmax"].error is None
+    blank = _verify(books.release, master)
+    assert not any(v.passed for v in blank.values())
+    assert "NotImplementedError" in blank["test_softmax"].message
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_a_wrong_answer_keeps_the_checkers_diagnosis(books):
+    naive = ("def softmax(logits):\n    e = np.exp(logits)\n"
+             "    return e / e.sum(axis=-1, keepdims=True)\n")
+    done = _verify(books.submission({"softmax": naive}), books.master)
+    assert not done["test_softmax"].passed
+    assert done["test_softmax"].error is None
+    # The same diagnosis as the checker gives in the kernel, judged in the trusted process.
+    from lossutils.checks import run_check
+
+    ns = {"np": np}
+    exec(naive, ns)
+    expected = run_check("softmax", ns["softmax"], hidden=False)
+    assert done["test_softmax"].diagnosis == expected.diagnosis is not None
+    assert done["test_cross_entropy"].passed
+
+
+def _code_attacks(tmp_path_factory):
+    base = tmp_path_factory.mktemp("redteam")
+    other = base / "other.ipynb"
+    other.write_text(json.dumps(attacks.honest(attacks.load(RELEASE), attacks.load(MASTER))))
+    (base / "out").mkdir()
+    return base, attacks.code_attacks(solutions_dir=str(ROOT / "solutions"),
+                                      outside_file=str(base / "pwned.txt"),
+                                      other_submission=str(other),
+                                      output_dir=str(base / "out"))
+
+
+@pytest.fixture(scope="module")
+def attack_results(books, tmp_path_factory):
+    """Every code attack verified once: name -> (attack, results, seconds)."""
+    base, found = _code_attacks(tmp_path_factory)
+    results = {}
+    for attack in found:
+        start = time.monotonic()
+        done = _verify(books.submission(attack.cells), books.master)
+        results[attack.name] = (attack, done, time.monotonic() - start)
+    return base, results
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_no_attack_earns_a_point_and_honest_neighbours_keep_theirs(attack_results):
+    _, results = attack_results
+    assert len(results) >= 20
+    for name, (attack, done, seconds) in results.items():
+        assert not done["test_softmax"].passed, name
+        if not attack.kills_process:
+            assert done["test_cross_entropy"].passed, (name, done)
+        # Loops, forks and hogs are stopped by the call timeout, not by the wall limit.
+        assert seconds < 20, (name, seconds)
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_nothing_outside_the_sandbox_was_written(attack_results):
+    base, _ = attack_results
+    assert not (base / "pwned.txt").exists()
+    assert list((base / "out").iterdir()) == []
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_failures_of_the_process_are_reported_as_errors(attack_results):
+    _, results = attack_results
+    expected = {"infinite-loop": "timeout", "fork-bomb": "timeout", "os-exit-call": "crashed",
+                "os-exit-top": "crashed", "forge-protocol": "protocol"}
+    for name, kind in expected.items():
+        error = results[name][1]["test_softmax"].error
+        assert str(error).startswith(kind), (name, error)
+    for name, text in {"memory-bomb": "MemoryError", "network": "OSError",
+                       "sys-exit": "SystemExit", "keyboard-interrupt": "KeyboardInterrupt",
+                       "reference-direct": "ModuleNotFoundError",
+                       "read-solutions": "FileNotFoundError"}.items():
+        score = results[name][1]["test_softmax"]
+        assert score.error is None, (name, score)
+        assert text in score.message, (name, score)
