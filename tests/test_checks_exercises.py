@@ -425,6 +425,14 @@ def test_correct_solution_passes(name, hidden, capsys):
     assert out.err == ""
 
 
+@pytest.mark.parametrize("seed", ["1", "987654321"])
+@pytest.mark.parametrize("name", exercises())
+def test_correct_solution_passes_for_any_grading_seed(name, seed, monkeypatch, capsys):
+    monkeypatch.setenv("LOSSUTILS_GRADING_SEED", seed)
+    check(name, CORRECT[name], hidden=True)
+    assert capsys.readouterr().out.endswith("cases passed\n")
+
+
 @pytest.mark.parametrize(
     ("name", "diagnosis", "fn"),
     [pytest.param(*row, id=f"{row[0]}-{row[1]}") for row in BUGGY],
