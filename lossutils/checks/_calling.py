@@ -1,4 +1,8 @@
-"""Running untrusted student code: isolated output, recorded warnings, guarded inputs."""
+"""Running untrusted student code: isolated output, recorded warnings, guarded inputs.
+
+:mod:`lossutils.grading.verify` runs this module and :mod:`._plain` by source inside its
+sandbox: they import nothing but numpy and the standard library (and each other).
+"""
 
 from __future__ import annotations
 

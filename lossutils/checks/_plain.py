@@ -2,6 +2,9 @@
 
 Nothing here calls a method of a student's object: types are tested with ``type(x) is ...``
 before any value is read, and anything unexpected is described by its type name only.
+
+:mod:`lossutils.grading.verify` runs this module and :mod:`._calling` by source inside its
+sandbox: they import nothing but numpy and the standard library (and each other).
 """
 
 from __future__ import annotations
