@@ -208,7 +208,8 @@ def test_nothing_reaches_stderr_from_a_noisy_failing_function(capfd):
     err = failure("softmax", noisy_naive)
     assert capfd.readouterr() == ("", "")
     assert err.diagnosis == "overflow"
-    assert "your function printed:\n    debugging to stdout\n    debugging to stderr" in str(err)
+    assert "your function printed:\n    debugging to stdout\n    debugging to stderr\n" \
+        "    written straight to file descriptor 2" in str(err)
     assert "RuntimeWarning: overflow encountered in exp" in str(err)
 
 

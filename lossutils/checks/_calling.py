@@ -90,6 +90,7 @@ def same(a, b) -> bool:
 
 
 def exception_text(exc: BaseException) -> str:
+    """``Name('message')`` for an exception, with the message cut to 200 characters."""
     try:
         text = str(exc)
     except Exception:  # a student exception whose __str__ fails
@@ -120,9 +121,11 @@ def _fd2_to(sink):
 def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
     """Run ``fn(*args, **kwargs)`` capturing everything it could emit.
 
-    Warnings are recorded (numpy floating-point errors become RuntimeWarnings), stdout and
-    stderr are captured at the Python and file-descriptor level, exceptions are caught, and
-    each input is compared with a snapshot taken before the call.
+    ``fn`` receives copies of the inputs; after the call each copy is compared with its
+    original, and ``names`` name the ones that changed. Warnings are recorded (numpy
+    floating-point errors become RuntimeWarnings), stdout and stderr are captured at the
+    Python level and file descriptor 2 at the OS level, and exceptions are caught, so that
+    nothing the function does reaches the caller's stderr.
     """
     # The student gets copies, so the case itself stays intact for the judge.
     given = [snapshot(a) for a in args]
@@ -142,6 +145,8 @@ def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
                 raise
             except BaseException as exc:  # SystemExit too: a student's exit() must not escape
                 error = exception_text(exc)
+        fd_sink.seek(0)
+        written = fd_sink.read(10_000).decode(errors="replace")
     modified = [names[i] if i < len(names) else f"argument {i + 1}"
                 for i, (a, b) in enumerate(zip(given, args, strict=True)) if not same(a, b)]
     modified += [k for k in kwargs if not same(kw_given[k], kwargs[k])]
@@ -151,5 +156,5 @@ def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
             texts.append(f"{w.category.__name__}: {w.message}")
         except Exception:  # a student warning class with a broken __str__
             texts.append("Warning: ?")
-    printed = out.getvalue() + err.getvalue()
+    printed = out.getvalue() + err.getvalue() + written
     return Outcome(output, error, tuple(texts), printed, tuple(modified))
