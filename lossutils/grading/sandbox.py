@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "SandboxUnavailable",
     "SandboxedKernelManager",
     "SandboxedRun",
+    "exit_signal",
+    "kill_tree",
     "require_sandbox",
     "run_sandboxed",
     "sandbox_argv",
@@ -59,19 +61,22 @@ UNSANDBOXED_FLAG = "--unsandboxed"
 # Runs inside the sandbox before the payload: set the limits, then become an unprivileged user
 # (dropping every capability) and exec the payload. Limits are set first because lowering
 # them needs no privilege and the uid switch is what makes RLIMIT_NPROC bite: root is exempt.
+# A session of its own keeps a kernel's SIGINT to its process group (ipykernel interrupts
+# that way) from reaching bwrap, whose death would take the sandbox down.
 _SHIM = """\
 import os, resource, sys
 uid, aspace, cpu, nproc, fsize, nofile = (int(v) for v in sys.argv[1:7])
 for res, value in ((resource.RLIMIT_AS, aspace), (resource.RLIMIT_DATA, aspace),
-                   (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_NPROC, nproc),
-                   (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NOFILE, nofile),
-                   (resource.RLIMIT_CORE, 0)):
-    if value >= 0:
-        resource.setrlimit(res, (value, value))
+                   (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_FSIZE, fsize),
+                   (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
+    resource.setrlimit(res, (value, value))
+# SIGXCPU at the soft limit says why; SIGKILL at the hard one if it is ignored.
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
 if uid >= 0:
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
+os.setsid()
 os.execv(sys.argv[7], sys.argv[7:])
 """
 
@@ -402,9 +407,10 @@ def require_sandbox() -> None:
 class SandboxedRun:
     """The result of :func:`run_sandboxed`: exit status, capped output, and what went wrong.
 
-    ``returncode`` is negative for a signal (``-9``: killed, e.g. at the wall-clock limit or
-    by the kernel for memory; ``-24``: CPU limit). ``stdout`` and ``stderr`` hold at most
-    ``Limits.max_output_bytes`` each; ``truncated`` says whether more was printed.
+    ``returncode`` is the exit status; :func:`exit_signal` tells which signal ended the
+    process (9: killed, e.g. at the wall-clock limit; 24: the CPU limit). ``stdout`` and
+    ``stderr`` hold at most ``Limits.max_output_bytes`` each; ``truncated`` says whether more
+    was printed.
     """
 
     returncode: int
@@ -413,7 +419,23 @@ class SandboxedRun:
     timed_out: bool = False
     truncated: bool = False
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+
+
+def exit_signal(returncode: int) -> int | None:
+    """The signal that ended a sandboxed process, or None if it exited.
+
+    bwrap reports a child killed by signal N as exit status 128 + N.
+
+    Examples
+    --------
+    >>> exit_signal(128 + 9), exit_signal(-24), exit_signal(1)
+    (9, 24, None)
+    """
+    if returncode < 0:
+        return -returncode
+    if 128 < returncode < 128 + 65:
+        return returncode - 128
+    return None
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -586,6 +608,9 @@ def _make_kernel_manager_class():
             cmd = super().format_kernel_cmd(extra_arguments)
             if not self.sandbox_enabled:
                 return cmd
+            # A signal from here reaches bwrap, not the kernel in its own session: interrupt
+            # over the control channel instead.
+            self.kernel_spec.interrupt_mode = "message"
             workdir = os.path.realpath((self._launch_args or {}).get("cwd") or self._ipc_dir)
             plan = _plan(cmd, workdir=workdir, limits=self.sandbox_limits,
                          seed=self.sandbox_seed, env=self.sandbox_env, with_lossutils=True,

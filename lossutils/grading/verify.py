@@ -29,6 +29,7 @@ import json
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _verify_runner
-from .sandbox import Limits, kill_tree, require_sandbox, sandbox_argv
+from .sandbox import Limits, exit_signal, kill_tree, require_sandbox, sandbox_argv
 
 __all__ = [
     "CheckCall",
@@ -385,12 +386,13 @@ def _describe_death(kind: str, code: int, limits: Limits) -> str:
         return f"output: an answer exceeded {limits.max_output_bytes} bytes"
     if kind == "protocol":
         return "protocol: the verification process sent a malformed answer"
-    if code == -24:  # SIGXCPU
+    sig = exit_signal(code)
+    if sig == signal.SIGXCPU:
         return f"cpu: the solution code used more than {limits.cpu_seconds} s of CPU time"
-    if code == -9:
+    if sig == signal.SIGKILL:
         return "memory: the process was killed (most likely out of memory)"
-    if code < 0:
-        return f"crashed: the process died from signal {-code}"
+    if sig is not None:
+        return f"crashed: the process died from signal {sig}"
     return f"crashed: the solution code ended the process (exit code {code})"
 
 

@@ -1,0 +1,259 @@
+"""The bubblewrap sandbox: isolation, limits, and a Jupyter kernel running inside it.
+
+Each test that starts a sandbox checks one promise of SECURITY.md from inside, by running a
+small program that tries to break it and reports what happened.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lossutils.grading import sandbox
+from lossutils.grading.sandbox import (
+    Limits,
+    SandboxUnavailable,
+    exit_signal,
+    require_sandbox,
+    run_sandboxed,
+    sandbox_argv,
+    sandbox_available,
+    sandbox_kernel_manager,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_sandbox = pytest.mark.skipif(not sandbox_available(),
+                                   reason="bubblewrap is not available on this machine")
+
+
+def _run(tmp_path, code, **kw):
+    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], workdir=str(tmp_path),
+                         **kw)
+
+
+# --------------------------------------------------------------------------- plain parts
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match=r"Limits.memory_bytes must be a positive number, "
+                                         r"got -1\."):
+        Limits(memory_bytes=-1)
+    with pytest.raises(ValueError, match=r"Limits.max_processes must be a positive number, "
+                                         r"got True\."):
+        Limits(max_processes=True)
+
+
+def test_unavailable_sandbox_names_the_flag(monkeypatch):
+    monkeypatch.setattr(sandbox, "_probe", lambda: "bwrap is not installed")
+    assert not sandbox.sandbox_available()
+    with pytest.raises(SandboxUnavailable, match=r"not available: bwrap is not installed\. "
+                                                 r"(.|\n)*pass --unsandboxed to grade"):
+        require_sandbox()
+
+
+def test_argv_binds_python_and_lossutils_but_not_the_repository(tmp_path):
+    cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir=str(tmp_path), seed=9)
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a in ("--ro-bind", "--bind")]
+    assert sandbox.lossutils_path() in binds
+    assert str(tmp_path.resolve()) in binds
+    assert not any(b in (str(ROOT), "/", "/root", "/home", "/work") for b in binds)
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
+        assert flag in cmd
+    assert cmd[cmd.index("--setenv", cmd.index("LOSSUTILS_GRADING_SEED") - 1) + 2] == "9"
+    hidden = sandbox_argv([sys.executable], workdir=str(tmp_path), with_lossutils=False)
+    assert sandbox.lossutils_path() not in [hidden[i + 1] for i, a in enumerate(hidden)
+                                            if a == "--ro-bind"]
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_no_network_no_repository_no_home_scrubbed_env(tmp_path):
+    secret = ROOT / "solutions"
+    done = _run(tmp_path, f"""
+        import json, os, socket
+        found = {{}}
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=3)
+            found["net"] = "connected"
+        except OSError as exc:
+            found["net"] = exc.errno
+        for name, path in (("solutions", {str(secret)!r}), ("root", "/root/.bashrc"),
+                           ("pyproject", {str(ROOT / "pyproject.toml")!r})):
+            try:
+                open(path).close()
+                found[name] = "read"
+            except OSError as exc:
+                found[name] = exc.errno
+        try:
+            open({str(ROOT / "pwned.txt")!r}, "w")
+            found["write"] = "written"
+        except OSError as exc:
+            found["write"] = exc.errno
+        open("mine.txt", "w").write("ok")
+        found["uid"] = os.getuid()
+        found["env"] = sorted(os.environ)
+        found["seed"] = os.environ.get("LOSSUTILS_GRADING_SEED")
+        import lossutils
+        found["lossutils"] = lossutils.__name__
+        print(json.dumps(found))
+    """, seed=31)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    import errno
+
+    assert found["net"] == errno.ENETUNREACH
+    assert found["solutions"] == found["root"] == found["pyproject"] == errno.ENOENT
+    assert found["write"] in (errno.ENOENT, errno.EROFS, errno.EACCES)
+    assert not (ROOT / "pwned.txt").exists()
+    assert (tmp_path / "mine.txt").read_text() == "ok"
+    if os.geteuid() == 0:
+        assert found["uid"] != 0
+    assert found["seed"] == "31"
+    assert "HOME" in found["env"]
+    assert not {k for k in os.environ if k.startswith(("SSH_", "AWS_", "GITHUB_"))} \
+        & set(found["env"])
+    assert found["lossutils"] == "lossutils"
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_lossutils_can_be_hidden(tmp_path):
+    done = _run(tmp_path, """
+        try:
+            import lossutils
+            print(getattr(lossutils, "softmax", "empty"))
+        except ImportError as exc:
+            print(type(exc).__name__)
+    """, with_lossutils=False)
+    assert done.stdout.decode().strip() in ("ModuleNotFoundError", "empty")
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_output_is_capped_by_the_reader(tmp_path):
+    done = _run(tmp_path, "import sys\nsys.stdout.write('x' * 5_000_000)",
+                limits=Limits(max_output_bytes=1000))
+    assert done.stdout == b"x" * 1000
+    assert done.truncated
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_wall_clock_limit_kills_the_tree(tmp_path):
+    done = _run(tmp_path, "import time\ntime.sleep(60)", limits=Limits(wall_seconds=1.5))
+    assert done.timed_out
+    assert exit_signal(done.returncode) == signal.SIGKILL
+    assert done.seconds < 30
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_cpu_limit(tmp_path):
+    done = _run(tmp_path, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=60))
+    assert not done.timed_out
+    assert exit_signal(done.returncode) == signal.SIGXCPU
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_memory_limit(tmp_path):
+    done = _run(tmp_path, """
+        try:
+            hog = bytearray(2 * 2**30)
+        except MemoryError:
+            print("MemoryError")
+    """, limits=Limits(memory_bytes=512 * 2**20))
+    assert done.stdout.strip() == b"MemoryError"
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_fork_bomb_is_stopped(tmp_path):
+    done = _run(tmp_path, """
+        import os, time
+        n = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                n += 1
+        except OSError as exc:
+            print(n, type(exc).__name__)
+    """, limits=Limits(max_processes=10, wall_seconds=60))
+    count, name = done.stdout.split()
+    assert name == b"BlockingIOError"
+    assert int(count) < 10
+    # The sleeping children died with the sandbox: the wall clock was not needed.
+    assert not done.timed_out
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_file_size_limit(tmp_path):
+    done = _run(tmp_path, """
+        try:
+            open("big.bin", "wb").write(b"x" * 3_000_000)
+        except OSError as exc:
+            print(exc.errno)
+    """, limits=Limits(file_size_bytes=1_000_000))
+    import errno
+
+    assert done.stdout.strip() == str(errno.EFBIG).encode()
+
+
+# --------------------------------------------------------------------------- a kernel
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    cells = [
+        "import os, socket, time\nprint(os.environ['LOSSUTILS_GRADING_SEED'])",
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n"
+        "except OSError as exc:\n    print('network', exc.errno)",
+        f"try:\n    open({str(ROOT / 'pyproject.toml')!r})\n"
+        "except OSError as exc:\n    print('read', exc.errno)",
+        "while True:\n    pass",
+        "print('interrupted and alive')",
+        "n = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)\n"
+        "            os._exit(0)\n        n += 1\nexcept OSError as exc:\n"
+        "    print('fork', type(exc).__name__)",
+        "try:\n    hog = bytearray(4 * 2**30)\nexcept MemoryError:\n    print('memory')",
+        "from lossutils.checks import check\nprint(callable(check))",
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    km_class = sandbox_kernel_manager(seed=77, limits=Limits(memory_bytes=2**30,
+                                                             max_processes=32))
+    client = NotebookClient(nb, timeout=8, interrupt_on_timeout=True, allow_errors=True,
+                            kernel_name="python3", kernel_manager_class=km_class,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import errno
+
+    def text(i):
+        return "".join(o.get("text", "") for o in nb.cells[i].outputs).strip()
+
+    assert text(0) == "77"
+    assert text(1) == f"network {errno.ENETUNREACH}"
+    assert text(2) == f"read {errno.ENOENT}"
+    assert [o.get("ename") for o in nb.cells[3].outputs] == ["KeyboardInterrupt"]
+    assert text(4) == "interrupted and alive"
+    assert text(5) == "fork BlockingIOError"
+    assert text(6) == "memory"
+    assert text(7) == "True"
