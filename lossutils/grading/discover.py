@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 __all__ = ["UsageError", "find_submissions"]
@@ -24,32 +23,15 @@ def _read_timestamp(folder: str) -> str | None:
     return None
 
 
-def _guess_assignment(folder: str, files: list[str], masters: dict[str, list[str]]):
-    """Infer the assignment of a flat folder from the notebooks' names or cell grade ids."""
+def _guess_assignment(files: list[str], masters: dict[str, list[str]]):
+    """Infer the assignment of a flat folder: the only master, or the one the names mention."""
     if len(masters) == 1:
         only = next(iter(masters))
         return only, f"the only master is {only}"
-    for assignment, notebooks in masters.items():
-        if any(os.path.splitext(f)[0] in notebooks for f in files):
-            return assignment, f"a file is named after the notebook of {assignment}"
-    votes = dict.fromkeys(masters, 0)
-    for name in files[:20]:
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                cells = json.load(fh).get("cells", [])
-        except (OSError, ValueError, AttributeError):
-            continue
-        ids = {
-            c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-            for c in cells
-            if isinstance(c, dict)
-        }
-        for assignment in masters:
-            if assignment in " ".join(str(i) for i in ids):
-                votes[assignment] += 1
-    best = sorted(votes.items(), key=lambda kv: -kv[1])
-    if best and best[0][1] > 0 and (len(best) == 1 or best[1][1] < best[0][1]):
-        return best[0][0], "its grade ids appear in the submissions"
+    mentioned = {a for a in masters for f in files if a in f}
+    if len(mentioned) == 1:
+        only = mentioned.pop()
+        return only, f"the file names mention {only}"
     return None, None
 
 
@@ -93,7 +75,7 @@ def find_submissions(path: str, masters: dict[str, list[str]], assignment: str |
     entries = []
     if flat:
         if assignment is None:
-            assignment, why = _guess_assignment(path, flat, masters)
+            assignment, why = _guess_assignment(flat, masters)
             if assignment is None:
                 raise UsageError(
                     f"{path} is a flat folder of notebooks but the assignment is ambiguous; "

@@ -22,6 +22,7 @@ Run ``python -m lossutils.grading.samples OUT [ASSIGNMENT ...]`` to write them w
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
@@ -179,10 +180,21 @@ def master_exercises(master_nb) -> list[dict]:
     for cell in master_nb.cells:
         meta = _meta(cell)
         if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            used = _names_used(cell.source)
             for exercise in exercises:
-                if re.search(rf"\b{exercise['function']}\b", cell.source):
+                if exercise["function"] in used:
                     exercise["tests"].append((meta["grade_id"], float(meta["points"])))
     return exercises
+
+
+def _names_used(source: str) -> set[str]:
+    """Names a cell's code reads (comments, strings and docstrings do not count)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython syntax (magics): fall back to every identifier
+        return set(re.findall(r"\b\w+\b", source))
+    return {node.id for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
 def _broken_by(master_nb, function: str) -> set[str]:
@@ -197,10 +209,8 @@ def _broken_by(master_nb, function: str) -> set[str]:
     while changed:
         changed = False
         for exercise in exercises:
-            body = master_nb.cells[exercise["solution_index"]].source
-            if exercise["function"] not in broken and any(
-                re.search(rf"\b{name}\b", body) for name in broken
-            ):
+            used = _names_used(master_nb.cells[exercise["solution_index"]].source)
+            if exercise["function"] not in broken and used & broken:
                 broken.add(exercise["function"])
                 changed = True
     lost = set()
