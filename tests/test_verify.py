@@ -20,8 +20,10 @@ from lossutils.grading.sandbox import Limits, sandbox_available
 from lossutils.grading.verify import (
     CheckCall,
     VerifiedScore,
+    apply_verification,
     check_calls,
     code_to_verify,
+    reconcile,
     strip_magics,
     verify_submission,
 )
@@ -145,6 +147,40 @@ def test_verified_score_to_plain_is_json():
     assert json.loads(json.dumps(score.to_plain()))["error"] == "timeout: x"
 
 
+def _record(grade_id, score, max_score=3.0, kind="test"):
+    return {"grade_id": grade_id, "kind": kind, "score": score, "max_score": max_score,
+            "message": None}
+
+
+def test_reconcile_takes_the_verified_score_and_flags_disagreement():
+    records = [_record("test_a", 3.0), _record("test_b", 3.0), _record("test_c", 0.0),
+               _record("test_d", 2.0, 2.0), _record("answer", None, 3.0, "manual"),
+               _record("test_unchecked", 1.0, 1.0)]
+    verified = {
+        "test_a": VerifiedScore("test_a", True, "a: 13/13 cases passed"),
+        "test_b": VerifiedScore("test_b", False, "b: 0/13 cases passed; case 1 failed.\nmore",
+                                "no_max_shift"),
+        "test_c": VerifiedScore("test_c", True, "c: 14/14 cases passed"),
+        "test_d": VerifiedScore("test_d", False, error="timeout: the solution code ran past "
+                                "the time limit"),
+        "answer": VerifiedScore("answer", False),
+    }
+    problems = reconcile(records, verified)
+    assert [r["score"] for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0]
+    assert [r.get("kernel_score") for r in records] == [3.0, 3.0, 0.0, 2.0, None, None]
+    assert records[1]["verified"]["diagnosis"] == "no_max_shift"
+    assert records[3]["message"].startswith("timeout")
+    assert problems == [
+        {"code": "tampering-suspected", "detail": "test_b: the notebook's test gave 3/3, "
+         "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."},
+        {"code": "verification-failed", "detail": "test_d: timeout: the solution code ran "
+         "past the time limit"},
+        {"code": "tampering-suspected", "detail": "test_d: the notebook's test gave 2/2, "
+         "verification outside the kernel 0: timeout: the solution code ran past the time "
+         "limit"},
+    ]
+
+
 # --------------------------------------------------------------------------- in the sandbox
 
 
@@ -246,3 +282,18 @@ def test_failures_of_the_process_are_reported_as_errors(attack_results):
         score = results[name][1]["test_softmax"]
         assert score.error is None, (name, score)
         assert text in score.message, (name, score)
+
+
+@pytest.mark.grading
+@needs_sandbox
+def test_apply_verification_folds_everything_into_a_worker_result(books):
+    nb = books.submission({"softmax": "np.allclose = lambda *a, **k: True\n"
+                                      "def softmax(logits):\n    return logits\n"})
+    result = {"cells": [_record("test_softmax", 3.0), _record("test_cross_entropy", 3.0)],
+              "problems": [], "score": 6.0}
+    apply_verification(result, nb, books.master, seed=SEED, call_timeout=3)
+    assert result["score"] == 3.0
+    assert [p["code"] for p in result["problems"]] == ["tampering-suspected",
+                                                       "review-suggested"]
+    assert result["scan"][0]["pattern"] == "module-attribute-assignment"
+    assert result["scan"][0]["cell"] == "softmax"
