@@ -157,6 +157,23 @@ def test_ndarray_subclass_is_rejected():
     assert "(a subclass of np.ndarray)" in str(err)
 
 
+def test_numpy_scalar_impostor_is_rejected():
+    class Impostor(np.float64):
+        __module__ = "numpy"
+
+        def item(self):
+            raise AssertionError("the checker must not call the student's methods")
+
+    err = failure("log_likelihood", lambda p: Impostor(np.sum(np.log(p))))
+    assert err.diagnosis == "wrong_type"
+    assert "an object of type numpy." in str(err)
+
+
+def test_huge_integer_is_described_briefly():
+    err = failure("bernoulli_mle", lambda o: 10**5000)
+    assert "returned a Python int (an integer of more than 40 digits)" in str(err)
+
+
 def test_wrong_shape_is_rejected():
     err = failure("softmax", lambda x: softmax(x)[..., :-1])
     assert err.diagnosis == "wrong_shape"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ._calling import Outcome, call_safely, quiet
-from ._plain import describe_returned, expected_got, fmt, indent
+from ._plain import describe_returned, expected_got, fmt, indent, is_numpy_scalar
 
 __all__ = [
     "Case",
@@ -169,7 +169,7 @@ def float_value(obj, expected):
             )
         else:
             extra = ""
-            if t in (int, bool) or (isinstance(obj, np.integer) and t.__module__ == "numpy"):
+            if t in (int, bool) or is_numpy_scalar(obj, "biu"):
                 extra = " (an integer: check for integer division or a missing float conversion)"
             return None, (
                 "type",

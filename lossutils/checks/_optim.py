@@ -25,7 +25,7 @@ from ._core import (
     float_value,
     register,
 )
-from ._plain import describe_returned, expected_got, fmt
+from ._plain import describe_returned, expected_got, fmt, is_numpy_scalar
 
 NOTEBOOK = "06-optimization"
 
@@ -242,9 +242,7 @@ class StepExercise(Exercise):
             return ("type", f"the returned state has no key {missing[0]!r}; keep the keys "
                     f"{['t', *self.state_fields, *self.extra_fields]}.", "")
         t = state["t"]
-        if type(t) not in (int, float) and not (
-            isinstance(t, np.number) and type(t).__module__ == "numpy"
-        ):
+        if type(t) not in (int, float) and not is_numpy_scalar(t, "iuf"):
             return ("type", f"state['t'] is {describe_returned(t)}; expected the step count.",
                     "")
         if t != ref_state["t"]:
@@ -315,9 +313,7 @@ def _safe_copy(state):
                 return None
             if type(value) is np.ndarray:
                 out[key] = value.copy()
-            elif type(value) in (int, float) or (
-                isinstance(value, np.number) and type(value).__module__ == "numpy"
-            ):
+            elif type(value) in (int, float) or is_numpy_scalar(value, "iuf"):
                 out[key] = value
             else:
                 return None

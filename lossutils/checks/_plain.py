@@ -19,8 +19,19 @@ __all__ = [
     "fmt_output",
     "from_plain",
     "indent",
+    "is_numpy_scalar",
     "to_plain",
 ]
+
+
+# numpy's own scalar types; a student's subclass (even one claiming __module__ = "numpy") is
+# not among them, so testing membership never runs the student's code.
+_NUMPY_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
+
+
+def is_numpy_scalar(obj, kinds: str = "biufc") -> bool:
+    """Whether ``obj`` is exactly a numpy scalar of one of the dtype ``kinds``."""
+    return type(obj) in _NUMPY_SCALARS and np.dtype(type(obj)).kind in kinds
 
 
 class Opaque:
@@ -64,7 +75,7 @@ def to_plain(value, _depth: int = 0):
                 "data": value.ravel().tolist(),
             }
         return {"kind": "ndarray", "dtype": value.dtype.str, "shape": list(value.shape)}
-    if isinstance(value, np.generic) and t.__module__ == "numpy" and value.dtype.kind in "biuf":
+    if is_numpy_scalar(value, "biuf"):
         return {"kind": "npscalar", "dtype": value.dtype.str, "value": value.item()}
     if t in (float, int, bool, str) or value is None:
         return {"kind": t.__name__, "value": value}
@@ -115,16 +126,24 @@ def fmt(value, prefix: str = "") -> str:
             prefix=prefix,
         )
         return f"{text} ({value.dtype}, shape {value.shape})"
-    if isinstance(value, np.generic) and type(value).__module__ == "numpy":
-        return f"{value.item()!r} ({value.dtype})"
+    if is_numpy_scalar(value):
+        return f"{_short_repr(value.item())} ({value.dtype})"
     if type(value) in (float, int, bool, str) or value is None:
-        return repr(value)
+        return _short_repr(value)
     if type(value) is dict:
         return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"
     if type(value) in (tuple, list):
         inner = ", ".join(fmt(v) for v in value)
         return f"({inner})" if type(value) is tuple else f"[{inner}]"
     return f"<{_type_name(value)}>"
+
+
+def _short_repr(value) -> str:
+    """``repr`` of a builtin scalar, cut to 60 characters (an int may have 10**5 digits)."""
+    if type(value) is int and not -10**40 < value < 10**40:
+        return "an integer of more than 40 digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def indent(text: str, prefix: str = "    ") -> str:
@@ -144,19 +163,17 @@ def describe_returned(obj) -> str:
         return "None (did you forget `return`?)"
     if t is np.ndarray:
         return f"an array of dtype {obj.dtype} and shape {obj.shape}"
-    if isinstance(obj, np.generic) and t.__module__ == "numpy":
+    if is_numpy_scalar(obj):
         return f"a numpy {obj.dtype} scalar"
     if t in (int, bool):
-        return f"a Python {t.__name__} ({obj!r})"
+        return f"a Python {t.__name__} ({_short_repr(obj)})"
     return f"an object of type {_type_name(obj)}"
 
 
 def fmt_output(obj, prefix: str = "") -> str:
     """Show a returned value if it is of a type the checker can print safely."""
     t = type(obj)
-    if t is np.ndarray or t in (float, int, bool) or (
-        isinstance(obj, np.generic) and t.__module__ == "numpy"
-    ):
+    if t is np.ndarray or t in (float, int, bool) or is_numpy_scalar(obj):
         return fmt(obj, prefix)
     return describe_returned(obj)
 
