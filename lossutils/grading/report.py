@@ -78,6 +78,7 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     made = {}
     # score distribution per exercise: how many submissions earned full, part or no points
@@ -103,6 +104,7 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
             ax.barh(names, values, left=left, label=label, color=color)
             left = [a + b for a, b in zip(left, values, strict=True)]
         ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("submissions")
         ax.set_title("Score per exercise")
         ax.legend(loc="lower right", fontsize="small")
@@ -116,6 +118,7 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(top) + 1.2))
         ax.barh([f"{c}: {d}" for (c, d), _ in top], [n for _, n in top], color="#5b6abf")
         ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("submissions")
         ax.set_title("Most frequent diagnoses from the checks")
         fig.tight_layout()

@@ -1,0 +1,99 @@
+"""Tests of the ``lossutils`` command line: arguments, exit codes, messages, self-check."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lossutils.cli import main
+
+SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
+ASSIGNMENT = "00-fixture"
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("release", "grade", "check", "demo"):
+        assert command in out
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["grade", "somewhere", "--workers", "0"])
+    assert exc.value.code == 2
+    assert "must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_grade_reports_a_missing_folder(tmp_path, capsys):
+    code = main(["grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
+                 "--source", str(SOURCE)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == f"lossutils grade: error: {tmp_path / 'nowhere'} is not a folder of submissions\n"
+
+
+def test_check_reports_a_missing_notebook(capsys):
+    assert main(["check", "no-such-notebook.ipynb"]) == 2
+    assert "no-such-notebook.ipynb does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.grading
+def test_flat_folder_infers_the_assignment_and_exit_code_1(tmp_path, capsys):
+    flat = tmp_path / "lms-download"
+    flat.mkdir()
+    (flat / "ada.ipynb").write_bytes(b'{"cells": [')
+    (flat / "bob.ipynb").write_bytes(b"\xff\xfe not utf-8")
+    out = tmp_path / "out"
+    code = main(["grade", str(flat), "--out", str(out), "--source", str(SOURCE),
+                 "--workers", "1"])
+    assert code == 1  # neither submission could be graded normally
+    stdout = capsys.readouterr().out
+    assert f"flat folder: assuming assignment {ASSIGNMENT} (the only master is {ASSIGNMENT})" \
+        in stdout
+    with open(out / "grades.csv", newline="", encoding="utf-8") as fh:
+        rows = {row["student"]: row for row in csv.DictReader(fh)}
+    assert rows["ada"]["status"] == "unreadable"
+    assert rows["ada"]["reason"].startswith(f"{ASSIGNMENT}: corrupt JSON")
+    assert rows["bob"]["reason"] == f"{ASSIGNMENT}: not valid UTF-8 (byte 0xff at offset 0)"
+
+
+def _sample(tmp_path: Path, student: str) -> Path:
+    from lossutils.grading.samples import generate_samples
+
+    folder = tmp_path / "samples"
+    if not folder.exists():
+        generate_samples(str(SOURCE), str(folder), extras=False, timeout_sample=False)
+    return folder / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+
+
+def _points() -> dict[str, float]:
+    cells = json.loads((SOURCE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())["cells"]
+    return {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
+            for c in cells if c["metadata"]["nbgrader"].get("grade")}
+
+
+@pytest.mark.grading
+def test_check_prints_points_and_diagnoses(tmp_path, capsys):
+    points = _points()
+    root = SOURCE.parent  # holds solutions/
+    correct = main(["check", str(_sample(tmp_path, "correct")), "--course-root", str(root),
+                    "--timeout", "20"])
+    out = capsys.readouterr().out
+    assert correct == 0
+    l2 = points["test_l2_loss"]
+    assert re.search(rf"^test_l2_loss +{l2:g} / {l2:g}$", out, re.MULTILINE)
+    assert f"autograded total: {points['test_l2_loss'] + points['test_softmax']:g} / " in out
+
+    wrong = main(["check", str(_sample(tmp_path, "mistake-1")), "--course-root", str(root),
+                  "--timeout", "20"])
+    out = capsys.readouterr().out
+    assert wrong == 1
+    assert re.search(rf"^test_l2_loss +0 / {l2:g}  diagnosis: missing-half$", out, re.MULTILINE)
+    assert "diagnosis: missing-half" in out
+    assert "The Gaussian derivation gives 1/2 of the sum of squares." in out
+    assert f"autograded total: {points['test_softmax']:g} / " in out

@@ -1,0 +1,403 @@
+"""Tests of the grading pipeline on a fixture master (tests/fixtures/grading).
+
+The fixture follows the course's notebook conventions with two autograded exercises and one
+written answer; its test cells call a stand-in ``check`` with the real checkers' message format,
+so these tests do not depend on the state of the real notebooks. Expected scores are derived
+here from the fixture's own cell metadata, never from a grading run.
+"""
+
+import csv
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lossutils.grading.discover import UsageError, find_submissions
+from lossutils.grading.masters import load_master
+from lossutils.grading.report import student_rows
+from lossutils.grading.run import Progress
+from lossutils.grading.state import State
+from lossutils.grading.worker import grade_submission, parse_diagnosis
+
+SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
+ASSIGNMENT = "00-fixture"
+MASTER = SOURCE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _points() -> dict[str, float]:
+    """Points of the fixture's autograded test cells, read straight from the JSON."""
+    cells = json.loads(MASTER.read_text(encoding="utf-8"))["cells"]
+    return {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
+            for c in cells
+            if c["cell_type"] == "code" and c["metadata"]["nbgrader"].get("grade")}
+
+
+def _expected() -> dict[str, tuple[float, str]]:
+    p = _points()
+    total = sum(p.values())
+    l2, sm = p["test_l2_loss"], p["test_softmax"]
+    return {
+        "correct": (total, "ok"),
+        "untouched": (0.0, "ok"),
+        "mistake-1": (total - l2, "ok"),  # l2_loss without the 1/2
+        "mistake-2": (total - sm, "ok"),  # softmax without the max shift
+        "infinite-loop": (total - l2, "timeout"),  # l2_loss's cell never finishes
+        "kernel-dies": (0.0, "kernel-died"),  # dies in the first exercise, before any test
+        "corrupt-json": (0.0, "unreadable"),
+        "invalid-utf8": (0.0, "unreadable"),
+        "missing-notebook": (0.0, "missing-notebook"),
+        "deleted-test-cell": (total, "test-cell-restored"),
+        "edited-test-cell": (total, "test-cell-restored"),
+        "warns": (total, "ok"),  # correct code that prints a UserWarning keeps its points
+        "not-a-notebook": (0.0, "wrong-format"),
+    }
+
+
+@functools.cache
+def _master() -> dict:
+    return load_master(ASSIGNMENT, str(SOURCE))
+
+
+def _task(path, **overrides) -> dict:
+    master = _master()
+    task = {"student": "s", "assignment": ASSIGNMENT, "notebook": ASSIGNMENT,
+            "path": None if path is None else str(path),
+            "master": {"hash": master["hash"], "files": master["files"],
+                       **master["notebooks"][ASSIGNMENT]},
+            "timeout": 5, "seed": 1, "max_bytes": 10**7, "max_output_chars": 10**4,
+            "feedback": False, "keep_notebook": False}
+    task.update(overrides)
+    return task
+
+
+def _write_samples(folder: Path) -> None:
+    from lossutils.grading.samples import generate_samples
+
+    generate_samples(str(SOURCE), str(folder))
+    correct = json.loads((folder / "correct" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())
+    for cell in correct["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "l2_loss":
+            source = "".join(cell["source"])
+            cell["source"] = source.replace(
+                "    return", "    import warnings\n"
+                "    warnings.warn('this API is deprecated', UserWarning)\n    return", 1)
+    (folder / "warns" / ASSIGNMENT).mkdir(parents=True)
+    (folder / "warns" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text(json.dumps(correct))
+    (folder / "not-a-notebook" / ASSIGNMENT).mkdir(parents=True)
+    (folder / "not-a-notebook" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text("[1, 2, 3]")
+
+
+# ---------------------------------------------------------------- fast unit tests, no kernels
+
+
+def test_parse_diagnosis_takes_the_last_tag():
+    text = ("first [check: softmax; diagnosis: wrong-axis]\n"
+            "then [check: softmax; diagnosis: no-max-shift]")
+    assert parse_diagnosis(text) == ("softmax", "no-max-shift")
+    assert parse_diagnosis("plain AssertionError") is None
+
+
+BAD_UTF8 = b'{"nbformat": 4, "cells": [], "x": "\xff"}'
+
+
+@pytest.mark.parametrize(("content", "code", "detail"), [
+    (b'{"cells": [', "unreadable", r"corrupt JSON: .* at line 1 column 12"),
+    (BAD_UTF8, "unreadable",
+     rf"not valid UTF-8 \(byte 0xff at offset {BAD_UTF8.index(0xFF)}\)"),
+    (b"[1, 2]", "wrong-format", r"not a Jupyter notebook \(top level is a JSON list"),
+    (b'{"nbformat": 2, "worksheets": []}', "wrong-format", r"unsupported notebook format "
+     r"version 2"),
+    (b'{"nbformat": 4, "nbformat_minor": 5, "cells": 7}', "wrong-format",
+     r"invalid notebook structure"),
+])
+def test_unreadable_files_get_a_reason_and_zero(tmp_path, content, code, detail):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(content)
+    result = grade_submission(_task(path))
+    assert result["status"] == code
+    assert pytest.approx(result["score"]) == 0.0
+    assert result["max_score"] == sum(_points().values()) + 1.0  # + the written answer
+    [problem] = result["problems"]
+    assert problem["code"] == code
+    assert re.search(detail, problem["detail"]), problem["detail"]
+
+
+def test_too_large_and_missing_files(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(b" " * 200)
+    big = grade_submission(_task(path, max_bytes=100))
+    assert big["status"] == "unreadable"
+    assert big["problems"][0]["detail"] == "the file is 200 bytes, over the 100-byte limit"
+    missing = grade_submission(_task(None))
+    assert missing["status"] == "missing-notebook"
+    assert all(c["score"] == 0.0 for c in missing["cells"])
+
+
+def test_load_master_reads_points_and_hides_nothing():
+    master = load_master(ASSIGNMENT, str(SOURCE))["notebooks"][ASSIGNMENT]
+    graded = {c["name"]: c["points"] for c in master["cells"] if c["grade"]}
+    assert graded == {**_points(), "a-shift": 1.0}
+    test = next(c for c in master["cells"] if c["name"] == "test_l2_loss")
+    # the grader restores the hidden tests; the release text has none
+    assert "hidden=True" in test["source"]
+    assert "hidden=True" not in test["release_source"]
+
+
+def test_find_submissions_layouts(tmp_path):
+    masters = {"a1": ["a1"], "a2": ["a2"]}
+    nested = tmp_path / "submitted"
+    (nested / "ada" / "a1").mkdir(parents=True)
+    (nested / "ada" / "a1" / "a1.ipynb").write_text("{}")
+    (nested / "bob" / "a1").mkdir(parents=True)  # folder without the notebook
+    (nested / "bob" / "zz").mkdir(parents=True)  # no master for it
+    entries, notes = find_submissions(str(nested), masters)
+    assert [(e["student"], e["path"] is not None) for e in entries] == [("ada", True),
+                                                                         ("bob", False)]
+    assert notes == ["skipped folders with no master: zz"]
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "carol.ipynb").write_text("{}")
+    with pytest.raises(UsageError, match="the assignment is ambiguous; pass --assignment"):
+        find_submissions(str(flat), masters)
+    entries, notes = find_submissions(str(flat), masters, "a2")
+    assert [(e["student"], e["assignment"]) for e in entries] == [("carol", "a2")]
+    entries, notes = find_submissions(str(flat), {"a1": ["a1"]})
+    assert notes[0].startswith("flat folder: assuming assignment a1 (the only master is a1)")
+    with pytest.raises(UsageError, match="no master for assignment 'a9'"):
+        find_submissions(str(flat), masters, "a9")
+
+
+def test_state_replaces_and_student_rows_sum():
+    state = State(":memory:")
+    base = {"assignment": "a1", "notebook": "a1", "max_score": 5.0, "problems": [],
+            "status": "ok", "cells": []}
+    state.put(dict(base, student="ada", score=1.0), "k1")
+    state.put(dict(base, student="ada", score=4.0), "k2")  # a regrade replaces, never adds
+    state.put(dict(base, student="bob", score=0.0, status="timeout",
+                   problems=[{"code": "timeout", "detail": "cell 3 ran too long"}]), "k3")
+    results = list(state.results())
+    assert [(r["student"], r["score"]) for r in results] == [("ada", 4.0), ("bob", 0.0)]
+    rows = student_rows(results, ["a1"])
+    assert rows[0]["total"] == "4"
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "timeout"
+    assert rows[1]["reason"] == "a1: cell 3 ran too long"
+
+
+def test_progress_prints_deciles_when_not_a_terminal():
+    import io
+
+    buf = io.StringIO()
+    bar = Progress(20, buf)
+    for done in range(21):
+        bar.update(done)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 11
+    assert lines[-1].startswith("[" + "#" * 30 + "] 20/20 100%")
+
+
+def test_expected_outcomes_follow_the_masters_points():
+    import nbformat
+
+    from lossutils.grading.samples import expected_outcome
+
+    nb = nbformat.read(MASTER, as_version=4)
+    p = _points()
+    assert expected_outcome(nb, "mistake", "softmax")["score"] == p["test_l2_loss"]
+    assert expected_outcome(nb, "correct")["max_score"] == sum(p.values())
+
+
+# ---------------------------------------------------------------- end to end, with kernels
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Every sample graded once, in-process coordinator with two workers."""
+    from lossutils.grading.run import grade
+
+    base = tmp_path_factory.mktemp("graded")
+    _write_samples(base / "submitted")
+    summary = grade(str(base / "submitted"), str(base / "out"), source=str(SOURCE), workers=2,
+                    timeout=8, seed=7, progress=None)
+    return base / "out", summary
+
+
+@pytest.mark.grading
+def test_every_sample_gets_its_expected_score_and_reason(graded):
+    out, summary = graded
+    expected = _expected()
+    got = {r["student"]: (r["score"], r["status"]) for r in summary["results"]}
+    assert got == expected
+    assert summary["exit_code"] == 1  # some submissions failed to grade normally
+    with open(out / "grades.csv", newline="", encoding="utf-8") as fh:
+        rows = {row["student"]: row for row in csv.DictReader(fh)}
+    assert set(rows) == set(expected)
+    for student, (score, status) in expected.items():
+        assert float(rows[student][ASSIGNMENT]) == score
+        assert rows[student]["status"] == status
+        assert bool(rows[student]["reason"]) == (status != "ok")
+    assert "ran past the 8 s limit" in rows["infinite-loop"]["reason"]
+    assert "kernel died while running cell 4 (l2_loss)" in rows["kernel-dies"]["reason"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["run"]["seed"] == 7
+    assert {r["seed"] for r in results["submissions"]} == {7}
+
+
+@pytest.mark.grading
+def test_diagnoses_reach_results_and_report(graded):
+    out, summary = graded
+    by_student = {r["student"]: r for r in summary["results"]}
+    cell = next(c for c in by_student["mistake-1"]["cells"] if c["grade_id"] == "test_l2_loss")
+    assert (cell["check"], cell["diagnosis"]) == ("l2_loss", "missing-half")
+    report = (out / "report.html").read_text()
+    assert "missing-half" in report
+    assert "no-max-shift" in report
+    assert "corrupt JSON" in report  # the zeros that are not wrong answers, with reasons
+    assert (out / "report-exercises.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.grading
+def test_feedback_shows_the_message_but_no_hidden_test(graded):
+    out, _ = graded
+    page = (out / "feedback" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    assert "[check: l2_loss; diagnosis: missing-half]" in page
+    assert "The Gaussian derivation gives 1/2 of the sum of squares." in page
+    for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_"):
+        assert secret not in page
+    # the instructor's copy keeps them: the removal above is deliberate, not an accident
+    autograded = (out / "autograded" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    assert "hidden=True" in autograded.read_text()
+
+
+@pytest.mark.grading
+def test_gradebook_holds_one_submission_per_student(graded):
+    out, _summary = graded
+    db = sqlite3.connect(out / "gradebook.db")
+    rows = db.execute(
+        "SELECT student.id, COUNT(*) FROM submitted_assignment JOIN student "
+        "ON submitted_assignment.student_id = student.id GROUP BY student.id").fetchall()
+    assert dict(rows) == dict.fromkeys(_expected(), 1)
+    scores = dict(db.execute(
+        "SELECT student.id, SUM(grade.auto_score) FROM grade "
+        "JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id "
+        "JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id "
+        "JOIN student ON submitted_assignment.student_id = student.id "
+        "GROUP BY student.id").fetchall())
+    assert {s: v or 0.0 for s, v in scores.items()} == {
+        s: score for s, (score, _) in _expected().items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.grading
+def test_formgrader_api_lists_the_submissions(graded, tmp_path):
+    out, _ = graded
+    port, token = _free_port(), "grading-test-token"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    server = subprocess.Popen(
+        [str(VENV_BIN / "jupyter"), "server", "--no-browser", "--allow-root",
+         "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
+         "--ServerApp.port_retries=0"],
+        cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/formgrader/api/submissions/{ASSIGNMENT}"
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    listed = json.load(response)
+                break
+            except OSError:
+                assert server.poll() is None, "jupyter server exited"
+                assert time.monotonic() < deadline, "formgrader did not answer within 120 s"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert {s["student"] for s in listed} == set(_expected())
+    assert all(s["autograded"] for s in listed)
+    scores = {s["student"]: s["code_score"] for s in listed}
+    assert scores["mistake-2"] == _expected()["mistake-2"][0]
+
+
+@pytest.mark.grading
+def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
+    from lossutils.grading.run import grade
+
+    samples = tmp_path / "all"
+    from lossutils.grading.samples import generate_samples
+
+    generate_samples(str(SOURCE), str(samples), extras=False, timeout_sample=False)
+    submitted = tmp_path / "submitted"
+    for student in ("correct", "untouched", "mistake-1", "mistake-2", "kernel-dies"):
+        shutil.copytree(samples / student, submitted / student)
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [str(VENV_BIN / "lossutils"), "grade", str(submitted), "--out", str(out),
+         "--source", str(SOURCE), "--workers", "1", "--timeout", "5", "--seed", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ledger = out / "state.sqlite"
+    deadline = time.monotonic() + 150
+    persisted = 0
+    try:
+        while persisted == 0:
+            assert run.poll() is None, "the grading run ended before it could be killed"
+            assert time.monotonic() < deadline, "no result persisted within 150 s"
+            time.sleep(0.2)
+            if ledger.exists():
+                try:
+                    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+                    persisted = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                    db.close()
+                except sqlite3.OperationalError:  # table not created yet
+                    persisted = 0
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # the coordinator and its workers, mid-run
+        run.wait()
+    db = sqlite3.connect(ledger)
+    before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    db.close()
+    assert 1 <= before < 5
+
+    summary = grade(str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5,
+                    progress=None)
+    assert summary["seed"] == 3  # the interrupted run's seed is kept
+    assert summary["reused"] == before
+    assert summary["graded"] == 5 - before
+    expected = _expected()
+    got = {r["student"]: (r["score"], r["status"]) for r in summary["results"]}
+    assert got == {s: expected[s] for s in got}
+    assert len(summary["results"]) == 5
+    gb = sqlite3.connect(out / "gradebook.db")
+    counts = gb.execute("SELECT student_id, COUNT(*) FROM submitted_assignment "
+                        "GROUP BY student_id").fetchall()
+    assert dict(counts) == dict.fromkeys(got, 1)
+    grades = gb.execute("SELECT COUNT(*) FROM grade").fetchone()[0]
+    assert grades == 5 * 3  # one row per grade cell (2 tests + 1 answer) and student
+    # a third run has nothing left to do, and --regrade redoes exactly one student
+    again = grade(str(submitted), str(out), source=str(SOURCE), workers=1, progress=None,
+                  regrade=["untouched"])
+    assert (again["graded"], again["reused"]) == (1, 4)
