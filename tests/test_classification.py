@@ -751,3 +751,30 @@ def test_inputs_are_not_modified(rng):
                 f(*args, **kwargs)
         for a, c in zip(args, copies, strict=True):
             np.testing.assert_array_equal(a, c, err_msg=f.__name__)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_rows_of_few_classes_take_the_blocked_path_and_agree_with_scipy(dtype):
+    # 20,000 x 10 is above the row threshold of the column-wise reductions; a Fortran-ordered
+    # copy of the same values takes numpy's row-wise reductions: both must agree with scipy.
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(20_000, 10)) * 30).astype(dtype)
+    x[5, 3], x[7], x[9, 2] = np.inf, -np.inf, np.nan
+    labels = rng.integers(0, 10, 20_000)
+    with np.errstate(invalid="ignore"):  # scipy warns on the non-finite rows
+        expected = special.log_softmax(x.astype(np.float64), axis=-1)
+        expected_probs = special.softmax(x.astype(np.float64), axis=-1)
+    for arr in (x, np.asfortranarray(x)):
+        got = lu.log_softmax(arr)
+        # log-probabilities near 0 carry an absolute rounding error of one ulp of 1.
+        atol = 2 * np.finfo(dtype).eps
+        np.testing.assert_allclose(
+            got, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=atol
+        )
+        np.testing.assert_allclose(lu.softmax(arr), expected_probs, rtol=1e-5, atol=1e-30)
+    rows = np.arange(10, 20_000)
+    np.testing.assert_allclose(
+        lu.cross_entropy(x[rows], labels[rows]),
+        -expected[rows, labels[rows]].mean(),
+        rtol=1e-5 if dtype == np.float32 else 1e-12,
+    )
