@@ -228,8 +228,13 @@ def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
         "except OSError as exc:\n    print('network', exc.errno)",
         f"try:\n    open({str(ROOT / 'pyproject.toml')!r})\n"
         "except OSError as exc:\n    print('read', exc.errno)",
+        "for _ in range(3):\n    if os.fork() == 0:\n        while True:\n            pass\n"
         "while True:\n    pass",
-        "print('interrupted and alive')",
+        # Killed children stay zombies until the kernel reaps them: count the living.
+        "mine = [p for p in os.listdir('/proc') if p.isdigit()\n"
+        "        and os.stat(f'/proc/{p}').st_uid == os.getuid()\n"
+        "        and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z']\n"
+        "print('interrupted and alive', len(mine))",
         "n = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(60)\n"
         "            os._exit(0)\n        n += 1\nexcept OSError as exc:\n"
         "    print('fork', type(exc).__name__)",
@@ -253,7 +258,8 @@ def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
     assert text(1) == f"network {errno.ENETUNREACH}"
     assert text(2) == f"read {errno.ENOENT}"
     assert [o.get("ename") for o in nb.cells[3].outputs] == ["KeyboardInterrupt"]
-    assert text(4) == "interrupted and alive"
+    # The spinning children died with the interrupt; only the kernel is left.
+    assert text(4) == "interrupted and alive 1"
     assert text(5) == "fork BlockingIOError"
     assert text(6) == "memory"
     assert text(7) == "True"

@@ -47,6 +47,7 @@ __all__ = [
     "SandboxedKernelManager",
     "SandboxedRun",
     "exit_signal",
+    "kill_strays",
     "kill_tree",
     "require_sandbox",
     "run_sandboxed",
@@ -337,6 +338,10 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+    if with_lossutils and os.path.dirname(lossutils_path()) not in python_paths():
+        # An editable or PYTHONPATH install: point the sandbox at the same package the grader
+        # imported, whatever made it importable out here.
+        environment["PYTHONPATH"] = os.path.dirname(lossutils_path())
     if seed is not None:
         environment[SEED_ENV] = str(int(seed))
     environment.update(env or {})
@@ -436,6 +441,39 @@ def exit_signal(returncode: int) -> int | None:
     if 128 < returncode < 128 + 65:
         return returncode - 128
     return None
+
+
+def kill_strays(uid: int) -> int:
+    """SIGKILL the processes a sandboxed kernel forked, sparing the kernel; return how many.
+
+    Every process of the sandbox runs as its own fresh ``uid``; the kernel is the one whose
+    parent (bwrap) is not. Its descendants (a fork bomb, a runaway ``!command``) die when a
+    cell is interrupted instead of spinning on until the notebook ends.
+    """
+    if uid < 0:
+        return 0
+    owned = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended while we looked
+            continue
+        # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+        owned[int(entry.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    killed = 0
+    for pid, parent in owned.items():
+        if parent in owned:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -616,6 +654,13 @@ def _make_kernel_manager_class():
                          seed=self.sandbox_seed, env=self.sandbox_env, with_lossutils=True,
                          ro_binds=(), rw_binds=[self._ipc_dir], uid=self._sandbox_uid)
             return plan.argv
+
+        async def _async_interrupt_kernel(self):
+            await super()._async_interrupt_kernel()
+            if self.sandbox_enabled:
+                kill_strays(self._sandbox_uid)
+
+        interrupt_kernel = _async_interrupt_kernel
 
         async def _async_cleanup_resources(self, restart=False):
             await super()._async_cleanup_resources(restart=restart)
