@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +42,10 @@ def build_submissions(source: str, assignment: str, n: int, folder: str) -> list
     for i in range(n):
         kind = kinds[i % len(kinds)]
         student = f"student-{i:04d}-{kind}"
-        shutil.copytree(os.path.join(samples, kind, assignment),
-                        os.path.join(folder, "submitted", student, assignment))
+        shutil.copytree(
+            os.path.join(samples, kind, assignment),
+            os.path.join(folder, "submitted", student, assignment),
+        )
         students.append(student)
     return students
 
@@ -79,8 +82,15 @@ def time_lossutils(source: str, folder: str, workers: int | None) -> float:
     from lossutils.grading.run import grade
 
     start = time.perf_counter()
-    summary = grade(os.path.join(folder, "submitted"), os.path.join(folder, "lossutils-out"),
-                    source=source, workers=workers, timeout=60, seed=1, progress=False)
+    summary = grade(
+        os.path.join(folder, "submitted"),
+        os.path.join(folder, "lossutils-out"),
+        source=source,
+        workers=workers,
+        timeout=60,
+        seed=1,
+        progress=False,
+    )
     elapsed = time.perf_counter() - start
     bad = [r for r in summary["results"] if r["status"] != "ok"]
     if bad:
@@ -97,8 +107,13 @@ def time_floor(folder: str, students: list[str], assignment: str) -> float:
     for student in students:
         path = os.path.join(folder, "submitted", student, assignment, assignment + ".ipynb")
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=60, allow_errors=True,
-                       resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+        client = NotebookClient(
+            nb,
+            timeout=60,
+            allow_errors=True,
+            resources={"metadata": {"path": os.path.dirname(path)}},
+        )
+        client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -109,8 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--assignment", help="assignment id (default: the first master)")
     parser.add_argument("--source", default="solutions")
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--skip-nbgrader", action="store_true",
-                        help="skip the (slow) stock nbgrader measurement")
+    parser.add_argument(
+        "--skip-nbgrader", action="store_true", help="skip the (slow) stock nbgrader measurement"
+    )
     args = parser.parse_args(argv)
 
     import lossutils.grading  # noqa: F401 - same import-time set-up as the grader itself
@@ -120,8 +136,10 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as folder:
         students = build_submissions(args.source, assignment, args.n, folder)
-        print(f"{args.n} submissions of {assignment}; {cores} cores; "
-              f"workers {args.workers or cores}", flush=True)
+        print(
+            f"{args.n} submissions of {assignment}; {cores} cores; workers {args.workers or cores}",
+            flush=True,
+        )
         timings = {}
         timings["floor (nbclient, sequential)"] = time_floor(folder, students, assignment)
         print(f"  floor done: {timings['floor (nbclient, sequential)']:.1f} s", flush=True)
@@ -129,17 +147,22 @@ def main(argv=None) -> int:
         print(f"  lossutils done: {timings['lossutils grade']:.1f} s", flush=True)
         if not args.skip_nbgrader:
             timings["nbgrader autograde, sequential"] = time_nbgrader(
-                args.source, assignment, folder, students)
+                args.source, assignment, folder, students
+            )
     print(f"\n{'method':<34} {'total s':>8} {'s/notebook':>11}")
     for name, seconds in timings.items():
         print(f"{name:<34} {seconds:8.1f} {seconds / args.n:11.3f}")
     ours = timings["lossutils grade"]
     floor = timings["floor (nbclient, sequential)"]
     if "nbgrader autograde, sequential" in timings:
-        print(f"\nspeed-up over sequential nbgrader: "
-              f"{timings['nbgrader autograde, sequential'] / ours:.2f}x")
-    print(f"lossutils per core vs the sequential floor: {ours * cores / floor:.2f}x "
-          "(1.0 = no overhead beyond executing the cells)")
+        print(
+            f"\nspeed-up over sequential nbgrader: "
+            f"{timings['nbgrader autograde, sequential'] / ours:.2f}x"
+        )
+    print(
+        f"lossutils per core vs the sequential floor: {ours * cores / floor:.2f}x "
+        "(1.0 = no overhead beyond executing the cells)"
+    )
     return 0
 
 

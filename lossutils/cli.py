@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "<student>.ipynb for one assignment",
     )
     grade.add_argument(
-        "--out", default="grading-output", help="output folder (default: grading-output)"
+        "--out", default="grading-work", help="output folder (default: grading-work)"
     )
     grade.add_argument(
         "--workers", type=_positive, default=None, help="worker processes (default: one per core)"
@@ -105,8 +105,12 @@ def _summary(summary: dict, stream) -> None:
         by_assignment[r["assignment"]].append(r)
     for assignment, rs in sorted(by_assignment.items()):
         mean = sum(r["score"] for r in rs) / len(rs)
+        auto = sum(c["max_score"] for c in rs[0]["cells"] if c["kind"] == "test")
+        manual = rs[0]["max_score"] - auto
+        by_hand = f" (+{manual:g} graded by hand)" if manual else ""
         stream.write(
-            f"  {assignment:<20} mean {mean:6.2f} / {rs[0]['max_score']:g} ({len(rs)} notebooks)\n"
+            f"  {assignment:<20} mean {mean:6.2f} / {auto:g} autograded{by_hand}, "
+            f"{len(rs)} notebooks\n"
         )
     if summary["failed"]:
         stream.write("\nnot graded normally:\n")

@@ -30,8 +30,16 @@ def test_bad_arguments_exit_2(capsys):
 
 
 def test_grade_reports_a_missing_folder(tmp_path, capsys):
-    code = main(["grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
-                 "--source", str(SOURCE)])
+    code = main(
+        [
+            "grade",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "out"),
+            "--source",
+            str(SOURCE),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err == f"lossutils grade: error: {tmp_path / 'nowhere'} is not a folder of submissions\n"
@@ -49,12 +57,12 @@ def test_flat_folder_infers_the_assignment_and_exit_code_1(tmp_path, capsys):
     (flat / "ada.ipynb").write_bytes(b'{"cells": [')
     (flat / "bob.ipynb").write_bytes(b"\xff\xfe not utf-8")
     out = tmp_path / "out"
-    code = main(["grade", str(flat), "--out", str(out), "--source", str(SOURCE),
-                 "--workers", "1"])
+    code = main(["grade", str(flat), "--out", str(out), "--source", str(SOURCE), "--workers", "1"])
     assert code == 1  # neither submission could be graded normally
     stdout = capsys.readouterr().out
-    assert f"flat folder: assuming assignment {ASSIGNMENT} (the only master is {ASSIGNMENT})" \
-        in stdout
+    assert (
+        f"flat folder: assuming assignment {ASSIGNMENT} (the only master is {ASSIGNMENT})" in stdout
+    )
     with open(out / "grades.csv", newline="", encoding="utf-8") as fh:
         rows = {row["student"]: row for row in csv.DictReader(fh)}
     assert rows["ada"]["status"] == "unreadable"
@@ -73,24 +81,36 @@ def _sample(tmp_path: Path, student: str) -> Path:
 
 def _points() -> dict[str, float]:
     cells = json.loads((SOURCE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())["cells"]
-    return {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
-            for c in cells if c["metadata"]["nbgrader"].get("grade")}
+    return {
+        c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
+        for c in cells
+        if c["metadata"]["nbgrader"].get("grade")
+    }
 
 
 @pytest.mark.grading
 def test_check_prints_points_and_diagnoses(tmp_path, capsys):
     points = _points()
     root = SOURCE.parent  # holds solutions/
-    correct = main(["check", str(_sample(tmp_path, "correct")), "--course-root", str(root),
-                    "--timeout", "20"])
+    correct = main(
+        ["check", str(_sample(tmp_path, "correct")), "--course-root", str(root), "--timeout", "20"]
+    )
     out = capsys.readouterr().out
     assert correct == 0
     l2 = points["test_l2_loss"]
     assert re.search(rf"^test_l2_loss +{l2:g} / {l2:g}$", out, re.MULTILINE)
     assert f"autograded total: {points['test_l2_loss'] + points['test_softmax']:g} / " in out
 
-    wrong = main(["check", str(_sample(tmp_path, "mistake-1")), "--course-root", str(root),
-                  "--timeout", "20"])
+    wrong = main(
+        [
+            "check",
+            str(_sample(tmp_path, "mistake-1")),
+            "--course-root",
+            str(root),
+            "--timeout",
+            "20",
+        ]
+    )
     out = capsys.readouterr().out
     assert wrong == 1
     assert re.search(rf"^test_l2_loss +0 / {l2:g}  diagnosis: missing-half$", out, re.MULTILINE)

@@ -39,9 +39,11 @@ VENV_BIN = Path(sys.executable).parent
 def _points() -> dict[str, float]:
     """Points of the fixture's autograded test cells, read straight from the JSON."""
     cells = json.loads(MASTER.read_text(encoding="utf-8"))["cells"]
-    return {c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
-            for c in cells
-            if c["cell_type"] == "code" and c["metadata"]["nbgrader"].get("grade")}
+    return {
+        c["metadata"]["nbgrader"]["grade_id"]: float(c["metadata"]["nbgrader"]["points"])
+        for c in cells
+        if c["cell_type"] == "code" and c["metadata"]["nbgrader"].get("grade")
+    }
 
 
 def _expected() -> dict[str, tuple[float, str]]:
@@ -72,12 +74,23 @@ def _master() -> dict:
 
 def _task(path, **overrides) -> dict:
     master = _master()
-    task = {"student": "s", "assignment": ASSIGNMENT, "notebook": ASSIGNMENT,
-            "path": None if path is None else str(path),
-            "master": {"hash": master["hash"], "files": master["files"],
-                       **master["notebooks"][ASSIGNMENT]},
-            "timeout": 5, "seed": 1, "max_bytes": 10**7, "max_output_chars": 10**4,
-            "feedback": False, "keep_notebook": False}
+    task = {
+        "student": "s",
+        "assignment": ASSIGNMENT,
+        "notebook": ASSIGNMENT,
+        "path": None if path is None else str(path),
+        "master": {
+            "hash": master["hash"],
+            "files": master["files"],
+            **master["notebooks"][ASSIGNMENT],
+        },
+        "timeout": 5,
+        "seed": 1,
+        "max_bytes": 10**7,
+        "max_output_chars": 10**4,
+        "feedback": False,
+        "keep_notebook": False,
+    }
     task.update(overrides)
     return task
 
@@ -91,8 +104,11 @@ def _write_samples(folder: Path) -> None:
         if cell["metadata"].get("nbgrader", {}).get("grade_id") == "l2_loss":
             source = "".join(cell["source"])
             cell["source"] = source.replace(
-                "    return", "    import warnings\n"
-                "    warnings.warn('this API is deprecated', UserWarning)\n    return", 1)
+                "    return",
+                "    import warnings\n"
+                "    warnings.warn('this API is deprecated', UserWarning)\n    return",
+                1,
+            )
     (folder / "warns" / ASSIGNMENT).mkdir(parents=True)
     (folder / "warns" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text(json.dumps(correct))
     (folder / "not-a-notebook" / ASSIGNMENT).mkdir(parents=True)
@@ -103,8 +119,10 @@ def _write_samples(folder: Path) -> None:
 
 
 def test_parse_diagnosis_takes_the_last_tag():
-    text = ("first [check: softmax; diagnosis: wrong-axis]\n"
-            "then [check: softmax; diagnosis: no-max-shift]")
+    text = (
+        "first [check: softmax; diagnosis: wrong-axis]\n"
+        "then [check: softmax; diagnosis: no-max-shift]"
+    )
     assert parse_diagnosis(text) == ("softmax", "no-max-shift")
     assert parse_diagnosis("plain AssertionError") is None
 
@@ -112,16 +130,29 @@ def test_parse_diagnosis_takes_the_last_tag():
 BAD_UTF8 = b'{"nbformat": 4, "cells": [], "x": "\xff"}'
 
 
-@pytest.mark.parametrize(("content", "code", "detail"), [
-    (b'{"cells": [', "unreadable", r"corrupt JSON: .* at line 1 column 12"),
-    (BAD_UTF8, "unreadable",
-     rf"not valid UTF-8 \(byte 0xff at offset {BAD_UTF8.index(0xFF)}\)"),
-    (b"[1, 2]", "wrong-format", r"not a Jupyter notebook \(top level is a JSON list"),
-    (b'{"nbformat": 2, "worksheets": []}', "wrong-format", r"unsupported notebook format "
-     r"version 2"),
-    (b'{"nbformat": 4, "nbformat_minor": 5, "cells": 7}', "wrong-format",
-     r"invalid notebook structure"),
-])
+@pytest.mark.parametrize(
+    ("content", "code", "detail"),
+    [
+        (b'{"cells": [', "unreadable", r"corrupt JSON: .* \(line 1, column 12\)"),
+        (
+            BAD_UTF8,
+            "unreadable",
+            rf"not valid UTF-8 \(byte 0xff at offset {BAD_UTF8.index(0xFF)}\)",
+        ),
+        (b"[1, 2]", "wrong-format", r"not a Jupyter notebook \(top level is a JSON list"),
+        (
+            b'{"nbformat": 2, "worksheets": []}',
+            "wrong-format",
+            r"unsupported notebook format "
+            r"version 2",
+        ),
+        (
+            b'{"nbformat": 4, "nbformat_minor": 5, "cells": 7}',
+            "wrong-format",
+            r"invalid notebook structure",
+        ),
+    ],
+)
 def test_unreadable_files_get_a_reason_and_zero(tmp_path, content, code, detail):
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
@@ -163,8 +194,10 @@ def test_find_submissions_layouts(tmp_path):
     (nested / "bob" / "a1").mkdir(parents=True)  # folder without the notebook
     (nested / "bob" / "zz").mkdir(parents=True)  # no master for it
     entries, notes = find_submissions(str(nested), masters)
-    assert [(e["student"], e["path"] is not None) for e in entries] == [("ada", True),
-                                                                         ("bob", False)]
+    assert [(e["student"], e["path"] is not None) for e in entries] == [
+        ("ada", True),
+        ("bob", False),
+    ]
     assert notes == ["skipped folders with no master: zz"]
 
     flat = tmp_path / "flat"
@@ -182,12 +215,26 @@ def test_find_submissions_layouts(tmp_path):
 
 def test_state_replaces_and_student_rows_sum():
     state = State(":memory:")
-    base = {"assignment": "a1", "notebook": "a1", "max_score": 5.0, "problems": [],
-            "status": "ok", "cells": []}
+    base = {
+        "assignment": "a1",
+        "notebook": "a1",
+        "max_score": 5.0,
+        "problems": [],
+        "status": "ok",
+        "cells": [],
+    }
     state.put(dict(base, student="ada", score=1.0), "k1")
     state.put(dict(base, student="ada", score=4.0), "k2")  # a regrade replaces, never adds
-    state.put(dict(base, student="bob", score=0.0, status="timeout",
-                   problems=[{"code": "timeout", "detail": "cell 3 ran too long"}]), "k3")
+    state.put(
+        dict(
+            base,
+            student="bob",
+            score=0.0,
+            status="timeout",
+            problems=[{"code": "timeout", "detail": "cell 3 ran too long"}],
+        ),
+        "k3",
+    )
     results = list(state.results())
     assert [(r["student"], r["score"]) for r in results] == [("ada", 4.0), ("bob", 0.0)]
     rows = student_rows(results, ["a1"])
@@ -230,8 +277,15 @@ def graded(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("graded")
     _write_samples(base / "submitted")
-    summary = grade(str(base / "submitted"), str(base / "out"), source=str(SOURCE), workers=2,
-                    timeout=8, seed=7, progress=None)
+    summary = grade(
+        str(base / "submitted"),
+        str(base / "out"),
+        source=str(SOURCE),
+        workers=2,
+        timeout=8,
+        seed=7,
+        progress=None,
+    )
     return base / "out", summary
 
 
@@ -278,7 +332,7 @@ def test_feedback_shows_the_message_but_no_hidden_test(graded):
     for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_"):
         assert secret not in page
     # the instructor's copy keeps them: the removal above is deliberate, not an accident
-    autograded = (out / "autograded" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    autograded = out / "autograded" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     assert "hidden=True" in autograded.read_text()
 
 
@@ -288,16 +342,22 @@ def test_gradebook_holds_one_submission_per_student(graded):
     db = sqlite3.connect(out / "gradebook.db")
     rows = db.execute(
         "SELECT student.id, COUNT(*) FROM submitted_assignment JOIN student "
-        "ON submitted_assignment.student_id = student.id GROUP BY student.id").fetchall()
+        "ON submitted_assignment.student_id = student.id GROUP BY student.id"
+    ).fetchall()
     assert dict(rows) == dict.fromkeys(_expected(), 1)
-    scores = dict(db.execute(
-        "SELECT student.id, SUM(grade.auto_score) FROM grade "
-        "JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id "
-        "JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id "
-        "JOIN student ON submitted_assignment.student_id = student.id "
-        "GROUP BY student.id").fetchall())
+    scores = dict(
+        db.execute(
+            "SELECT student.id, SUM(grade.auto_score) FROM grade "
+            "JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id "
+            "JOIN submitted_assignment "
+            "ON submitted_notebook.assignment_id = submitted_assignment.id "
+            "JOIN student ON submitted_assignment.student_id = student.id "
+            "GROUP BY student.id"
+        ).fetchall()
+    )
     assert {s: v or 0.0 for s, v in scores.items()} == {
-        s: score for s, (score, _) in _expected().items()}
+        s: score for s, (score, _) in _expected().items()
+    }
 
 
 def _free_port() -> int:
@@ -310,13 +370,27 @@ def _free_port() -> int:
 def test_formgrader_api_lists_the_submissions(graded, tmp_path):
     out, _ = graded
     port, token = _free_port(), "grading-test-token"
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    env = dict(
+        os.environ,
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+    )
     server = subprocess.Popen(
-        [str(VENV_BIN / "jupyter"), "server", "--no-browser", "--allow-root",
-         "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
-         "--ServerApp.port_retries=0"],
-        cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(VENV_BIN / "jupyter"),
+            "server",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            "--ServerApp.port_retries=0",
+        ],
+        cwd=out,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/formgrader/api/submissions/{ASSIGNMENT}"
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
     try:
@@ -356,9 +430,25 @@ def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
         shutil.copytree(samples / student, submitted / student)
     out = tmp_path / "out"
     run = subprocess.Popen(
-        [str(VENV_BIN / "lossutils"), "grade", str(submitted), "--out", str(out),
-         "--source", str(SOURCE), "--workers", "1", "--timeout", "5", "--seed", "3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(VENV_BIN / "lossutils"),
+            "grade",
+            str(submitted),
+            "--out",
+            str(out),
+            "--source",
+            str(SOURCE),
+            "--workers",
+            "1",
+            "--timeout",
+            "5",
+            "--seed",
+            "3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ledger = out / "state.sqlite"
     deadline = time.monotonic() + 150
     persisted = 0
@@ -382,8 +472,9 @@ def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
     db.close()
     assert 1 <= before < 5
 
-    summary = grade(str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5,
-                    progress=None)
+    summary = grade(
+        str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5, progress=None
+    )
     assert summary["seed"] == 3  # the interrupted run's seed is kept
     assert summary["reused"] == before
     assert summary["graded"] == 5 - before
@@ -392,12 +483,19 @@ def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
     assert got == {s: expected[s] for s in got}
     assert len(summary["results"]) == 5
     gb = sqlite3.connect(out / "gradebook.db")
-    counts = gb.execute("SELECT student_id, COUNT(*) FROM submitted_assignment "
-                        "GROUP BY student_id").fetchall()
+    counts = gb.execute(
+        "SELECT student_id, COUNT(*) FROM submitted_assignment GROUP BY student_id"
+    ).fetchall()
     assert dict(counts) == dict.fromkeys(got, 1)
     grades = gb.execute("SELECT COUNT(*) FROM grade").fetchone()[0]
     assert grades == 5 * 3  # one row per grade cell (2 tests + 1 answer) and student
     # a third run has nothing left to do, and --regrade redoes exactly one student
-    again = grade(str(submitted), str(out), source=str(SOURCE), workers=1, progress=None,
-                  regrade=["untouched"])
+    again = grade(
+        str(submitted),
+        str(out),
+        source=str(SOURCE),
+        workers=1,
+        progress=None,
+        regrade=["untouched"],
+    )
     assert (again["graded"], again["reused"]) == (1, 4)

@@ -196,19 +196,23 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
     if not names:
         raise FileNotFoundError(f"no master notebook in {folder}/")
     with tempfile.TemporaryDirectory(prefix="lossutils-master-") as scratch:
-        scratch_db = "sqlite:///" + os.path.join(scratch, "master.db")
-        release = _generate(assignment, folder, scratch, scratch_db)
+        # nbgrader writes the assignment straight into a gradebook that lacks it; one that
+        # already holds it is compared with a fresh scratch generation instead
+        fresh = db_url is None or not _has_assignment(db_url, assignment)
+        target = (
+            db_url
+            if fresh and db_url is not None
+            else "sqlite:///" + os.path.join(scratch, "master.db")
+        )
+        release = _generate(assignment, folder, scratch, target)
         notebooks = {}
         for name in names:
             with open(os.path.join(release, name + ".ipynb"), encoding="utf-8") as fh:
                 release_nb = json.load(fh)
             with open(os.path.join(folder, name + ".ipynb"), encoding="utf-8") as fh:
                 master_nb = json.load(fh)
-            notebooks[name] = _read_cells(scratch_db, assignment, name, release_nb, master_nb)
-        if db_url is not None:
-            if not _has_assignment(db_url, assignment):
-                os.makedirs(os.path.join(scratch, "out"))
-                _generate(assignment, folder, os.path.join(scratch, "out"), db_url)
+            notebooks[name] = _read_cells(target, assignment, name, release_nb, master_nb)
+        if not fresh:
             for name, info in notebooks.items():
                 stored = _read_cells(
                     db_url,

@@ -117,6 +117,19 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _warm_up() -> None:
+    """A no-op task: submitting it makes the pool start a worker (and its imports) now."""
+
+
+def _new_pool(workers: int):
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
+
+
 def _run_task(task: dict) -> dict:
     from .worker import grade_submission
 
@@ -219,7 +232,7 @@ def _lock(out: str):
 
 def grade(
     submissions: str,
-    out: str = "grading-output",
+    out: str = "grading-work",
     *,
     source: str = "solutions",
     assignment: str | None = None,
@@ -282,6 +295,11 @@ def grade(
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     lock = _lock(out)
+    workers = workers or os.cpu_count() or 1
+    # workers start (and import nbgrader) while this process prepares the masters
+    pool = _new_pool(workers)
+    for _ in range(workers):
+        pool.submit(_warm_up)
     try:
         masters = list_masters(source)
         if not masters:
@@ -337,7 +355,7 @@ def grade(
         graded = 0
         gb = Gradebook(db_url, COURSE_ID)
         try:
-            graded, interrupted = _drive(pending, workers, out, gb, state, progress)
+            graded, interrupted = _drive(pending, workers, out, gb, state, progress, pool)
         finally:
             gb.close()
         keys = {(e["student"], e["assignment"], e["notebook"]) for e in entries}
@@ -360,6 +378,7 @@ def grade(
         paths = write_outputs(out, results, info, run)
         state.close()
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         lock.close()
     failed = [r for r in results if r["status"] in FAILURES]
     exit_code = 130 if interrupted else (1 if failed else 0)
@@ -378,22 +397,18 @@ def grade(
     }
 
 
-def _drive(pending, workers, out, gb, state, progress) -> tuple[int, bool]:
-    """Run the pending tasks on a process pool; persist each result as it arrives."""
-    workers = workers or os.cpu_count() or 1
+def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool]:
+    """Run the pending tasks on ``pool``; persist each result as it arrives.
+
+    A worker process that dies (not a kernel: the process itself) breaks the whole pool; the
+    tasks it took down are retried once on a fresh pool.
+    """
     bar = Progress(len(pending), progress)
     bar.update(0)
     queue = list(reversed(pending))
     attempts: dict[int, int] = {}
     done = 0
-    context = multiprocessing.get_context("spawn")
     while queue:
-        pool = cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(queue)),
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(os.getpid(),),
-        )
         running: dict = {}
         broken = False
         try:
@@ -431,7 +446,10 @@ def _drive(pending, workers, out, gb, state, progress) -> tuple[int, bool]:
                     "same command again to grade the rest\n"
                 )
             return done, True
-        pool.shutdown(wait=True, cancel_futures=True)
+        if broken:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = _new_pool(workers)
+    pool.shutdown(wait=True)
     return done, False
 
 

@@ -193,8 +193,11 @@ def _names_used(source: str) -> set[str]:
         tree = ast.parse(source)
     except SyntaxError:  # IPython syntax (magics): fall back to every identifier
         return set(re.findall(r"\b\w+\b", source))
-    return {node.id for node in ast.walk(tree)
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
 
 
 def _broken_by(master_nb, function: str) -> set[str]:

@@ -114,7 +114,7 @@ def _read_notebook(task: dict, problems: list[dict]):
     except json.JSONDecodeError as exc:
         problems.append(
             _problem(
-                "unreadable", f"corrupt JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                "unreadable", f"corrupt JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             )
         )
         return None, digest
@@ -298,16 +298,21 @@ def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict
             # The kernel's own stderr (start-up chatter) would land on the grader's terminal.
             kwargs.setdefault("stdout", subprocess.DEVNULL)
             kwargs.setdefault("stderr", subprocess.DEVNULL)
+            # The seed goes to this kernel only, never into the grader's own environment.
+            kwargs["env"] = dict(
+                os.environ, LOSSUTILS_GRADING_SEED=str(task["seed"]), NBGRADER_EXECUTION="autograde"
+            )
             return super().start_new_kernel(**kwargs)
 
         def on_cell_executed(self, **kwargs):
             super().on_cell_executed(**kwargs)
             done.add(kwargs["cell_index"])
 
-    executor = _Tracking(timeout=task["timeout"], interrupt_on_timeout=True)
+    # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown
+    executor = _Tracking(
+        timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate"
+    )
     resources = dict(resources, metadata={"path": workdir})
-    os.environ["LOSSUTILS_GRADING_SEED"] = str(task["seed"])
-    os.environ["NBGRADER_EXECUTION"] = "autograde"
     try:
         executor.preprocess(nb, resources)
     except DeadKernelError:
