@@ -29,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    release = sub.add_parser("release", help="regenerate course/ from solutions/ (nbgrader)")
-    release.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
+    # listed for --help only: main() hands `release ...` to lossutils.release.main, which owns
+    # its options (ids, --check, --root)
+    sub.add_parser("release", help="regenerate course/ from solutions/ (nbgrader)")
 
     grade = sub.add_parser("grade", help="grade a folder of submissions")
     grade.add_argument(
@@ -195,15 +196,16 @@ def main(argv=None) -> int:
     >>> main(["check", "no-such-notebook.ipynb"])
     2
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["release"]:
+        from . import release
+
+        return release.main(argv[1:])
     args = _parser().parse_args(argv)
     from .grading.discover import UsageError
     from .grading.masters import MasterMismatch
 
     try:
-        if args.command == "release":
-            from . import release
-
-            return release.main(args.assignments)
         if args.command == "grade":
             return _grade(args)
         if args.command == "check":

@@ -117,3 +117,10 @@ def test_check_prints_points_and_diagnoses(tmp_path, capsys):
     assert "diagnosis: missing-half" in out
     assert "The Gaussian derivation gives 1/2 of the sum of squares." in out
     assert f"autograded total: {points['test_softmax']:g} / " in out
+
+
+def test_release_options_go_to_lossutils_release(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["release", "--help"])
+    assert exc.value.code == 0
+    assert "--check" in capsys.readouterr().out  # an option only lossutils.release defines

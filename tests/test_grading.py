@@ -324,16 +324,28 @@ def test_diagnoses_reach_results_and_report(graded):
 
 
 @pytest.mark.grading
-def test_feedback_shows_the_message_but_no_hidden_test(graded):
-    out, _ = graded
-    page = (out / "feedback" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
-    assert "[check: l2_loss; diagnosis: missing-half]" in page
-    assert "The Gaussian derivation gives 1/2 of the sum of squares." in page
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        # fails the visible check already
+        ("mistake-1", "[check: l2_loss; diagnosis: missing-half]"),
+        # passes the visible check (small logits) and fails only the hidden one (huge logits)
+        ("mistake-2", "[check: softmax; diagnosis: no-max-shift]"),
+    ],
+)
+def test_feedback_shows_the_message_but_no_hidden_test(graded, student, message):
+    out, summary = graded
+    page = (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    assert message in page
     for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_"):
         assert secret not in page
     # the instructor's copy keeps them: the removal above is deliberate, not an accident
-    autograded = out / "autograded" / "mistake-1" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    autograded = out / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     assert "hidden=True" in autograded.read_text()
+    if student == "mistake-2":
+        [result] = [r for r in summary["results"] if r["student"] == student]
+        [cell] = [c for c in result["cells"] if c["grade_id"] == "test_softmax"]
+        assert "hidden" not in cell["message"]
 
 
 @pytest.mark.grading
