@@ -125,6 +125,24 @@ def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_one
     assert dict(cells)["softmax"] == "def softmax(x):\n    return x\n"
 
 
+def test_prelude_holds_the_given_helpers_the_student_uses_and_nothing_else(books):
+    uses = ("def softmax(logits):\n"
+            "    return softmax_naive(logits - logits.max(axis=-1, keepdims=True))\n")
+    prelude, _ = code_to_verify(books.submission({"softmax": uses}), books.full)
+    assert prelude[0] == "import numpy as np"
+    assert [p.split("(")[0] for p in prelude[1:]] == ["def softmax_naive"]
+    master = {"cells": [
+        _cell("setup", "import numpy as np\nimport matplotlib.pyplot as plt\nimport os\n"
+              "from lossutils import softmax as ref\nLIMIT = 10\nrng = np.random.default_rng(0)\n"
+              "def helper(x):\n    return os.sep + str(x)\nplt.plot([1])"),
+        _cell("f", "def f(x):\n    pass", solution=True),
+    ]}
+    student = {"cells": [_cell("f", "def f(x):\n    return helper(LIMIT), ref, rng, plt",
+                               solution=True)]}
+    assert code_to_verify(student, master)[0] == [
+        "import os", "LIMIT = 10", "def helper(x):\n    return os.sep + str(x)"]
+
+
 def test_sympy_codec_round_trip_and_limits():
     sp = pytest.importorskip("sympy")
     y, y_hat = sp.symbols("y y_hat", real=True)
@@ -295,5 +313,7 @@ def test_apply_verification_folds_everything_into_a_worker_result(books):
     assert result["score"] == 3.0
     assert [p["code"] for p in result["problems"]] == ["tampering-suspected",
                                                        "review-suggested"]
+    assert result["problems"][0]["detail"].endswith(
+        "; scan: module-attribute-assignment (softmax line 1)")
     assert result["scan"][0]["pattern"] == "module-attribute-assignment"
     assert result["scan"][0]["cell"] == "softmax"

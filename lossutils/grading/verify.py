@@ -231,13 +231,15 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
     The student's cells are the solution cells whose grade id is one of the master's
     solution cells (the first of duplicates), and code cells the student added without
     nbgrader metadata (helpers). The master's locked cells are never taken from the student's
-    notebook, and no locked cell runs: only those import statements of the master's locked
-    code cells that bind a name the student's cells use (``lossutils``, IPython and plotting
-    libraries excepted).
+    notebook, and no locked cell runs as a whole: the prelude holds only those imports,
+    function and class definitions and constant assignments of the master's locked code
+    cells that the student's cells use, directly or through each other (imports of
+    ``lossutils``, IPython and plotting libraries excepted).
 
     Returns
     -------
     prelude : list of str
+        Statements of the master, in the master's order.
     cells : list of (label, source)
         ``label`` is the grade id or ``"cell <index>"``; magics are already removed; cells
         that are not Python are dropped.
@@ -245,7 +247,7 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
     master_cells = _master_cells(master)
     solution_ids = {c["grade_id"] for c in master_cells if c["solution"]
                     and c["cell_type"] == "code"}
-    imports = []
+    given = []
     for cell in master_cells:
         if cell["cell_type"] != "code" or cell["solution"] or cell["grade"]:
             continue
@@ -254,11 +256,9 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
         except SyntaxError:
             continue
         for node in tree.body:
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                modules = [a.name for a in node.names] if isinstance(node, ast.Import) \
-                    else [node.module or ""]
-                if not any(m.split(".")[0] in _NOT_IN_PRELUDE for m in modules):
-                    imports.append(node)
+            bound = _bound_names(node)
+            if bound:
+                given.append((node, bound))
     cells = []
     seen = set()
     student_cells = student.get("cells", []) if isinstance(student, Mapping) else []
@@ -279,12 +279,47 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
         cleaned = strip_magics(source) if source is not None else None
         if cleaned is not None:
             cells.append((label, cleaned))
-    # Only the imports the student's code uses: importing sympy costs a second per process.
-    used = {node.id for _, source in cells for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Name)}
-    prelude = [ast.unparse(node) for node in imports
-               if any((a.asname or a.name.split(".")[0]) in used for a in node.names)]
+    # Only what the student's code uses, directly or through a given helper: importing
+    # sympy costs a second per process.
+    needed = {name for _, source in cells for name in _used_names(ast.parse(source))}
+    chosen: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for i, (node, bound) in enumerate(given):
+            if i not in chosen and bound & needed:
+                chosen.add(i)
+                needed |= _used_names(node)
+                grew = True
+    prelude = [ast.unparse(node) for i, (node, _) in enumerate(given) if i in chosen]
     return prelude, cells
+
+
+def _used_names(tree) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def _bound_names(node) -> set[str]:
+    """Names a given (locked) top-level statement binds, if the prelude may run it.
+
+    Imports (not of ``lossutils``, IPython or plotting), function and class definitions, and
+    assignments of literal constants: master code that defines things without doing any work.
+    """
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        modules = [a.name for a in node.names] if isinstance(node, ast.Import) \
+            else [node.module or ""]
+        if any(m.split(".")[0] in _NOT_IN_PRELUDE for m in modules):
+            return set()
+        return {a.asname or a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            return set()
+        return {t.id for t in node.targets}
+    return set()
 
 
 # Display and notebook machinery has no place in a function under test, and the reference
@@ -777,7 +812,22 @@ def apply_verification(
     verified = verify_submission(student_nb, master, seed=seed, limits=limits, sandbox=sandbox,
                                  call_timeout=call_timeout)
     problems = result.setdefault("problems", [])
-    problems += reconcile(result.get("cells", []), verified)
+    found = reconcile(result.get("cells", []), verified)
+    # Evidence: what the scan saw in the solution cells that define the checked functions.
+    plan = check_calls(master)
+    defined_in = {}
+    for label, source in code_to_verify(student_nb, master)[1]:
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                defined_in[node.name] = label
+    for problem in found:
+        grade_id = problem["detail"].split(":", 1)[0]
+        cells = {defined_in.get(c.function) for c in plan.get(grade_id, ())}
+        seen = sorted({f"{f.pattern} ({f.cell} line {f.line})" for f in findings
+                       if f.cell in cells})
+        if problem["code"] == "tampering-suspected" and seen:
+            problem["detail"] = f"{problem['detail']}; scan: {', '.join(seen)}"[:500]
+    problems += found
     if findings:
         patterns = sorted({f.pattern for f in findings})
         problems.append({"code": "review-suggested", "detail": (
