@@ -284,7 +284,8 @@ def sandbox_argv(
 
     Examples
     --------
-    >>> cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir=tempfile.mkdtemp())
+    >>> with tempfile.TemporaryDirectory() as work:
+    ...     cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir=work)
     >>> cmd[0].endswith("bwrap"), "--unshare-net" in cmd, cmd[-2:]
     (True, True, ['-c', 'pass'])
     """
