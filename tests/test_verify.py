@@ -88,6 +88,26 @@ def test_check_calls_reads_only_literal_check_calls_of_test_cells():
         CheckCall("softmax", "softmax", False), CheckCall("softmax", "softmax", True)]}
 
 
+def test_check_calls_only_where_check_is_the_course_checker():
+    def test_cell(grade_id, source):
+        return _cell(grade_id, source, grade=True)
+
+    master = {"cells": [
+        test_cell("test_a", 'check("softmax", softmax)'),
+        _cell("setup", "from lossutils.checks import check"),
+        test_cell("test_b", 'check("softmax", softmax)'),
+        _cell("own", "def check(name, fn, hidden=False):\n    pass"),
+        test_cell("test_c", 'check("softmax", softmax)'),
+        test_cell("test_d", 'from lossutils.checks import check\ncheck("one_hot", one_hot)'),
+        test_cell("test_e", 'check = print\ncheck("one_hot", one_hot)'),
+        test_cell("test_f", 'from lossutils.checks import check as check\n'
+                  'check("log_softmax", log_softmax)'),
+    ]}
+    assert list(check_calls(master)) == ["test_b", "test_d", "test_f"]
+    fixture = ROOT / "tests" / "fixtures" / "grading" / "solutions" / "00-fixture"
+    assert check_calls(attacks.load(fixture / "00-fixture.ipynb")) == {}
+
+
 def test_check_calls_of_the_real_master_cover_every_exercise():
     calls = check_calls(attacks.load(MASTER))
     assert set(calls) == {"test_one_hot", "test_softmax", "test_log_softmax",

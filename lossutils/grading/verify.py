@@ -150,42 +150,68 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     Returns
     -------
     dict
-        Test cell grade id to its calls, in order; cells without a ``check`` call are left
-        out. Only literal calls count: ``check("<id>", <name>)`` with an optional literal
-        ``hidden=True``.
+        Test cell grade id to its calls, in order. Only literal calls count,
+        ``check("<id>", <name>)`` with an optional literal ``hidden=True``, and only where
+        ``check`` is the course's checker: imported ``from lossutils.checks`` in that cell or
+        in an earlier code cell of the master, not redefined since (a master with a checker
+        of its own is not verified). Cells without such a call are left out.
 
     Examples
     --------
     >>> cell = {"cell_type": "code", "metadata": {"nbgrader": {"grade": True, "grade_id":
     ...         "test_softmax", "solution": False}}, "source":
-    ...         'check("softmax", softmax)\\ncheck("softmax", softmax, hidden=True)'}
+    ...         'from lossutils.checks import check\\ncheck("softmax", softmax)\\n'
+    ...         'check("softmax", softmax, hidden=True)'}
     >>> check_calls({"cells": [cell]})["test_softmax"][1]
     CheckCall(exercise='softmax', function='softmax', hidden=True)
     """
     found: dict[str, list[CheckCall]] = {}
+    real = False
     for cell in _master_cells(master):
-        if not cell["grade"] or cell["solution"] or cell["cell_type"] != "code":
+        if cell["cell_type"] != "code":
             continue
         try:
             tree = ast.parse(cell["source"])
         except SyntaxError:
             continue
         calls = []
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id == "check" and len(node.args) == 2
-                    and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)
-                    and isinstance(node.args[1], ast.Name)):
-                continue
-            hidden = False
-            for kw in node.keywords:
-                if kw.arg == "hidden" and isinstance(kw.value, ast.Constant):
-                    hidden = bool(kw.value.value)
-            calls.append((node.lineno, CheckCall(node.args[0].value, node.args[1].id, hidden)))
-        if calls:
-            found[cell["grade_id"]] = [c for _, c in sorted(calls, key=lambda c: c[0])]
+        for statement in tree.body:
+            real = _checker_after(statement, real)
+            for node in ast.walk(statement):
+                if not (real and isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id == "check" and len(node.args) == 2
+                        and isinstance(node.args[0], ast.Constant)
+                        and isinstance(node.args[0].value, str)
+                        and isinstance(node.args[1], ast.Name)):
+                    continue
+                hidden = False
+                for kw in node.keywords:
+                    if kw.arg == "hidden" and isinstance(kw.value, ast.Constant):
+                        hidden = bool(kw.value.value)
+                calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden))
+        if calls and cell["grade"] and not cell["solution"]:
+            found[cell["grade_id"]] = calls
     return found
+
+
+def _checker_after(statement, real: bool) -> bool:
+    """Whether the name ``check`` is the course's checker after this top-level statement."""
+    if isinstance(statement, ast.ImportFrom):
+        for alias in statement.names:
+            if (alias.asname or alias.name) == "check":
+                real = statement.module == "lossutils.checks" and alias.name == "check"
+        return real
+    for node in ast.walk(statement):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                and node.name == "check":
+            return False
+        if isinstance(node, ast.Name) and node.id == "check" \
+                and isinstance(node.ctx, ast.Store | ast.Del):
+            return False
+        if isinstance(node, ast.Import) and any((a.asname or a.name) == "check"
+                                                for a in node.names):
+            return False
+    return real
 
 
 _MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.\[\], ]+=\s*[%!])")
@@ -617,7 +643,7 @@ def verify_submission(
     -------
     dict
         Test cell grade id to :class:`VerifiedScore`, for every test cell of the master
-        that calls ``check``.
+        that calls the course's ``check`` on registered exercises (see :func:`check_calls`).
 
     Raises
     ------
@@ -636,14 +662,16 @@ def verify_submission(
     loaded: dict = {}
     try:
         for grade_id, calls in plan.items():
+            try:
+                exercises = {c.exercise: get_exercise(c.exercise) for c in calls}
+            except ValueError:
+                # The master names an exercise this lossutils does not know: the kernel's
+                # check fails the same way, and the student had no part in it.
+                continue
             score = VerifiedScore(grade_id, True, exercises=[c.exercise for c in calls])
             results[grade_id] = score
             for call in calls:
-                try:
-                    exercise = get_exercise(call.exercise)
-                except ValueError as exc:
-                    score.passed, score.error = False, f"unverifiable: {exc}"
-                    break
+                exercise = exercises[call.exercise]
                 if runner is None or runner.dead:
                     if runner is not None:
                         runner.close()
