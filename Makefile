@@ -50,6 +50,9 @@ release: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),bench]'
 	$(BIN)/python benchmarks/bench_lossutils.py
+	$(BIN)/python benchmarks/bench_checks.py
+	$(BIN)/python benchmarks/bench_notebooks.py
+	$(BIN)/python benchmarks/bench_grading.py
 
 clean:
 	rm -rf $(VENV) demo-output grading-work .pytest_cache .ruff_cache .hypothesis
