@@ -1,0 +1,310 @@
+"""Grading on a Dask cluster: the executor behind ``lossutils grade --scheduler ADDRESS``.
+
+The coordinator (:mod:`lossutils.grading.run`) hands its plain-data tasks to an executor and
+persists each result as it arrives. :func:`connect` returns a :class:`DaskExecutor`, a
+:class:`concurrent.futures.Executor` that runs those same tasks on an existing
+``distributed`` cluster instead of local processes. Remote workers need not share the
+coordinator's disk, so each task leaves with the submitted file's *bytes* (the master's cells
+and data files are already in the task) and the worker grades a private copy of them.
+
+Dask reschedules the task of a worker that dies; a task that keeps killing its workers ends,
+after the scheduler's ``distributed.scheduler.allowed-failures`` retries, as an ordinary
+``grader-error`` result, so no submission can stall or abort the batch.
+
+Nothing here imports ``distributed`` until :func:`connect` runs: grading without
+``--scheduler`` never loads Dask.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import tempfile
+import threading
+import uuid
+
+from .discover import UsageError
+
+__all__ = ["ClusterError", "DaskExecutor", "connect", "pack_task", "run_packed"]
+
+INSTALL_HINT = "pip install 'lossutils[dask]'"
+
+
+class ClusterError(UsageError):
+    """The Dask cluster cannot be used (not installed, unreachable, misconfigured workers)."""
+
+
+def pack_task(task: dict) -> dict:
+    """Make a grading task self-contained: the submitted file travels as bytes, not a path.
+
+    Parameters
+    ----------
+    task : dict
+        A task of :func:`lossutils.grading.worker.grade_submission`, whose ``path`` names a
+        file on the coordinator's disk (or is ``None`` for a missing notebook).
+
+    Returns
+    -------
+    dict
+        The same task without ``path`` and with ``content``: ``None`` (no file), the file's
+        bytes, or, for a file over ``max_bytes``, ``{"size": n}`` so that the worker reports
+        the size exactly as it would for the real file without it ever being read.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "ada.ipynb")
+    >>> with open(path, "wb") as fh:
+    ...     _ = fh.write(b"0123456789")
+    >>> pack_task({"path": path, "max_bytes": 100})["content"]
+    b'0123456789'
+    >>> pack_task({"path": path, "max_bytes": 4})["content"]
+    {'size': 10}
+    >>> os.remove(path); os.rmdir(folder)
+    """
+    packed = {k: v for k, v in task.items() if k != "path"}
+    path = task["path"]
+    if path is None or not os.path.isfile(path):
+        packed["content"] = None
+        return packed
+    size = os.path.getsize(path)
+    if size > task["max_bytes"]:
+        packed["content"] = {"size": size}
+        return packed
+    with open(path, "rb") as fh:
+        packed["content"] = fh.read()
+    return packed
+
+
+def run_packed(fn, packed: dict):
+    """On a worker: write the packed file to a private folder and call ``fn(task)`` on it.
+
+    Parameters
+    ----------
+    fn : callable
+        The grading function, ``fn(task) -> result``.
+    packed : dict
+        A task from :func:`pack_task`.
+
+    Returns
+    -------
+    Whatever ``fn`` returns for the task rebuilt with a local ``path``.
+
+    Examples
+    --------
+    >>> size = lambda task: os.path.getsize(task["path"])
+    >>> run_packed(size, {"notebook": "nb", "content": b"abc"})
+    3
+    >>> run_packed(size, {"notebook": "nb", "content": {"size": 9}})
+    9
+    >>> run_packed(lambda task: task["path"], {"notebook": "nb", "content": None}) is None
+    True
+    """
+    import logging
+
+    # as in the local pool's workers: nbgrader's traitlets chatter would fill the worker logs
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    task = {k: v for k, v in packed.items() if k != "content"}
+    content = packed["content"]
+    if content is None:
+        return fn(dict(task, path=None))
+    with tempfile.TemporaryDirectory(prefix="lossutils-dask-") as folder:
+        path = os.path.join(folder, "submission.ipynb")
+        with open(path, "wb") as fh:
+            if isinstance(content, dict):
+                # a sparse file of the true size: the size check rejects it before any read
+                fh.truncate(content["size"])
+            else:
+                fh.write(content)
+        return fn(dict(task, path=path))
+
+
+def _is_task(args: tuple, kwargs: dict) -> bool:
+    return (
+        len(args) == 1
+        and not kwargs
+        and isinstance(args[0], dict)
+        and {"path", "master", "student"} <= args[0].keys()
+    )
+
+
+def _prepare_worker() -> dict:
+    """Run on every worker at connection: the heavy imports once, and proof they work."""
+    import nbclient
+    import nbformat  # noqa: F401
+    import nbgrader
+    import nbgrader.preprocessors
+
+    import lossutils
+
+    from .feedback import _exporter
+
+    _exporter()
+    return {
+        "lossutils": lossutils.__version__,
+        "nbgrader": nbgrader.__version__,
+        "nbclient": nbclient.__version__,
+    }
+
+
+class DaskExecutor(cf.Executor):
+    """A :class:`concurrent.futures.Executor` over a ``distributed.Client``.
+
+    Grading tasks (``fn(task)`` with a task dict that has a ``path``) are packed with
+    :func:`pack_task` on submission, so at most the tasks in flight hold file contents in the
+    coordinator's memory; any other call is passed to the cluster unchanged. A result is
+    released on the cluster as soon as it has been handed over.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A connected client; the executor closes it on :meth:`shutdown`.
+    address : str
+        The scheduler's address, for messages.
+
+    Notes
+    -----
+    A grading task whose workers all died (``KilledWorker``) resolves to the coordinator's
+    ``grader-error`` result for it, not to an exception. Any other failure (a worker without
+    ``lossutils``, the scheduler gone) resolves to :class:`ClusterError`: every result
+    persisted before it is kept, and the same command grades the rest once the cluster is
+    fixed.
+    """
+
+    def __init__(self, client, address: str):
+        self._client = client
+        self._address = address
+        self._lock = threading.Lock()
+        self._pending: dict = {}  # Dask future -> concurrent.futures future, while in flight
+        self._closed = False
+
+    @property
+    def workers(self) -> int:
+        """Threads across the cluster's workers now (at least 1): how many tasks run at once."""
+        info = self._client.scheduler_info(n_workers=-1)["workers"]
+        return max(1, sum(w["nthreads"] for w in info.values()))
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        """Schedule ``fn(*args, **kwargs)`` on the cluster; return a concurrent future."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to a DaskExecutor after shutdown")
+        outer: cf.Future = cf.Future()
+        task = args[0] if _is_task(args, kwargs) else None
+        if task is not None:
+            name = f"lossutils-grade-{task['student']}-{task['assignment']}-{task['notebook']}"
+            inner = self._client.submit(
+                run_packed, fn, pack_task(task), key=f"{name}-{uuid.uuid4().hex}"
+            )
+        else:
+            inner = self._client.submit(fn, *args, pure=False, **kwargs)
+        with self._lock:
+            self._pending[inner] = outer
+        inner.add_done_callback(lambda done: self._hand_over(done, outer, task))
+        return outer
+
+    def _hand_over(self, inner, outer: cf.Future, task: dict | None) -> None:
+        """Runs in Dask's callback thread: move the outcome to ``outer``, release ``inner``."""
+        with self._lock:
+            self._pending.pop(inner, None)
+        try:
+            if not outer.done():  # a future cancelled by shutdown wants no outcome
+                outer.set_result(self._outcome(inner, task))
+        except Exception as exc:  # the coordinator must see every failure, never a hang
+            if not outer.done():
+                outer.set_exception(exc)
+        finally:
+            inner.release()
+
+    def _outcome(self, inner, task: dict | None):
+        from distributed import KilledWorker
+
+        if inner.status == "finished":
+            return inner.result()
+        if inner.status == "cancelled":
+            raise ClusterError(
+                f"the Dask scheduler at {self._address} dropped the task {inner.key} "
+                "(scheduler restarted or connection lost); the grades persisted so far "
+                "are kept: run the same command again to grade the rest"
+            )
+        error = inner.exception()
+        if isinstance(error, KilledWorker) and task is not None:
+            from .run import _failure_result
+
+            return _failure_result(
+                task,
+                f"the Dask worker grading this submission died {error.allowed_failures + 1} "
+                f"times (last {error.last_worker.address})",
+            )
+        raise ClusterError(
+            f"a Dask worker of {self._address} failed to run {inner.key}: "
+            f"{type(error).__name__}: {error} (does every worker have "
+            "`pip install 'lossutils[course]'` and the same versions as this machine?)"
+        ) from error
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks, optionally cancel or wait for those in flight, close the client.
+
+        Safe to call more than once.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = dict(self._pending)
+        if cancel_futures:
+            for outer in pending.values():
+                outer.cancel()
+            self._client.cancel(list(pending))
+        elif wait:
+            cf.wait(list(pending.values()))
+        self._client.close()
+
+
+def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
+    """Connect to the Dask scheduler at ``address`` and check that its workers can grade.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address, e.g. ``tcp://10.0.0.5:8786``.
+    timeout : float
+        Seconds to wait for the scheduler.
+
+    Returns
+    -------
+    DaskExecutor
+        Ready for :func:`lossutils.grading.run.grade`'s tasks; every worker connected now has
+        imported nbgrader and lossutils once (workers that join later do so on their first
+        task).
+
+    Raises
+    ------
+    ClusterError
+        ``distributed`` is not installed, the scheduler cannot be reached within ``timeout``,
+        or a worker cannot import the grader.
+    """
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError(
+            f"--scheduler needs Dask's `distributed` package, which is not installed: "
+            f"{INSTALL_HINT}"
+        ) from None
+    try:
+        client = distributed.Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, ValueError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {exc}"
+        ) from None
+    try:
+        client.run(_prepare_worker)
+    except Exception as exc:  # whatever a worker raised: an import or version problem
+        client.close()
+        raise ClusterError(
+            f"a worker of the Dask scheduler at {address} cannot run the grader "
+            f"({type(exc).__name__}: {exc}); every worker needs "
+            "`pip install 'lossutils[course]'` (and bubblewrap for the sandbox)"
+        ) from None
+    return DaskExecutor(client, address)
