@@ -130,15 +130,21 @@ def test_strip_magics(source, expected):
 
 def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_ones(books):
     nb = books.submission({"softmax": "def softmax(x):\n    return x\n"})
-    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": "helper = 1\n"})
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source":
+                        "helper = 1\ntrain_for_an_hour()\nimport math\n"
+                        "def twice(x):\n    return 2 * x\n"})
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": "plot(results)\n"})
     # A forged copy of a locked cell and a duplicate of a solution id are ignored.
     nb["cells"].append(_cell("setup", "import os\nos._exit(3)"))
     nb["cells"].append(_cell("softmax", "def softmax(x):\n    return 2 * x", solution=True))
     prelude, cells = code_to_verify(nb, books.full)
     assert prelude == ["import numpy as np"]
     labels = [label for label, _ in cells]
+    added = f"cell {len(nb['cells']) - 4}"
     assert labels == ["one_hot", "softmax", "log_softmax", "cross_entropy",
-                      "cross_entropy_grad", f"cell {len(nb['cells']) - 3}"]
+                      "cross_entropy_grad", added]
+    # Only the definitions of a cell the student added run; a cell without any is left out.
+    assert dict(cells)[added] == "helper = 1\nimport math\ndef twice(x):\n    return 2 * x"
     # Only the master's solution ids count: the trimmed master has two.
     assert [label for label, _ in code_to_verify(nb, books.master)[1]][:2] == [
         "softmax", "cross_entropy"]

@@ -255,9 +255,10 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
     """The prelude (the master's imports) and the student's cells to run, in order.
 
     The student's cells are the solution cells whose grade id is one of the master's
-    solution cells (the first of duplicates), and code cells the student added without
-    nbgrader metadata (helpers). The master's locked cells are never taken from the student's
-    notebook, and no locked cell runs as a whole: the prelude holds only those imports,
+    solution cells (the first of duplicates), and the definitions (functions, classes,
+    imports, constants) of code cells the student added without nbgrader metadata. The
+    master's locked cells are never taken from the student's notebook, and no locked cell
+    runs as a whole: the prelude holds only those imports,
     function and class definitions and constant assignments of the master's locked code
     cells that the student's cells use, directly or through each other (imports of
     ``lossutils``, IPython and plotting libraries excepted).
@@ -303,6 +304,13 @@ def code_to_verify(student, master) -> tuple[list[str], list[tuple[str, str]]]:
             label = f"cell {index}"
         source = _source(cell)
         cleaned = strip_magics(source) if source is not None else None
+        if cleaned is not None and not meta:
+            # A cell the student added: its definitions may serve the answers, its other
+            # statements (a long experiment, a plot) only cost time here.
+            kept = [node for node in ast.parse(cleaned).body
+                    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+                                  | ast.Import | ast.ImportFrom) or _bound_names(node)]
+            cleaned = "\n".join(ast.unparse(node) for node in kept) if kept else None
         if cleaned is not None:
             cells.append((label, cleaned))
     # Only what the student's code uses, directly or through a given helper: importing
