@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--max-mb", type=_positive, default=20, help="largest notebook read, in MB (default: 20)"
     )
+    grade.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="grade without the bubblewrap sandbox: student code runs with your rights, "
+        "network and files (only inside a throw-away container; see SECURITY.md)",
+    )
 
     check = sub.add_parser("check", help="self-check one notebook as the grader would")
     check.add_argument("notebook")
@@ -129,6 +135,12 @@ def _summary(summary: dict, stream) -> None:
 def _grade(args) -> int:
     from .grading.run import grade
 
+    if args.unsandboxed:
+        sys.stderr.write(
+            "WARNING: grading WITHOUT the sandbox (--unsandboxed): every submission runs with "
+            "your rights, your network and read access to solutions/ and the gradebook.\n"
+        )
+
     summary = grade(
         args.submissions,
         args.out,
@@ -140,6 +152,7 @@ def _grade(args) -> int:
         seed=args.seed,
         regrade=args.regrade,
         max_bytes=args.max_mb * 1_000_000,
+        sandbox=not args.unsandboxed,
     )
     _summary(summary, sys.stdout)
     return summary["exit_code"]
@@ -204,6 +217,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from .grading.discover import UsageError
     from .grading.masters import MasterMismatch
+    from .grading.sandbox import SandboxUnavailable
 
     try:
         if args.command == "grade":
@@ -219,7 +233,7 @@ def main(argv=None) -> int:
             timeout=args.timeout,
             workers=args.workers,
         )
-    except (UsageError, MasterMismatch) as exc:
+    except (UsageError, MasterMismatch, SandboxUnavailable) as exc:
         sys.stderr.write(f"lossutils {args.command}: error: {exc}\n")
         return 2
     except KeyboardInterrupt:

@@ -78,6 +78,7 @@ def run_demo(
     """
     from .run import grade
     from .samples import generate_samples
+    from .sandbox import sandbox_available
 
     stream = stream or sys.stdout
     if not list_masters(source):
@@ -90,6 +91,14 @@ def run_demo(
     manifest = generate_samples(source, submitted, assignments)
     with open(os.path.join(out, "demo-manifest.json"), "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1)
+    sandbox = sandbox_available()
+    if not sandbox:
+        # The samples are generated here from the masters, not written by students: grading
+        # them unsandboxed is safe, but say so, since real submissions would be refused.
+        sys.stderr.write(
+            "note: bubblewrap is not available, so the demo grades its own samples without the "
+            "sandbox; `lossutils grade` refuses real submissions here unless --unsandboxed.\n"
+        )
     summary = grade(
         submitted,
         out,
@@ -97,6 +106,7 @@ def run_demo(
         workers=workers,
         timeout=timeout,
         seed=20240101,
+        sandbox=sandbox,
         progress=progress,
     )
     rows = compare(manifest, summary["results"])

@@ -23,6 +23,7 @@ import time
 
 from .discover import UsageError, find_submissions
 from .masters import COURSE_ID, list_masters, load_master
+from .sandbox import require_sandbox
 from .state import State
 
 __all__ = ["FAILURES", "Progress", "grade"]
@@ -36,6 +37,7 @@ FAILURES = (
     "wrong-format",
     "kernel-died",
     "timeout",
+    "verification-failed",
     "grader-error",
 )
 
@@ -243,6 +245,7 @@ def grade(
     regrade=(),
     max_bytes: int = 20_000_000,
     max_output_chars: int = 20_000,
+    sandbox: bool = True,
     progress=sys.stderr,
 ) -> dict:
     """Grade a folder of submissions into ``out``; see ``docs/grading.md``.
@@ -270,6 +273,9 @@ def grade(
         Students to grade again even if nothing changed.
     max_bytes, max_output_chars : int
         Largest notebook file read; longest text kept per output.
+    sandbox : bool
+        Run student code (kernels and verification) in the bubblewrap sandbox. False only
+        for ``--unsandboxed`` grading inside a throw-away container (see SECURITY.md).
     progress : bool or file
         Where the progress bar goes: ``True`` for ``sys.stderr``, a file, or ``False``/``None``
         for nowhere.
@@ -286,12 +292,16 @@ def grade(
     ------
     UsageError
         Bad folders or arguments; nothing was graded.
+    SandboxUnavailable
+        ``sandbox`` is true but bubblewrap cannot run here; nothing was graded.
     """
     from nbgrader.api import Gradebook
 
     from .report import write_outputs
 
     progress = sys.stderr if progress is True else progress or None
+    if sandbox:
+        require_sandbox()
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     lock = _lock(out)
@@ -348,6 +358,7 @@ def grade(
                     "max_output_chars": max_output_chars,
                     "feedback": True,
                     "keep_notebook": True,
+                    "sandbox": sandbox,
                 }
                 pending.append((task, key, entry["timestamp"]))
         started = time.time()
@@ -367,6 +378,7 @@ def grade(
             "finished": time.time(),
             "seed": seed,
             "timeout": timeout,
+            "sandboxed": sandbox,
             "graded_this_run": graded,
             "reused": len(entries) - len(pending),
             "interrupted": interrupted,

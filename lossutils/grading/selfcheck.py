@@ -69,6 +69,7 @@ def self_check(
     UsageError
         If the notebook does not exist or its assignment cannot be found.
     """
+    from .sandbox import sandbox_available
     from .worker import grade_submission
 
     if not os.path.isfile(notebook):
@@ -90,6 +91,8 @@ def self_check(
         "max_output_chars": 20_000,
         "feedback": False,
         "keep_notebook": False,
+        # A student checking their own notebook on their own machine: sandbox when possible.
+        "sandbox": sandbox_available(),
     }
     result = grade_submission(task)
     result["against"] = "master" if root == roots[0] else "release"

@@ -24,6 +24,8 @@ import tempfile
 import time
 from types import SimpleNamespace
 
+from .verify import PROBLEM_CODES as VERIFY_CODES
+
 __all__ = ["PROBLEM_CODES", "grade_submission", "parse_diagnosis"]
 
 #: Reasons a submission can score zero (or lose points) for something other than a wrong
@@ -35,7 +37,10 @@ PROBLEM_CODES = {
     "kernel-died": "the Python kernel died while running the notebook",
     "timeout": "a cell ran longer than the per-cell time limit",
     "grader-error": "the grader itself failed on this submission (a bug: please report it)",
+    "tampering-suspected": VERIFY_CODES["tampering-suspected"],
+    "verification-failed": VERIFY_CODES["verification-failed"],
     "test-cell-restored": "a test cell was deleted or edited and has been restored from the master",
+    "review-suggested": VERIFY_CODES["review-suggested"],
 }
 
 _DIAGNOSIS = re.compile(r"\[check: ([^;\]]+); diagnosis: ([^\]]+)\]")
@@ -308,9 +313,16 @@ def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict
             super().on_cell_executed(**kwargs)
             done.add(kwargs["cell_index"])
 
-    # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown
+    from .sandbox import sandbox_kernel_manager
+
+    # The kernel runs in the sandbox (no network, no repository, limits; see SECURITY.md);
+    # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown.
     executor = _Tracking(
-        timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate"
+        timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate",
+        kernel_manager_class=sandbox_kernel_manager(
+            seed=task["seed"], env={"NBGRADER_EXECUTION": "autograde"},
+            sandbox=task.get("sandbox", True),
+        ),
     )
     resources = dict(resources, metadata={"path": workdir})
     try:
@@ -518,6 +530,17 @@ def grade_submission(task: dict) -> dict:
             nb, _ = LimitOutput().preprocess(nb, {})
             _clip_outputs(nb, task["max_output_chars"])
         records = _score_cells(nb, master, done, bool(executed))
+        if executed:
+            from .verify import apply_verification
+
+            # The final score of every checked exercise is the one verified outside the
+            # student's kernel; disagreement is flagged as suspected tampering.
+            folded = apply_verification(
+                {"cells": records, "problems": problems}, nb, master["cells"],
+                seed=task["seed"], sandbox=task.get("sandbox", True),
+                call_timeout=task["timeout"],
+            )
+            result["scan"] = folded["scan"]
     except Exception as exc:  # a grader bug must cost one submission, never the batch
         problems.append(_problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
         records = _score_cells(None, master, set(), False)
