@@ -266,6 +266,17 @@ def test_a_wrong_answer_keeps_the_checkers_diagnosis(books):
     assert done["test_cross_entropy"].passed
 
 
+@pytest.mark.grading
+@needs_sandbox
+def test_an_endless_cell_costs_only_its_own_exercise(books):
+    # As in the kernel: the looping cell is interrupted at the time limit, and the cells after
+    # it still load, so the honest neighbour keeps its points.
+    looping = "while True:\n    pass\n\ndef softmax(logits):\n    return logits\n"
+    done = _verify(books.submission({"softmax": looping}), books.master)
+    assert not done["test_softmax"].passed
+    assert done["test_cross_entropy"].passed
+
+
 def _code_attacks(tmp_path_factory):
     base = tmp_path_factory.mktemp("redteam")
     other = base / "other.ipynb"

@@ -176,10 +176,19 @@ def _build(node):
 # --------------------------------------------------------------------------- the runner
 
 
+class CellTimeout(BaseException):
+    """A solution cell ran past its time limit while being loaded."""
+
+
+def _cell_timed_out(signum, frame):
+    raise CellTimeout("the cell ran past its time limit and was interrupted")
+
+
 def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised through verify.py
     import io
     import json
     import os
+    import signal
     import sys
     import types
 
@@ -238,11 +247,17 @@ def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised throug
                     pass
             cells = []
             for label, source in request["cells"]:
+                # Like the kernel's per-cell timeout: a cell that runs too long is interrupted
+                # and the next one still runs (``while True: pass`` costs only its own cell).
+                signal.signal(signal.SIGALRM, _cell_timed_out)
+                signal.setitimer(signal.ITIMER_REAL, request.get("cell_timeout", 0))
                 try:
                     exec(compile(source, f"<cell {label}>", "exec"), namespace)
                     cells.append(None)
                 except BaseException as exc:  # SystemExit, KeyboardInterrupt: the student's
                     cells.append(short(exc))
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
             status = {}
             for name in request["names"]:
                 fn = namespace.get(name)

@@ -720,8 +720,12 @@ def verify_submission(
 
 
 def _load(runner: _Runner, prelude, cells, names) -> dict:
+    # each cell may take up to one call's time, as in the kernel; the load as a whole waits
+    # for all of them
     reply = runner.request({"op": "load", "core": _core_source(), "prelude": prelude,
-                            "cells": cells, "names": names}, runner.call_timeout * 3)
+                            "cells": cells, "names": names,
+                            "cell_timeout": runner.call_timeout},
+                           runner.call_timeout * (len(cells) + 3))
     if reply.get("op") != "loaded" or type(reply.get("names")) is not dict \
             or type(reply.get("cells")) is not list:
         runner._die("protocol")
