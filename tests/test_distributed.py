@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -110,6 +111,33 @@ def test_unreachable_scheduler_is_a_clear_error():
         connect(address, timeout=1)
 
 
+def test_cli_reports_an_unreachable_scheduler(tmp_path, capsys):
+    from lossutils.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "submitted").mkdir()
+    code = main(
+        [
+            "grade",
+            str(tmp_path / "submitted"),
+            "--out",
+            str(tmp_path / "out"),
+            "--source",
+            str(SOURCE),
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+        ]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        f"lossutils grade: error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} "
+        "within 10 s: "
+    )
+    assert not (tmp_path / "out" / "gradebook.db").exists()  # nothing was graded
+
+
 @pytest.mark.grading
 def test_grading_without_the_flag_imports_nothing_of_dask(tmp_path):
     submitted = tmp_path / "submitted" / "ada" / ASSIGNMENT
@@ -144,7 +172,7 @@ def cluster():
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
         )
     try:
         yield local
@@ -162,13 +190,18 @@ def samples(tmp_path_factory):
     return folder, {m["student"]: (m["score"], m["status"]) for m in manifest}
 
 
-def _grade(submitted, out, scheduler=None, monkeypatch=None):
-    from lossutils.grading import run
+def _grade(submitted, out, scheduler=None):
+    from lossutils.grading.run import grade
 
-    if scheduler is not None:
-        monkeypatch.setattr(run, "_new_pool", lambda workers: connect(scheduler))
-    return run.grade(
-        str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5, seed=11, progress=None
+    return grade(
+        str(submitted),
+        str(out),
+        source=str(SOURCE),
+        workers=2,
+        scheduler=scheduler,
+        timeout=5,
+        seed=11,
+        progress=None,
     )
 
 
@@ -185,10 +218,10 @@ def _csv(out: Path) -> list[dict]:
 
 
 @pytest.mark.grading
-def test_cluster_grades_equal_local_grades(cluster, samples, tmp_path, monkeypatch):
+def test_cluster_grades_equal_local_grades(cluster, samples, tmp_path):
     folder, expected = samples
     local = _grade(folder, tmp_path / "local")
-    remote = _grade(folder, tmp_path / "dask", cluster.scheduler_address, monkeypatch)
+    remote = _grade(folder, tmp_path / "dask", cluster.scheduler_address)
     assert {s: g[:2] for s, g in _grades(remote).items()} == expected
     assert _grades(remote) == _grades(local)
     assert _csv(tmp_path / "dask") == _csv(tmp_path / "local")
@@ -219,7 +252,7 @@ def _slow_copy(folder: Path, submitted: Path, seconds: int) -> None:
 
 
 @pytest.mark.grading
-def test_a_worker_killed_mid_run_loses_no_grade(cluster, samples, tmp_path, monkeypatch):
+def test_a_worker_killed_mid_run_loses_no_grade(cluster, samples, tmp_path):
     import shutil
 
     from distributed import Client
@@ -250,7 +283,7 @@ def test_a_worker_killed_mid_run_loses_no_grade(cluster, samples, tmp_path, monk
     killer = threading.Thread(target=kill_the_slow_task_worker)
     killer.start()
     try:
-        summary = _grade(submitted, tmp_path / "out", cluster.scheduler_address, monkeypatch)
+        summary = _grade(submitted, tmp_path / "out", cluster.scheduler_address)
     finally:
         killer.join()
         watcher.close()
@@ -289,3 +322,25 @@ def test_a_task_that_kills_every_worker_ends_as_a_failure(cluster, tmp_path):
     assert problem["detail"].startswith(
         f"the Dask worker grading this submission died {ALLOWED_FAILURES + 1} times (last tcp://"
     )
+
+
+@pytest.mark.grading
+def test_a_worker_without_the_sandbox_is_refused(monkeypatch):
+    from distributed import LocalCluster
+
+    from lossutils.grading import sandbox
+
+    def unavailable():
+        raise sandbox.SandboxUnavailable("no bwrap on this worker")
+
+    monkeypatch.setattr(sandbox, "require_sandbox", unavailable)
+    # a worker thread in this process, so that it sees the patched sandbox probe
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as local:
+        [worker] = local.scheduler_info["workers"]
+        with pytest.raises(
+            ClusterError,
+            match=rf"^Dask worker {re.escape(worker)}: the grading sandbox is not available: "
+            "no bwrap on this worker",
+        ):
+            connect(local.scheduler_address)
+        connect(local.scheduler_address, sandboxed=False).shutdown()

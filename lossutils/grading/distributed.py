@@ -129,8 +129,8 @@ def _is_task(args: tuple, kwargs: dict) -> bool:
     )
 
 
-def _prepare_worker() -> dict:
-    """Run on every worker at connection: the heavy imports once, and proof they work."""
+def _prepare_worker(sandboxed: bool) -> dict:
+    """Run on every worker at connection: the heavy imports once, and proof the grader works."""
     import nbclient
     import nbformat  # noqa: F401
     import nbgrader
@@ -139,13 +139,21 @@ def _prepare_worker() -> dict:
     import lossutils
 
     from .feedback import _exporter
+    from .sandbox import SandboxUnavailable, require_sandbox
 
     _exporter()
-    return {
+    info = {
         "lossutils": lossutils.__version__,
         "nbgrader": nbgrader.__version__,
         "nbclient": nbclient.__version__,
+        "sandbox": None,
     }
+    if sandboxed:
+        try:
+            require_sandbox()
+        except SandboxUnavailable as exc:  # as data: the message must reach the coordinator
+            info["sandbox"] = str(exc)
+    return info
 
 
 class DaskExecutor(cf.Executor):
@@ -262,7 +270,7 @@ class DaskExecutor(cf.Executor):
         self._client.close()
 
 
-def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
+def connect(address: str, *, timeout: float = 10.0, sandboxed: bool = True) -> DaskExecutor:
     """Connect to the Dask scheduler at ``address`` and check that its workers can grade.
 
     Parameters
@@ -271,6 +279,8 @@ def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
         The scheduler's address, e.g. ``tcp://10.0.0.5:8786``.
     timeout : float
         Seconds to wait for the scheduler.
+    sandboxed : bool
+        Check that every worker connected now can run the grading sandbox (bubblewrap).
 
     Returns
     -------
@@ -283,7 +293,8 @@ def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
     ------
     ClusterError
         ``distributed`` is not installed, the scheduler cannot be reached within ``timeout``,
-        or a worker cannot import the grader.
+        a worker cannot import the grader, or (``sandboxed``) a worker cannot run the
+        sandbox.
     """
     try:
         import distributed
@@ -299,7 +310,7 @@ def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {exc}"
         ) from None
     try:
-        client.run(_prepare_worker)
+        infos = client.run(_prepare_worker, sandboxed)
     except Exception as exc:  # whatever a worker raised: an import or version problem
         client.close()
         raise ClusterError(
@@ -307,4 +318,8 @@ def connect(address: str, *, timeout: float = 10.0) -> DaskExecutor:
             f"({type(exc).__name__}: {exc}); every worker needs "
             "`pip install 'lossutils[course]'` (and bubblewrap for the sandbox)"
         ) from None
+    for worker, info in sorted(infos.items()):
+        if info["sandbox"] is not None:
+            client.close()
+            raise ClusterError(f"Dask worker {worker}: {info['sandbox']}")
     return DaskExecutor(client, address)
