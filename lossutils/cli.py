@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, default=None, help="worker processes (default: one per core)"
     )
     grade.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the grading on the workers of this Dask scheduler (tcp://host:8786; needs "
+        "lossutils[dask]; see docs/distributed.md)",
+    )
+    grade.add_argument(
         "--assignment",
         help="grade only this assignment (needed for a flat folder when it cannot be inferred)",
     )
@@ -147,6 +153,7 @@ def _grade(args) -> int:
         source=args.source,
         assignment=args.assignment,
         workers=args.workers,
+        scheduler=args.scheduler,
         timeout=args.timeout,
         db=args.db,
         seed=args.seed,

@@ -239,6 +239,7 @@ def grade(
     source: str = "solutions",
     assignment: str | None = None,
     workers: int | None = None,
+    scheduler: str | None = None,
     timeout: int = 60,
     db: str | None = None,
     seed: int | None = None,
@@ -261,7 +262,11 @@ def grade(
     assignment : str, optional
         Grade only this assignment (needed for an ambiguous flat folder).
     workers : int, optional
-        Worker processes; default one per core.
+        Worker processes; default one per core. With ``scheduler``: tasks in flight are
+        twice this, default the cluster's worker threads at the start.
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``): run the tasks on its workers
+        instead of local processes (see ``docs/distributed.md``).
     timeout : int
         Seconds each cell may run.
     db : str, optional
@@ -300,16 +305,26 @@ def grade(
     from .report import write_outputs
 
     progress = sys.stderr if progress is True else progress or None
-    if sandbox:
+    if sandbox and scheduler is None:  # a cluster's workers are checked by connect()
         require_sandbox()
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     lock = _lock(out)
-    workers = workers or os.cpu_count() or 1
-    # workers start (and import nbgrader) while this process prepares the masters
-    pool = _new_pool(workers)
-    for _ in range(workers):
-        pool.submit(_warm_up)
+    if scheduler is None:
+        workers = workers or os.cpu_count() or 1
+        # workers start (and import nbgrader) while this process prepares the masters
+        pool = _new_pool(workers)
+        for _ in range(workers):
+            pool.submit(_warm_up)
+    else:
+        from .distributed import connect
+
+        try:
+            pool = connect(scheduler, sandboxed=sandbox)
+        except BaseException:
+            lock.close()
+            raise
+        workers = workers or pool.workers
     try:
         masters = list_masters(source)
         if not masters:
