@@ -491,3 +491,19 @@ def test_non_positive_scale():
 def test_ragged_input():
     with pytest.raises(ValueError, match=r"^pred could not be converted to a numeric array"):
         R.mse_loss([[1.0], [1.0, 2.0]], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_large_inputs_reduce_block_by_block_to_the_float64_value(dtype, reduction):
+    # More than three blocks plus a remainder, in a non-contiguous (transposed) layout: the
+    # blocked reduction must give the exactly-rounded float64 value, in the input's dtype.
+    rng = np.random.default_rng(3)
+    pred = rng.normal(size=(317, 331)).astype(dtype).T
+    target = rng.normal(size=(317, 331)).astype(dtype).T
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    for loss, terms in ((R.mse_loss, diff**2), (R.l1_loss, np.abs(diff))):
+        expected = terms.mean() if reduction == "mean" else terms.sum()
+        got = loss(pred, target, reduction=reduction)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float32 else 1e-13)
