@@ -28,7 +28,7 @@ from lossutils.grading.masters import load_master
 from lossutils.grading.report import student_rows
 from lossutils.grading.run import Progress
 from lossutils.grading.state import State
-from lossutils.grading.worker import grade_submission, parse_diagnosis
+from lossutils.grading.worker import grade_submission, make_task, parse_diagnosis
 
 SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 ASSIGNMENT = "00-fixture"
@@ -73,26 +73,11 @@ def _master() -> dict:
 
 
 def _task(path, **overrides) -> dict:
-    master = _master()
-    task = {
-        "student": "s",
-        "assignment": ASSIGNMENT,
-        "notebook": ASSIGNMENT,
-        "path": None if path is None else str(path),
-        "master": {
-            "hash": master["hash"],
-            "files": master["files"],
-            **master["notebooks"][ASSIGNMENT],
-        },
-        "timeout": 5,
-        "seed": 1,
-        "max_bytes": 10**7,
-        "max_output_chars": 10**4,
-        "feedback": False,
-        "keep_notebook": False,
-    }
-    task.update(overrides)
-    return task
+    options = {"student": "s", "assignment": ASSIGNMENT, "notebook": ASSIGNMENT, "timeout": 5,
+               "seed": 1, "max_bytes": 10**7, "max_output_chars": 10**4, "feedback": False,
+               "keep_notebook": False}
+    return make_task(path=None if path is None else str(path), master=_master(),
+                     **{**options, **overrides})
 
 
 def _write_samples(folder: Path) -> None:

@@ -303,6 +303,7 @@ def grade(
     from nbgrader.api import Gradebook
 
     from .report import write_outputs
+    from .worker import make_task
 
     progress = sys.stderr if progress is True else progress or None
     if sandbox and scheduler is None:  # a cluster's workers are checked by connect()
@@ -357,24 +358,18 @@ def grade(
                 entry["student"] in regrade
                 or state.key(entry["student"], entry["assignment"], entry["notebook"]) != key
             ):
-                task = {
-                    "student": entry["student"],
-                    "assignment": entry["assignment"],
-                    "notebook": entry["notebook"],
-                    "path": entry["path"],
-                    "master": {
-                        "hash": master["hash"],
-                        "files": master["files"],
-                        **master["notebooks"][entry["notebook"]],
-                    },
-                    "timeout": timeout,
-                    "seed": seed,
-                    "max_bytes": max_bytes,
-                    "max_output_chars": max_output_chars,
-                    "feedback": True,
-                    "keep_notebook": True,
-                    "sandbox": sandbox,
-                }
+                task = make_task(
+                    student=entry["student"],
+                    assignment=entry["assignment"],
+                    notebook=entry["notebook"],
+                    path=entry["path"],
+                    master=master,
+                    timeout=timeout,
+                    seed=seed,
+                    max_bytes=max_bytes,
+                    max_output_chars=max_output_chars,
+                    sandbox=sandbox,
+                )
                 pending.append((task, key, entry["timestamp"]))
         started = time.time()
         interrupted = False

@@ -70,30 +70,28 @@ def self_check(
         If the notebook does not exist or its assignment cannot be found.
     """
     from .sandbox import sandbox_available
-    from .worker import grade_submission
+    from .worker import grade_submission, make_task
 
     if not os.path.isfile(notebook):
         raise UsageError(f"{notebook} does not exist")
     roots = [os.path.join(course_root, "solutions"), os.path.join(course_root, "course")]
     root, assignment = _pick_assignment(notebook, roots, assignment)
     master = load_master(assignment, root)
-    name = master["notebooks"].get(os.path.splitext(os.path.basename(notebook))[0])
-    name = name or next(iter(master["notebooks"].values()))
-    task = {
-        "student": "self-check",
-        "assignment": assignment,
-        "notebook": os.path.splitext(os.path.basename(notebook))[0],
-        "path": notebook,
-        "master": {"hash": master["hash"], "files": master["files"], **name},
-        "timeout": timeout,
-        "seed": secrets.randbelow(2**31) if seed is None else seed,
-        "max_bytes": 20_000_000,
-        "max_output_chars": 20_000,
-        "feedback": False,
-        "keep_notebook": False,
+    stem = os.path.splitext(os.path.basename(notebook))[0]
+    task = make_task(
+        student="self-check",
+        assignment=assignment,
+        notebook=stem,
+        path=notebook,
+        master=master,
+        master_notebook=stem if stem in master["notebooks"] else next(iter(master["notebooks"])),
+        timeout=timeout,
+        seed=secrets.randbelow(2**31) if seed is None else seed,
+        feedback=False,
+        keep_notebook=False,
         # A student checking their own notebook on their own machine: sandbox when possible.
-        "sandbox": sandbox_available(),
-    }
+        sandbox=sandbox_available(),
+    )
     result = grade_submission(task)
     result["against"] = "master" if root == roots[0] else "release"
     return result

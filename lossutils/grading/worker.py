@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 from .verify import PROBLEM_CODES as VERIFY_CODES
 
-__all__ = ["PROBLEM_CODES", "grade_submission", "parse_diagnosis"]
+__all__ = ["PROBLEM_CODES", "grade_submission", "make_task", "parse_diagnosis"]
 
 #: Reasons a submission can score zero (or lose points) for something other than a wrong
 #: answer, in order of precedence. ``test-cell-restored`` is a flag, not a failure.
@@ -442,6 +442,48 @@ def _feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) ->
                 if out.output_type == "error":
                     out.traceback = [f"{out.ename}: {out.evalue}"]
     return render_feedback(nb, task, records, problems)
+
+
+def make_task(
+    *,
+    student: str,
+    assignment: str,
+    notebook: str,
+    path: str | None,
+    master: dict,
+    timeout: int,
+    seed: int,
+    max_bytes: int = 20_000_000,
+    max_output_chars: int = 20_000,
+    feedback: bool = True,
+    keep_notebook: bool = True,
+    sandbox: bool = True,
+    master_notebook: str | None = None,
+) -> dict:
+    """The plain-data task :func:`grade_submission` takes, for one submitted notebook.
+
+    ``master`` is what :func:`lossutils.grading.masters.load_master` returns; the task carries
+    the part of it for ``master_notebook`` (default: the notebook of the same name). ``path``
+    is None for a missing notebook.
+    """
+    return {
+        "student": student,
+        "assignment": assignment,
+        "notebook": notebook,
+        "path": path,
+        "master": {
+            "hash": master["hash"],
+            "files": master["files"],
+            **master["notebooks"][master_notebook or notebook],
+        },
+        "timeout": timeout,
+        "seed": seed,
+        "max_bytes": max_bytes,
+        "max_output_chars": max_output_chars,
+        "feedback": feedback,
+        "keep_notebook": keep_notebook,
+        "sandbox": sandbox,
+    }
 
 
 def grade_submission(task: dict) -> dict:
