@@ -216,12 +216,27 @@ def test_file_size_limit(tmp_path):
 # --------------------------------------------------------------------------- a kernel
 
 
+needs_zygote = pytest.mark.skipif(not sandbox.zygote_supported(),
+                                  reason="kernels are forked from a zygote only by a root grader")
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = sandbox.KernelZygote(Limits(memory_bytes=2**30, max_processes=32),
+                             preload=["numpy", "lossutils.checks"])
+    yield z
+    z.close()
+
+
 @pytest.mark.grading
 @needs_sandbox
-def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
+@pytest.mark.parametrize("mode", ["started", pytest.param("forked", marks=needs_zygote)])
+def test_notebook_kernel_runs_in_the_sandbox(tmp_path, mode, request):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
+    zygote = request.getfixturevalue("zygote") if mode == "forked" else None
+    workdir = Path(zygote.new_slot(0)) if zygote else tmp_path
     cells = [
         "import os, socket, time\nprint(os.environ['LOSSUTILS_GRADING_SEED'])",
         "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n"
@@ -244,10 +259,10 @@ def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     km_class = sandbox_kernel_manager(seed=77, limits=Limits(memory_bytes=2**30,
-                                                             max_processes=32))
+                                                             max_processes=32), zygote=zygote)
     client = NotebookClient(nb, timeout=8, interrupt_on_timeout=True, allow_errors=True,
                             kernel_name="python3", kernel_manager_class=km_class,
-                            resources={"metadata": {"path": str(tmp_path)}})
+                            resources={"metadata": {"path": str(workdir)}})
     client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import errno
 
@@ -263,3 +278,82 @@ def test_notebook_kernel_runs_in_the_sandbox(tmp_path):
     assert text(5) == "fork BlockingIOError"
     assert text(6) == "memory"
     assert text(7) == "True"
+
+
+_PLANT = """\
+import ctypes, os, sys, time
+import numpy
+libc = ctypes.CDLL(None, use_errno=True)
+open('/tmp/planted', 'w').write('secret')
+shm = libc.shmget(4242, 4096, 0o1666)  # IPC_CREAT | 0666
+numpy.planted = 'secret'
+os.environ['PLANTED'] = 'secret'
+if os.fork() == 0:  # a daemon that outlives the kernel, if nothing kills it
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(600)
+    os._exit(0)
+time.sleep(0.2)
+print(os.getuid(), shm >= 0)
+"""
+
+_LOOK = """\
+import ctypes, os
+import numpy
+libc = ctypes.CDLL(None, use_errno=True)
+caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]
+others = [p for p in os.listdir('/proc') if p.isdigit() and os.stat(f'/proc/{p}').st_uid
+          not in (0, os.getuid())]
+try:
+    slots = os.listdir(os.path.dirname(os.getcwd()))
+except OSError as exc:
+    slots = exc.errno
+print(os.getuid(), caps, os.listdir('/tmp'), libc.shmget(4242, 0, 0) >= 0,
+      hasattr(numpy, 'planted'), 'PLANTED' in os.environ, len(others), slots)
+"""
+
+
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_forked_kernels_share_nothing(zygote):
+    """What one forked kernel leaves behind (files, shared memory, a daemon, module state)
+    is gone before the zygote forks the next one."""
+    import errno
+
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    def run(code):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(code)]
+        client = NotebookClient(nb, timeout=20, allow_errors=True, kernel_name="python3",
+                                kernel_manager_class=sandbox_kernel_manager(zygote=zygote),
+                                resources={"metadata": {"path": zygote.new_slot(0)}})
+        client.execute()
+        return "".join(o.get("text", "") for o in nb.cells[0].outputs).split()
+
+    planter_uid, created = run(_PLANT)
+    assert created == "True"
+    assert sandbox._user_processes(int(planter_uid)) == []  # the daemon died with its kernel
+    uid, caps, tmp, shm, module, env, others, slots = run(_LOOK)
+    assert uid != planter_uid
+    assert int(uid) >= 1_000_000_000
+    assert caps == "0000000000000000"
+    assert tmp == "['ipython']"  # IPython's own folder of this kernel; nothing planted
+    assert (shm, module, env) == ("False", "False", "False")
+    assert others == "0"
+    assert slots == str(errno.EACCES)  # other kernels' folders cannot even be listed
+
+
+@needs_sandbox
+@needs_zygote
+def test_zygote_refuses_folders_outside_its_slots(zygote, tmp_path):
+    with pytest.raises(sandbox.ZygoteError, match="is not under the zygote's folder"):
+        zygote.fork(2_000_000_001, str(tmp_path), ["-f", "x.json"], {})
+
+
+def test_kill_user_refuses_root_and_the_unset_uid():
+    for uid in (0, -1):
+        with pytest.raises(ValueError, match=f"refusing to kill every process of uid {uid}"):
+            sandbox.kill_user(uid)

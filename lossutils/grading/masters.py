@@ -160,6 +160,50 @@ def _read_cells(
     return {"kernelspec": kernelspec, "cells": cells}
 
 
+def preload_modules(nb: dict) -> list[str]:
+    """The modules a notebook imports at the top level of its code cells, in order.
+
+    The grader's kernel zygote imports them once per worker instead of once per submission
+    (:class:`lossutils.grading.sandbox.KernelZygote`). Relative imports, ``__future__`` and
+    cells that do not parse (magics) are skipped; a notebook that uses pyplot also gets the
+    inline backend ipykernel selects.
+
+    Parameters
+    ----------
+    nb : dict
+        A notebook as JSON (the master).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> cell = {"cell_type": "code", "source": "import numpy as np\nfrom lossutils import checks"}
+    >>> preload_modules({"cells": [cell]})
+    ['numpy', 'lossutils']
+    """
+    import ast
+
+    found: list[str] = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module != "__future__":
+                    found.append(node.module)
+    return list(dict.fromkeys(found))
+
+
 def load_master(assignment: str, source: str, db_url: str | None = None) -> dict:
     """Derive the grader's view of one assignment from its master folder.
 
@@ -212,6 +256,7 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
             with open(os.path.join(folder, name + ".ipynb"), encoding="utf-8") as fh:
                 master_nb = json.load(fh)
             notebooks[name] = _read_cells(target, assignment, name, release_nb, master_nb)
+            notebooks[name]["preload"] = preload_modules(master_nb)
         if not fresh:
             for name, info in notebooks.items():
                 stored = _read_cells(

@@ -27,7 +27,9 @@ Where bubblewrap cannot run (not installed, or user namespaces forbidden),
 
 from __future__ import annotations
 
+import atexit
 import functools
+import json
 import os
 import secrets
 import selectors
@@ -42,18 +44,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "KernelZygote",
     "Limits",
     "SandboxUnavailable",
     "SandboxedKernelManager",
     "SandboxedRun",
+    "ZygoteError",
+    "close_zygotes",
     "exit_signal",
+    "kernel_zygote",
     "kill_strays",
     "kill_tree",
+    "kill_user",
     "require_sandbox",
     "run_sandboxed",
     "sandbox_argv",
     "sandbox_available",
     "sandbox_kernel_manager",
+    "zygote_supported",
 ]
 
 SEED_ENV = "LOSSUTILS_GRADING_SEED"
@@ -72,7 +80,7 @@ for res, value in ((resource.RLIMIT_AS, aspace), (resource.RLIMIT_DATA, aspace),
                    (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(res, (value, value))
 # SIGXCPU at the soft limit says why; SIGKILL at the hard one if it is ignored.
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2) if cpu >= 0 else (cpu, cpu))
 if uid >= 0:
     os.setgroups([])
     os.setgid(uid)
@@ -294,12 +302,15 @@ def sandbox_argv(
                  uid=uid).argv
 
 
-def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_binds, uid):
+def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_binds, uid,
+          zygote=False):
     bwrap = shutil.which("bwrap") or "bwrap"
     if uid is None:
-        uid = _sandbox_uid()
+        uid = -1 if zygote else _sandbox_uid()
     nproc = limits.max_processes
-    if uid < 0:
+    if zygote:
+        pass  # root: RLIMIT_NPROC does not apply; each kernel sets its own for its user
+    elif uid < 0:
         # Without a uid of its own the limit counts every process of the grader's user.
         nproc += _count_user_processes(os.getuid())
     ro = ["/usr", "/etc", *python_paths(), *ro_binds]
@@ -319,8 +330,11 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
         # Installed inside site-packages: cover it with an empty read-only folder.
         args += ["--perms", "0555", "--tmpfs", lossutils_path(), "--remount-ro",
                  lossutils_path()]
-    if uid >= 0:
+    if uid >= 0 or zygote:
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    if zygote:
+        # to give each forked kernel its own mount and IPC namespace (see _zygote.py)
+        args += ["--cap-add", "CAP_SYS_ADMIN"]
     home = "/tmp"
     environment = {
         "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
@@ -353,8 +367,11 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
     for path in (workdir, *rw_binds):
         prepare_workdir(path, uid)
     nofile = limits.open_files
+    # The zygote lives as long as its worker: no CPU limit (-1, RLIM_INFINITY); each kernel
+    # it forks sets its own.
+    cpu = -1 if zygote else int(limits.cpu_seconds)
     args += [sys.executable, "-I", "-S", "-c", _SHIM, str(uid), str(int(limits.memory_bytes)),
-             str(int(limits.cpu_seconds)), str(int(nproc)), str(int(limits.file_size_bytes)),
+             str(cpu), str(int(nproc)), str(int(limits.file_size_bytes)),
              str(int(nofile)), *argv]
     return _Plan(args, uid)
 
@@ -581,6 +598,226 @@ def _communicate(proc, stdin: bytes, limits: Limits):
     return bytes(chunks[out_fd]), bytes(chunks[err_fd]), truncated, timed_out
 
 
+# --------------------------------------------------------------------------- kernel zygote
+
+
+class ZygoteError(RuntimeError):
+    """The kernel zygote could not start or fork a kernel."""
+
+
+def _user_processes(uid: int) -> list[int]:
+    """Pids of the live (not zombie) processes owned by ``uid``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended while we looked
+            continue
+        if stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_user(uid: int, patience: float = 5.0) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; False if some survived ``patience``.
+
+    A process forking while it is killed can leave a child behind for one round; the loop goes
+    on until a scan finds nothing (``RLIMIT_NPROC`` bounds how many there can be).
+    """
+    if uid <= 0:
+        raise ValueError(f"refusing to kill every process of uid {uid}")
+    deadline = time.monotonic() + patience
+    while True:
+        pids = _user_processes(uid)
+        if not pids:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
+def _slots_base() -> str:
+    for base in (os.environ.get("LOSSUTILS_SLOTS_DIR"), "/var/tmp", "/var/cache"):
+        if base and os.path.isdir(base) and not _under(os.path.realpath(base), ["/tmp"]):
+            return base
+    raise ZygoteError("no folder outside /tmp for the kernels' work folders; set "
+                      "LOSSUTILS_SLOTS_DIR to one")
+
+
+def zygote_supported() -> bool:
+    """Whether kernels can be forked from a zygote here: sandboxed grading as root."""
+    return os.geteuid() == 0 and os.environ.get("LOSSUTILS_NO_ZYGOTE", "") in ("", "0")
+
+
+class KernelZygote:
+    """A sandboxed process that forks one fresh, isolated kernel per submission.
+
+    Starting a kernel costs a Python start-up, ipykernel's imports and then the notebook's own
+    imports (matplotlib, sympy, ...): about two seconds for the course's notebooks, more than
+    many of their cells. The zygote (:mod:`lossutils.grading._zygote`) pays that once per
+    worker: it imports ipykernel and the ``preload`` modules in the sandbox, then forks a
+    kernel per submission. Each kernel gets its own session, mount namespace (a private
+    ``/tmp``), IPC namespace, resource limits and fresh user id before it runs anything, and
+    every process of that user id is killed by :meth:`release` before the next kernel is
+    forked, so nothing passes from one submission to the next. The kernels share the zygote's
+    sandbox: no network, the same read-only system, and one writable folder per kernel under
+    :attr:`slots` (mode 0700, owned by that kernel's user).
+
+    Only for a root grader (the fresh user ids need it); see :func:`zygote_supported`.
+
+    Parameters
+    ----------
+    limits : Limits
+        Limits of each kernel (the zygote gets the same memory and file limits).
+    preload : sequence of str
+        Modules to import once (names that fail to import are skipped).
+    """
+
+    def __init__(self, limits: Limits = Limits(), preload: Sequence[str] = ()):
+        if os.geteuid() != 0:
+            raise ZygoteError("the kernel zygote needs a root grader (fresh user ids)")
+        self.limits = limits
+        self.preload = tuple(preload)
+        # not under /tmp: each kernel mounts a private /tmp over the zygote's
+        self.slots = tempfile.mkdtemp(prefix="lossutils-slots-", dir=_slots_base())
+        os.chmod(self.slots, 0o711)
+        self._home = tempfile.mkdtemp(prefix="zygote-", dir=self.slots)
+        self.users: set[int] = set()
+        plan = _plan([sys.executable, "-m", "lossutils.grading._zygote", *self.preload],
+                     workdir=self._home, limits=limits, seed=None, env=None,
+                     with_lossutils=True, ro_binds=(), rw_binds=[self.slots], uid=None,
+                     zygote=True)
+        self.process = subprocess.Popen(plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            hello = self._request({"op": "ping"})
+            self.preloaded = hello["preloaded"]
+            if hello["threads"] != 1:
+                raise ZygoteError(f"the zygote runs {hello['threads']} threads after its "
+                                  "imports; forking it would be unsafe")
+            self._self_test()
+        except BaseException:
+            self.close()
+            raise
+
+    def alive(self) -> bool:
+        """Whether the zygote process is still running."""
+        return self.process.poll() is None
+
+    def _request(self, message: dict) -> dict:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except OSError as exc:
+            raise ZygoteError(f"the kernel zygote is gone ({exc})") from None
+        if not line:
+            raise ZygoteError(f"the kernel zygote died (exit status {self.process.wait()})")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise ZygoteError(f"the kernel zygote could not fork a kernel: {reply.get('error')}")
+        return reply
+
+    def _self_test(self) -> None:
+        """Fork once through every isolation step (without a kernel) before trusting it."""
+        uid = _sandbox_uid()
+        workdir = self.new_slot(uid)
+        try:
+            self._request(self._fork_message(uid, workdir, [], {}, dry=True))
+        finally:
+            self.release(uid)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def new_slot(self, uid: int) -> str:
+        """A fresh private folder under :attr:`slots` for the kernel of ``uid``."""
+        path = tempfile.mkdtemp(prefix="kernel-", dir=self.slots)
+        prepare_workdir(path, uid)
+        return path
+
+    def _fork_message(self, uid, workdir, kernel_args, env, dry=False) -> dict:
+        lim = self.limits
+        return {"op": "fork", "uid": uid, "workdir": workdir, "kernel_args": list(kernel_args),
+                "env": {k: str(v) for k, v in env.items()}, "dry": dry,
+                "tmp_bytes": int(lim.tmp_bytes),
+                "limits": [int(lim.memory_bytes), int(lim.cpu_seconds), int(lim.max_processes),
+                           int(lim.file_size_bytes), int(lim.open_files)]}
+
+    def fork(self, uid: int, workdir: str, kernel_args: Sequence[str],
+             env: Mapping[str, str]) -> int:
+        """Fork a kernel as ``uid`` in ``workdir`` (under :attr:`slots`); return its pid here.
+
+        Every earlier kernel's processes are killed first.
+        """
+        if not _under(os.path.realpath(workdir), [os.path.realpath(self.slots)]):
+            raise ZygoteError(f"{workdir} is not under the zygote's folder {self.slots}")
+        for old in list(self.users):
+            self.release(old)
+        self.users.add(uid)
+        self._request(self._fork_message(uid, workdir, kernel_args, env))
+        pids = _user_processes(uid)
+        if len(pids) != 1:
+            raise ZygoteError(f"expected one new kernel process of uid {uid}, found {len(pids)}")
+        return pids[0]
+
+    def release(self, uid: int) -> None:
+        """Kill every process of the kernel of ``uid``; raise if one survives."""
+        self.users.discard(uid)
+        if not kill_user(uid):
+            self.close()
+            raise ZygoteError(f"processes of uid {uid} survived SIGKILL; zygote stopped")
+
+    def close(self) -> None:
+        """Stop the zygote and every kernel it forked; remove its folders."""
+        for uid in list(self.users):
+            self.users.discard(uid)
+            kill_user(uid)
+        kill_tree(self.process)
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.slots, ignore_errors=True)
+
+
+_ZYGOTES: dict = {}
+atexit.register(lambda: close_zygotes())
+
+
+def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = ()) -> KernelZygote:
+    """This process's zygote for ``limits``, started (or restarted) when needed.
+
+    A zygote that does not preload every module of ``preload`` is replaced by one that
+    preloads the union, so a worker grading several assignments pays each import once.
+    """
+    key = limits
+    current = _ZYGOTES.get(key)
+    wanted = tuple(dict.fromkeys([*(current.preload if current else ()), *preload]))
+    if current is not None and current.alive() and set(preload) <= set(current.preload):
+        return current
+    if current is not None:
+        current.close()
+    _ZYGOTES[key] = zygote = KernelZygote(limits, wanted)
+    return zygote
+
+
+def close_zygotes() -> None:
+    """Stop this process's zygotes (at exit)."""
+    while _ZYGOTES:
+        _ZYGOTES.popitem()[1].close()
+
+
 # --------------------------------------------------------------------------- Jupyter kernels
 
 
@@ -626,30 +863,95 @@ class SandboxedKernelManager(metaclass=_LazyKernelManager):
     """
 
 
+class _ForkedKernel:
+    """The part of :class:`subprocess.Popen` jupyter_client uses, for a zygote's kernel."""
+
+    def __init__(self, pid: int, uid: int, zygote: KernelZygote):
+        self.pid, self.uid, self.zygote = pid, uid, zygote
+        self.returncode = None
+        self.stdin = self.stdout = self.stderr = None
+
+    def poll(self):
+        if self.returncode is None and self.pid not in _user_processes(self.uid):
+            self.returncode = -signal.SIGKILL  # the zygote reaped it: the status is not ours
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("kernel", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if signum == signal.SIGKILL:
+            self.kill()
+        elif self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.zygote.release(self.uid)
+
+
 def _make_kernel_manager_class():
     base = _kernel_manager_base()
+    from jupyter_client.provisioning import LocalProvisioner
+
+    class _ZygoteProvisioner(LocalProvisioner):
+        """Launch by asking the zygote to fork, instead of running the kernel command."""
+
+        async def launch_kernel(self, cmd, **kwargs):
+            km = self.parent
+            zygote, uid = km.sandbox_zygote, km._sandbox_uid
+            workdir = os.path.realpath(kwargs.get("cwd") or km._ipc_dir)
+            prepare_workdir(km._ipc_dir, uid)
+            if workdir != os.path.realpath(km._ipc_dir):
+                prepare_workdir(workdir, uid)
+            env = {k: str(v) for k, v in km.sandbox_env.items()}
+            if km.sandbox_seed is not None:
+                env[SEED_ENV] = str(int(km.sandbox_seed))
+            kernel_args = list(cmd[cmd.index("-f"):])
+            pid = zygote.fork(uid, workdir, kernel_args, env)
+            self.process = _ForkedKernel(pid, uid, zygote)
+            self.pid, self.pgid, self.cwd = pid, None, workdir
+            return self.connection_info
 
     class _Sandboxed(base):
         sandbox_limits: Limits = Limits()
         sandbox_seed: int | None = None
         sandbox_env: dict = {}  # noqa: RUF012 (read-only default, replaced per subclass)
         sandbox_enabled: bool = True
+        sandbox_zygote: KernelZygote | None = None
 
         def __init__(self, **kwargs):
-            self._ipc_dir = tempfile.mkdtemp(prefix="lossutils-kernel-")
+            parent = self.sandbox_zygote.slots if self.sandbox_zygote else None
+            self._ipc_dir = tempfile.mkdtemp(prefix="lossutils-kernel-", dir=parent)
             self._sandbox_uid = _sandbox_uid() if self.sandbox_enabled else -1
             kwargs.setdefault("transport", "ipc")
             kwargs.setdefault("connection_file", os.path.join(self._ipc_dir, "kernel.json"))
             kwargs.setdefault("ip", os.path.join(self._ipc_dir, "kernel"))
             super().__init__(**kwargs)
 
+        async def _async_pre_start_kernel(self, **kw):
+            if self.sandbox_zygote is not None and self.provisioner is None:
+                self.provisioner = _ZygoteProvisioner(
+                    kernel_id=self.kernel_id or kw.get("kernel_id") or secrets.token_hex(16),
+                    kernel_spec=self.kernel_spec, parent=self)
+            return await super()._async_pre_start_kernel(**kw)
+
         def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
             if not self.sandbox_enabled:
                 return cmd
-            # A signal from here reaches bwrap, not the kernel in its own session: interrupt
-            # over the control channel instead.
+            # A signal from here reaches bwrap (or the zygote), not the kernel in its own
+            # session: interrupt over the control channel instead.
             self.kernel_spec.interrupt_mode = "message"
+            if self.sandbox_zygote is not None:
+                return cmd  # the zygote forks the kernel; the command only carries arguments
             workdir = os.path.realpath((self._launch_args or {}).get("cwd") or self._ipc_dir)
             plan = _plan(cmd, workdir=workdir, limits=self.sandbox_limits,
                          seed=self.sandbox_seed, env=self.sandbox_env, with_lossutils=True,
@@ -666,6 +968,8 @@ def _make_kernel_manager_class():
         async def _async_cleanup_resources(self, restart=False):
             await super()._async_cleanup_resources(restart=restart)
             if not restart:
+                if self.sandbox_zygote is not None:
+                    self.sandbox_zygote.release(self._sandbox_uid)
                 shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     _Sandboxed.__name__ = _Sandboxed.__qualname__ = "SandboxedKernelManager"
@@ -679,6 +983,7 @@ def sandbox_kernel_manager(
     seed: int | None = None,
     env: Mapping[str, str] | None = None,
     sandbox: bool = True,
+    zygote: KernelZygote | None = None,
 ):
     """A kernel-manager class for nbclient whose kernels run in the sandbox.
 
@@ -694,6 +999,10 @@ def sandbox_kernel_manager(
     sandbox : bool, default True
         False keeps the Unix-socket transport but runs the kernel unsandboxed
         (``--unsandboxed`` grading only).
+    zygote : KernelZygote, optional
+        Fork each kernel from this zygote (its sandbox and limits) instead of starting a
+        sandbox and a Python per kernel; the working folder nbclient passes must then lie
+        under ``zygote.slots``.
 
     Returns
     -------
@@ -710,5 +1019,6 @@ def sandbox_kernel_manager(
     base = SandboxedKernelManager._build()
     return type("SandboxedKernelManager", (base,), {
         "sandbox_limits": limits, "sandbox_seed": seed, "sandbox_env": dict(env or {}),
-        "sandbox_enabled": sandbox, "__module__": __name__,
+        "sandbox_enabled": sandbox, "sandbox_zygote": zygote if sandbox else None,
+        "__module__": __name__,
     })

@@ -291,7 +291,29 @@ def _clip_outputs(nb, max_chars: int) -> None:
                     out.data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
 
 
-def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict) -> set[int]:
+_ZYGOTE_FAILED: list[str] = []
+
+
+def _zygote(task: dict):
+    """This worker's kernel zygote for the task, or None to start a sandbox per kernel.
+
+    Forking is used for sandboxed grading as root (see ``KernelZygote``); if the zygote
+    cannot start here, the worker says so once and starts every kernel the slow way, which
+    is exactly as isolated.
+    """
+    from .sandbox import ZygoteError, kernel_zygote, zygote_supported
+
+    if not task.get("sandbox", True) or not zygote_supported() or _ZYGOTE_FAILED:
+        return None
+    try:
+        return kernel_zygote(preload=task["master"].get("preload", ()))
+    except ZygoteError as exc:
+        _ZYGOTE_FAILED.append(str(exc))
+        return None
+
+
+def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
+             zygote=None) -> set[int]:
     """Run the notebook in a fresh kernel; return the indices of the cells that completed."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbgrader.preprocessors import Execute
@@ -321,7 +343,7 @@ def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict
         timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate",
         kernel_manager_class=sandbox_kernel_manager(
             seed=task["seed"], env={"NBGRADER_EXECUTION": "autograde"},
-            sandbox=task.get("sandbox", True),
+            sandbox=task.get("sandbox", True), zygote=zygote,
         ),
     )
     resources = dict(resources, metadata={"path": workdir})
@@ -558,13 +580,22 @@ def grade_submission(task: dict) -> dict:
                 )
                 nb = None
         if nb is not None:
-            with tempfile.TemporaryDirectory(prefix="lossutils-grade-") as workdir:
+            zygote = _zygote(task)
+            result["kernel"] = "forked" if zygote is not None else "started"
+            with tempfile.TemporaryDirectory(
+                prefix="lossutils-grade-", dir=zygote.slots if zygote else None
+            ) as workdir:
                 for rel, content in master.get("files", {}).items():
                     dest = os.path.join(workdir, rel)
                     os.makedirs(os.path.dirname(dest), exist_ok=True)
                     with open(dest, "wb") as fh:
                         fh.write(content)
-                done = _execute(nb, task, workdir, problems, resources)
+                try:
+                    done = _execute(nb, task, workdir, problems, resources, zygote)
+                finally:
+                    if zygote is not None:  # nothing of this kernel may outlive it
+                        for uid in list(zygote.users):
+                            zygote.release(uid)
             executed = True
             from nbgrader.preprocessors import LimitOutput
 

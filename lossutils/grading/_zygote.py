@@ -1,0 +1,196 @@
+"""The kernel zygote: one sandboxed process that forks a fresh Jupyter kernel per submission.
+
+Run by :class:`lossutils.grading.sandbox.KernelZygote` inside the bubblewrap sandbox, as the
+sandbox's root with exactly ``CAP_SETUID``, ``CAP_SETGID`` and ``CAP_SYS_ADMIN``. It imports
+ipykernel and the modules the masters import (numpy, matplotlib, lossutils, ...) once, then
+reads one JSON request per line on stdin and answers one JSON line on stdout. It never runs
+student code itself: every kernel is a fork of this clean state that, before it runs anything
+of the student's,
+
+1. starts a session of its own and closes every inherited descriptor (the request pipe
+   included), with stdin/stdout/stderr on ``/dev/null``;
+2. enters a mount and an IPC namespace of its own, with a fresh ``/tmp`` (tmpfs), so files,
+   System V shared memory and message queues die with it;
+3. sets the resource limits and becomes the request's fresh unprivileged user id, which drops
+   every capability (checked: the kernel refuses to run if any capability is left);
+4. re-seeds what was seeded at import time and starts ``IPKernelApp`` on the connection file.
+
+The grader kills every process of that user id after the submission and removes its folder,
+so nothing one student's kernel leaves behind exists when the next one is forked.
+
+Protocol (one line each)::
+
+    -> {"op": "ping"}                       <- {"ok": true, "preloaded": [...]}
+    -> {"op": "fork", "uid": U, "workdir": W, "kernel_args": [...], "env": {...},
+        "limits": [aspace, cpu, nproc, fsize, nofile], "tmp_bytes": T, "dry": false}
+    <- {"ok": true, "pid": <pid inside the sandbox>}   or   {"ok": false, "error": "..."}
+
+A ``dry`` fork goes through every isolation step and exits instead of starting the kernel: the
+grader's self-test before it trusts the zygote.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _private_mounts(tmp_bytes: int) -> None:
+    """A mount and IPC namespace of this process's own, with an empty /tmp."""
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    options = f"size={int(tmp_bytes)},mode=1777".encode()
+    _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options),
+           "mount tmpfs on /tmp")
+
+
+def _capabilities_left() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("CapEff:", "CapPrm:")) and int(line.split()[1], 16):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def _become_kernel(request: dict, ready_fd: int) -> None:
+    """In the forked child: isolate, drop privileges, then run the kernel (never returns)."""
+    status = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, ready_fd)
+        os.closerange(ready_fd + 1, 65536)
+        _private_mounts(request["tmp_bytes"])
+        aspace, cpu, nproc, fsize, nofile = (int(v) for v in request["limits"])
+        for res, value in ((resource.RLIMIT_AS, aspace), (resource.RLIMIT_DATA, aspace),
+                           (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_FSIZE, fsize),
+                           (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
+            resource.setrlimit(res, (value, value))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
+        os.chdir(request["workdir"])
+        uid = int(request["uid"])
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid or _capabilities_left():
+            raise OSError("the kernel kept privileges after the user switch")
+        os.environ.update(request["env"])
+        os.environ["PWD"] = request["workdir"]
+        # Seeded at import in the zygote: re-seed from the OS, as a fresh process would be.
+        if "numpy.random" in sys.modules:
+            sys.modules["numpy.random"].seed()
+        os.write(ready_fd, b"ok")
+        os.close(ready_fd)
+        if request.get("dry"):
+            os._exit(0)
+    except BaseException as exc:  # report why, then die: the grader sees a failed start
+        try:
+            os.write(ready_fd, f"{type(exc).__name__}: {exc}".encode()[:400])
+        finally:
+            os._exit(1)
+    try:
+        from ipykernel import kernelapp
+
+        sys.argv = ["ipykernel_launcher", *request["kernel_args"]]
+        kernelapp.launch_new_instance(argv=request["kernel_args"])
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def _fork(request: dict) -> dict:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _become_kernel(request, write_fd)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        answer = ready.read(512)
+    if answer != b"ok":
+        return {"ok": False, "error": answer.decode("utf-8", "replace") or "the kernel died"}
+    return {"ok": True, "pid": pid}
+
+
+def _reap(signum, frame) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+#: Modules that set themselves up for the IPython instance running when they are imported
+#: (widgets' comm targets, the inline backend's figure hooks): imported in the zygote they
+#: would miss the kernel's, so each kernel imports them itself.
+NOT_PRELOADED = ("IPython", "ipywidgets", "matplotlib_inline", "ipympl", "comm",
+                 "widgetsnbextension")
+
+
+#: What starting an ipykernel imports, so that each forked kernel finds it imported.
+KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger",
+                  "IPython.core.completerlib", "IPython.core.debugger",
+                  "IPython.extensions.storemagic", "sqlite3")
+
+
+def main() -> None:
+    """Import the preload list, then serve requests until stdin closes."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # as ipykernel_launcher does; IPython puts the cwd back per kernel
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    import importlib
+
+    preloaded = []
+    for name in [*KERNEL_MODULES, *sys.argv[1:]]:
+        if name not in KERNEL_MODULES and name.split(".")[0] in NOT_PRELOADED:
+            continue
+        try:
+            importlib.import_module(name)
+            preloaded.append(name)
+        except Exception:  # a master's local module or an optional one: the kernel imports it
+            pass
+    import threading
+
+    # fork() copies only the calling thread: a preloaded module that started a thread would
+    # leave every kernel with a half-copied one. The grader refuses such a zygote.
+    threads = threading.active_count()
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("op") == "fork":
+            try:
+                reply = _fork(request)
+            except OSError as exc:
+                reply = {"ok": False, "error": str(exc)}
+        else:
+            reply = {"ok": True, "preloaded": preloaded, "threads": threads}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
