@@ -7,21 +7,74 @@ way ``nbgrader generate_feedback`` does, but from the worker's scores instead of
 
 from __future__ import annotations
 
+import functools
 import html
 import os
+import re
 from functools import cache
 
 __all__ = ["render_feedback"]
+
+
+_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
+
+
+def _fast_html_exporter():
+    """nbconvert's HTMLExporter without its BeautifulSoup pass over the finished page.
+
+    That pass parses the whole page (half the rendering time of a notebook with figures) to
+    add ``alt`` text to images and ``tabindex`` to JupyterLab-template elements; the feedback
+    template is the classic one, so only the ``alt`` text applies, and a regular expression
+    adds it. Code highlighting is cached by source, since most cells are the same in every
+    submission. If nbconvert's internals differ from what this expects, the stock path runs.
+    """
+    from nbconvert.exporters import HTMLExporter, TemplateExporter
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+
+    class _CachedHighlight(Highlight2HTML):
+        """Pygments costs ~15 ms a cell; most cells are the same in every submission."""
+
+        @functools.lru_cache(maxsize=4096)  # noqa: B019 (one exporter per process)
+        def _cached(self, source, language):
+            return super().__call__(source, language)
+
+        def __call__(self, source, language=None, metadata=None):
+            if metadata:
+                return super().__call__(source, language, metadata)
+            return self._cached(source, language)
+
+    highlighters: dict = {}
+
+    class _Exporter(HTMLExporter):
+        def from_notebook_node(self, nb, resources=None, **kw):
+            try:
+                langinfo = nb.metadata.get("language_info", {})
+                lexer = langinfo.get("pygments_lexer", langinfo.get("name", None))
+                if lexer not in highlighters:
+                    highlighters[lexer] = _CachedHighlight(pygments_lexer=lexer, parent=self)
+                self.register_filter("highlight_code", self.filters.get(
+                    "highlight_code", highlighters[lexer]))
+                resources = self._init_resources(resources)
+                self.register_filter("filter_data_type", WidgetsDataTypeFilter(
+                    notebook_metadata=self._nb_metadata, parent=self, resources=resources))
+                body, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+            except (AttributeError, TypeError):  # another nbconvert: take its own route
+                return super().from_notebook_node(nb, resources, **kw)
+            alt = '<img alt="No description has been provided for this image"'
+            return _IMG_WITHOUT_ALT.sub(alt, body), resources
+
+    return _Exporter
 
 
 @cache
 def _exporter():
     """One HTML exporter per process: building it loads templates and takes most of a second."""
     import nbgrader
-    from nbconvert.exporters import HTMLExporter
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from traitlets.config import Config
 
+    HTMLExporter = _fast_html_exporter()
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
