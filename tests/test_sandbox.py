@@ -357,3 +357,31 @@ def test_kill_user_refuses_root_and_the_unset_uid():
     for uid in (0, -1):
         with pytest.raises(ValueError, match=f"refusing to kill every process of uid {uid}"):
             sandbox.kill_user(uid)
+
+
+@needs_sandbox
+@needs_zygote
+def test_each_thread_gets_its_own_zygote():
+    """A zygote serves one kernel at a time, so two threads (a Dask worker running two tasks)
+    must not share one; the same thread reuses its own."""
+    import threading
+
+    limits = Limits(memory_bytes=2**30)
+    try:
+        here = sandbox.kernel_zygote(limits, ["json"])
+        assert sandbox.kernel_zygote(limits, ["json"]) is here
+        there = []
+
+        def other_thread():
+            zygote = sandbox.kernel_zygote(limits)
+            there.append((zygote, zygote.alive()))
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        # (bwrap's --die-with-parent follows the starting thread: that zygote ends with it)
+        assert there[0][0] is not here
+        assert there[0][1]
+        assert here.alive()
+    finally:
+        sandbox.close_zygotes()

@@ -796,12 +796,18 @@ atexit.register(lambda: close_zygotes())
 
 
 def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = ()) -> KernelZygote:
-    """This process's zygote for ``limits``, started (or restarted) when needed.
+    """This thread's zygote for ``limits``, started (or restarted) when needed.
 
     A zygote that does not preload every module of ``preload`` is replaced by one that
-    preloads the union, so a worker grading several assignments pays each import once.
+    preloads the union, so a worker grading several assignments pays each import once. Each
+    thread gets its own (a Dask worker may run several tasks at once): a zygote serves one
+    kernel at a time and kills the previous kernel's processes before forking the next.
+    bubblewrap's ``--die-with-parent`` follows the thread that started it, so a zygote ends
+    with its thread.
     """
-    key = limits
+    import threading
+
+    key = (limits, threading.get_ident())
     current = _ZYGOTES.get(key)
     wanted = tuple(dict.fromkeys([*(current.preload if current else ()), *preload]))
     if current is not None and current.alive() and set(preload) <= set(current.preload):
