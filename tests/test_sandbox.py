@@ -385,3 +385,22 @@ def test_each_thread_gets_its_own_zygote():
         assert here.alive()
     finally:
         sandbox.close_zygotes()
+
+
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_a_forked_kernel_that_exits_is_reported_dead(zygote):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nos._exit(0)"),
+                nbformat.v4.new_code_cell("print('never')")]
+    client = NotebookClient(nb, timeout=20, allow_errors=True, kernel_name="python3",
+                            kernel_manager_class=sandbox_kernel_manager(zygote=zygote),
+                            resources={"metadata": {"path": zygote.new_slot(0)}})
+    with pytest.raises(DeadKernelError):
+        client.execute()
+    assert nb.cells[1].outputs == []

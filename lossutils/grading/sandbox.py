@@ -878,9 +878,19 @@ class _ForkedKernel:
         self.stdin = self.stdout = self.stderr = None
 
     def poll(self):
-        if self.returncode is None and self.pid not in _user_processes(self.uid):
+        if self.returncode is None and not self._running():
             self.returncode = -signal.SIGKILL  # the zygote reaped it: the status is not ours
         return self.returncode
+
+    def _running(self) -> bool:
+        try:
+            if os.stat(f"/proc/{self.pid}").st_uid != self.uid:
+                return False  # the pid was reused by someone else
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            return False
+        return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
     def wait(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
