@@ -179,7 +179,7 @@ def preload_modules(nb: dict) -> list[str]:
 
     Examples
     --------
-    >>> cell = {"cell_type": "code", "source": "import numpy as np\nfrom lossutils import checks"}
+    >>> cell = {"cell_type": "code", "source": "import numpy as np\\nfrom lossutils import checks"}
     >>> preload_modules({"cells": [cell]})
     ['numpy', 'lossutils']
     """
