@@ -404,3 +404,14 @@ def test_a_forked_kernel_that_exits_is_reported_dead(zygote):
     with pytest.raises(DeadKernelError):
         client.execute()
     assert nb.cells[1].outputs == []
+
+
+def test_no_zygote_when_python_lives_under_tmp(monkeypatch):
+    """Each forked kernel covers /tmp with its own: a checkout there takes the other path."""
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "python_paths", lambda: ["/usr/lib/python3", "/tmp/x/.venv"])
+    assert not sandbox.zygote_supported()
+    monkeypatch.setattr(sandbox, "python_paths", lambda: ["/usr/lib/python3"])
+    monkeypatch.setattr(sandbox, "lossutils_path", lambda: "/opt/lossutils")
+    monkeypatch.delenv("LOSSUTILS_NO_ZYGOTE", raising=False)
+    assert sandbox.zygote_supported()

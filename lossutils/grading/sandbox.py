@@ -655,8 +655,14 @@ def _slots_base() -> str:
 
 
 def zygote_supported() -> bool:
-    """Whether kernels can be forked from a zygote here: sandboxed grading as root."""
-    return os.geteuid() == 0 and os.environ.get("LOSSUTILS_NO_ZYGOTE", "") in ("", "0")
+    """Whether kernels can be forked from a zygote here: sandboxed grading as root.
+
+    Not when Python or ``lossutils`` is installed under ``/tmp`` (a checkout there): each
+    forked kernel covers ``/tmp`` with a private one, which would hide them.
+    """
+    if os.geteuid() != 0 or os.environ.get("LOSSUTILS_NO_ZYGOTE", "") not in ("", "0"):
+        return False
+    return not any(_under(p, ["/tmp"]) for p in [*python_paths(), lossutils_path()])
 
 
 class KernelZygote:
