@@ -11,7 +11,6 @@ import functools
 import html
 import os
 import re
-from functools import cache
 
 __all__ = ["render_feedback"]
 
@@ -67,7 +66,7 @@ def _fast_html_exporter():
     return _Exporter
 
 
-@cache
+@functools.cache
 def _exporter():
     """One HTML exporter per process: building it loads templates and takes most of a second."""
     import nbgrader

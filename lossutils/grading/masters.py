@@ -165,8 +165,7 @@ def preload_modules(nb: dict) -> list[str]:
 
     The grader's kernel zygote imports them once per worker instead of once per submission
     (:class:`lossutils.grading.sandbox.KernelZygote`). Relative imports, ``__future__`` and
-    cells that do not parse (magics) are skipped; a notebook that uses pyplot also gets the
-    inline backend ipykernel selects.
+    cells that do not parse (magics) are skipped.
 
     Parameters
     ----------

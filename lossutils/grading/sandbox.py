@@ -230,15 +230,28 @@ def _sandbox_uid() -> int:
     return 1_000_000_000 + secrets.randbelow(1_000_000_000)
 
 
-def _count_user_processes(uid: int) -> int:
-    count = 0
+def _processes_of(uid: int) -> dict[int, tuple[int, bytes]]:
+    """``{pid: (parent pid, state letter)}`` of every process owned by ``uid``, from /proc."""
+    found = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                count += entry.stat().st_uid == uid
-            except OSError:  # the process ended while we looked
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
                 continue
-    return count
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended while we looked
+            continue
+        # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+        state, parent = stat[stat.rindex(b")") + 2:].split()[:2]
+        found[int(entry.name)] = (int(parent), state)
+    return found
+
+
+def _user_processes(uid: int) -> list[int]:
+    """Pids of the live (not zombie) processes owned by ``uid``."""
+    return [pid for pid, (_, state) in _processes_of(uid).items() if state not in (b"Z", b"X")]
 
 
 @dataclass(frozen=True)
@@ -308,11 +321,9 @@ def _plan(argv, *, workdir, limits, seed, env, with_lossutils, ro_binds, rw_bind
     if uid is None:
         uid = -1 if zygote else _sandbox_uid()
     nproc = limits.max_processes
-    if zygote:
-        pass  # root: RLIMIT_NPROC does not apply; each kernel sets its own for its user
-    elif uid < 0:
+    if uid < 0 and not zygote:  # (the zygote is root, exempt; each kernel sets its own)
         # Without a uid of its own the limit counts every process of the grader's user.
-        nproc += _count_user_processes(os.getuid())
+        nproc += len(_processes_of(os.getuid()))
     ro = ["/usr", "/etc", *python_paths(), *ro_binds]
     if with_lossutils:
         ro.append(lossutils_path())
@@ -470,19 +481,7 @@ def kill_strays(uid: int) -> int:
     """
     if uid < 0:
         return 0
-    owned = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:  # the process ended while we looked
-            continue
-        # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-        owned[int(entry.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    owned = {pid: parent for pid, (parent, _) in _processes_of(uid).items()}
     killed = 0
     for pid, parent in owned.items():
         if parent in owned:
@@ -603,24 +602,6 @@ def _communicate(proc, stdin: bytes, limits: Limits):
 
 class ZygoteError(RuntimeError):
     """The kernel zygote could not start or fork a kernel."""
-
-
-def _user_processes(uid: int) -> list[int]:
-    """Pids of the live (not zombie) processes owned by ``uid``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:  # the process ended while we looked
-            continue
-        if stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X"):
-            found.append(int(entry.name))
-    return found
 
 
 def kill_user(uid: int, patience: float = 5.0) -> bool:
@@ -766,8 +747,7 @@ class KernelZygote:
         """
         if not _under(os.path.realpath(workdir), [os.path.realpath(self.slots)]):
             raise ZygoteError(f"{workdir} is not under the zygote's folder {self.slots}")
-        for old in list(self.users):
-            self.release(old)
+        self.release_all()
         self.users.add(uid)
         self._request(self._fork_message(uid, workdir, kernel_args, env))
         pids = _user_processes(uid)
@@ -781,6 +761,11 @@ class KernelZygote:
         if not kill_user(uid):
             self.close()
             raise ZygoteError(f"processes of uid {uid} survived SIGKILL; zygote stopped")
+
+    def release_all(self) -> None:
+        """:meth:`release` every kernel this zygote forked."""
+        for uid in list(self.users):
+            self.release(uid)
 
     def close(self) -> None:
         """Stop the zygote and every kernel it forked; remove its folders."""
@@ -815,9 +800,9 @@ def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = ()) -> Ker
 
     key = (limits, threading.get_ident())
     current = _ZYGOTES.get(key)
-    wanted = tuple(dict.fromkeys([*(current.preload if current else ()), *preload]))
     if current is not None and current.alive() and set(preload) <= set(current.preload):
         return current
+    wanted = tuple(dict.fromkeys([*(current.preload if current else ()), *preload]))
     if current is not None:
         current.close()
     _ZYGOTES[key] = zygote = KernelZygote(limits, wanted)
@@ -889,9 +874,10 @@ class _ForkedKernel:
         return self.returncode
 
     def _running(self) -> bool:
+        """Alive and still ours: the pid could be reused once the zygote reaped the kernel."""
         try:
             if os.stat(f"/proc/{self.pid}").st_uid != self.uid:
-                return False  # the pid was reused by someone else
+                return False
             with open(f"/proc/{self.pid}/stat", "rb") as fh:
                 stat = fh.read()
         except OSError:

@@ -298,8 +298,9 @@ def _zygote(task: dict):
     """This worker's kernel zygote for the task, or None to start a sandbox per kernel.
 
     Forking is used for sandboxed grading as root (see ``KernelZygote``); if the zygote
-    cannot start here, the worker says so once and starts every kernel the slow way, which
-    is exactly as isolated.
+    cannot start here, the worker keeps the reason in ``_ZYGOTE_FAILED`` and starts every
+    kernel in a sandbox of its own, which is exactly as isolated (results say ``"kernel":
+    "started"`` instead of ``"forked"``).
     """
     from .sandbox import ZygoteError, kernel_zygote, zygote_supported
 
@@ -594,8 +595,7 @@ def grade_submission(task: dict) -> dict:
                     done = _execute(nb, task, workdir, problems, resources, zygote)
                 finally:
                     if zygote is not None:  # nothing of this kernel may outlive it
-                        for uid in list(zygote.users):
-                            zygote.release(uid)
+                        zygote.release_all()
             executed = True
             from nbgrader.preprocessors import LimitOutput
 
