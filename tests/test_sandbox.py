@@ -415,3 +415,94 @@ def test_no_zygote_when_python_lives_under_tmp(monkeypatch):
     monkeypatch.setattr(sandbox, "lossutils_path", lambda: "/opt/lossutils")
     monkeypatch.delenv("LOSSUTILS_NO_ZYGOTE", raising=False)
     assert sandbox.zygote_supported()
+
+
+# --------------------------------------------------------------------------- kernel readiness
+
+
+class _Channel:
+    """A kernel channel replaying canned messages; empty means ``get_msg`` times out."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+        self.reads = 0
+
+    async def get_msg(self, timeout=None):
+        from queue import Empty
+
+        self.reads += 1
+        if not self.messages:
+            raise Empty
+        message = self.messages.pop(0)
+        return message(self.owner.sent[-1]) if callable(message) else message
+
+
+class _Client:
+    """What ``wait_until_ready`` uses of a kernel client."""
+
+    def __init__(self, shell, iopub, alive=True):
+        self.shell_channel, self.iopub_channel = _Channel(shell), _Channel(iopub)
+        self.shell_channel.owner = self.iopub_channel.owner = self
+        self.sent, self.handled, self.alive = [], [], alive
+
+    def kernel_info(self):
+        self.sent.append(f"request-{len(self.sent)}")
+        return self.sent[-1]
+
+    def _handle_kernel_info_reply(self, reply):
+        self.handled.append(reply)
+
+    async def _async_is_alive(self):
+        return self.alive
+
+
+def _reply(msg_id, msg_type="kernel_info_reply"):
+    return {"parent_header": {"msg_id": msg_id}, "msg_type": msg_type, "content": {}}
+
+
+def _wait(client, timeout=None):
+    import asyncio
+
+    asyncio.run(sandbox.wait_until_ready(client, timeout))
+
+
+def test_ready_on_the_reply_to_this_request_and_a_first_iopub_message():
+    welcome = _reply("", "iopub_welcome")
+    leftover = _reply("x", "status")
+    client = _Client(shell=[_reply("stale"), lambda sent: _reply(sent)],
+                     iopub=[welcome, leftover])
+    _wait(client)
+    assert client.sent == ["request-0"]
+    assert client.handled == [_reply("request-0")]  # not the stale reply to another request
+    # no draining: what else IOPub holds is left for nbclient, which filters by parent
+    assert client.iopub_channel.reads == 1
+    assert client.iopub_channel.messages == [leftover]
+
+
+def test_request_sent_again_while_iopub_is_not_connected():
+    client = _Client(shell=[lambda sent: _reply(sent), lambda sent: _reply(sent)],
+                     iopub=[])
+    client.iopub_channel.messages = []  # the first attempt sees nothing on IOPub
+    original = client.kernel_info
+
+    def kernel_info():
+        if client.sent:  # connected by the second request
+            client.iopub_channel.messages.append(_reply("", "iopub_welcome"))
+        return original()
+
+    client.kernel_info = kernel_info
+    _wait(client)
+    assert client.sent == ["request-0", "request-1"]
+    assert client.handled == [_reply("request-1")]
+
+
+def test_a_dead_kernel_is_reported_instead_of_waited_for():
+    client = _Client(shell=[], iopub=[], alive=False)
+    with pytest.raises(RuntimeError, match="Kernel died before replying to kernel_info"):
+        _wait(client)
+
+
+def test_a_silent_kernel_times_out():
+    client = _Client(shell=[], iopub=[])
+    with pytest.raises(RuntimeError, match="Kernel didn't respond in 0 seconds"):
+        _wait(client, timeout=0)
