@@ -171,6 +171,33 @@ def test_load_master_reads_points_and_hides_nothing():
     assert "hidden=True" not in test["release_source"]
 
 
+@pytest.mark.grading
+def test_gradebook_schema_version_read_in_process_matches_alembic(monkeypatch):
+    from lossutils.grading import masters
+
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert masters.alembic_head() == masters._stock_alembic_version()
+
+
+def test_head_revision_of_a_migration_folder(tmp_path):
+    from lossutils.grading.masters import head_revision
+
+    def migration(name, revision, down):
+        down = "None" if down is None else f"'{down}'"
+        (tmp_path / f"{name}.py").write_text(
+            f'"""{name}"""\nrevision = "{revision}"\ndown_revision = {down}\n'
+        )
+
+    migration("first", "aa01", None)
+    migration("second", "bb02", "aa01")
+    migration("third", "cc03", "bb02")
+    assert head_revision(str(tmp_path)) == "cc03"
+    migration("branch", "dd04", "bb02")  # two heads: not ours to choose
+    assert head_revision(str(tmp_path)) is None
+    (tmp_path / "branch.py").write_text("revision = compute()\n")  # unreadable: ask alembic
+    assert head_revision(str(tmp_path)) is None
+
+
 def test_find_submissions_layouts(tmp_path):
     masters = {"a1": ["a1"], "a2": ["a2"]}
     nested = tmp_path / "submitted"
