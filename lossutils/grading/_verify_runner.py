@@ -14,7 +14,7 @@ library. It therefore imports nothing but the standard library and numpy. The tr
    case (and per optimizer step): it calls the function with
    ``_core.call_safely`` and answers with the outcome, the arguments as the function left them,
    and the exception's type name and text, all plain data;
-3. ``{"op": "exit"}``.
+3. ``{"op": "exit"}`` (optional: the grader simply kills the process when it is done).
 
 Only JSON travels; the trusted side validates sizes and judges with the reference itself.
 The SymPy codec below is shared with the trusted side, which decodes with an allow list.
