@@ -104,26 +104,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(summary: dict, stream) -> None:
-    results = summary["results"]
     for note in summary["notes"]:
         stream.write(f"note: {note}\n")
-    statuses = collections.Counter(r["status"] for r in results)
+    # one pass over the results, which stream from the ledger (a class of any size)
+    statuses = collections.Counter()
+    per_assignment = {}  # id -> [notebooks, total score, autograded points, manual points]
+    for r in summary["results"]:
+        statuses[r["status"]] += 1
+        if r["assignment"] not in per_assignment:
+            auto = sum(c["max_score"] for c in r["cells"] if c["kind"] == "test")
+            per_assignment[r["assignment"]] = [0, 0.0, auto, r["max_score"] - auto]
+        totals = per_assignment[r["assignment"]]
+        totals[0] += 1
+        totals[1] += r["score"]
     stream.write(
-        f"\n{len(results)} notebooks: {summary['graded']} graded now, "
+        f"\n{sum(statuses.values())} notebooks: {summary['graded']} graded now, "
         f"{summary['reused']} unchanged since the last run (seed {summary['seed']})\n"
     )
     stream.write("  " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + "\n")
-    by_assignment = collections.defaultdict(list)
-    for r in results:
-        by_assignment[r["assignment"]].append(r)
-    for assignment, rs in sorted(by_assignment.items()):
-        mean = sum(r["score"] for r in rs) / len(rs)
-        auto = sum(c["max_score"] for c in rs[0]["cells"] if c["kind"] == "test")
-        manual = rs[0]["max_score"] - auto
+    for assignment, (count, score, auto, manual) in sorted(per_assignment.items()):
         by_hand = f" (+{manual:g} graded by hand)" if manual else ""
         stream.write(
-            f"  {assignment:<20} mean {mean:6.2f} / {auto:g} autograded{by_hand}, "
-            f"{len(rs)} notebooks\n"
+            f"  {assignment:<20} mean {score / count:6.2f} / {auto:g} autograded{by_hand}, "
+            f"{count} notebooks\n"
         )
     if summary["failed"]:
         stream.write("\nnot graded normally:\n")

@@ -256,6 +256,91 @@ def test_state_replaces_and_student_rows_sum():
     assert rows[1]["reason"] == "a1: cell 3 ran too long"
 
 
+def _ledger(path, n, students_per_row=1):
+    """A ledger of ``n`` synthetic results (10 cells each, every 7th with a problem)."""
+    from lossutils.grading.state import LedgerResults
+
+    state = State(str(path))
+    keys = set()
+    for i in range(n):
+        student = f"student-{i // students_per_row:05d}"
+        assignment = f"a{i % students_per_row}"
+        bad = i % 7 == 0
+        result = {
+            "student": student, "assignment": assignment, "notebook": assignment,
+            "score": 0.0 if bad else 9.0, "max_score": 10.0,
+            "status": "timeout" if bad else "ok",
+            "problems": [{"code": "timeout", "detail": f"cell {i} ran too long"}] if bad else [],
+            "cells": [{"grade_id": f"ex{c}", "kind": "test" if c < 9 else "manual",
+                       "score": 0.0 if bad else 1.0, "max_score": 1.0, "check": f"check{c}",
+                       "diagnosis": "sign-error" if c == 3 and i % 2 else None,
+                       "message": "x" * 200, "comment": None} for c in range(10)],
+        }
+        state.put(result, f"k{i}")
+        keys.add((student, assignment, assignment))
+    state.close()
+    return LedgerResults(str(path), keys)
+
+
+def test_ledger_results_stream_only_this_runs_submissions_in_order(tmp_path):
+    from lossutils.grading.state import LedgerResults
+
+    every = _ledger(tmp_path / "state.sqlite", 6, students_per_row=2)
+    assert len(every) == 6
+    some = LedgerResults(every.path, {("student-00002", "a1", "a1"), ("student-00000", "a0", "a0"),
+                                      ("nobody", "a0", "a0")})
+    assert [(r["student"], r["assignment"]) for r in some] == [("student-00000", "a0"),
+                                                              ("student-00002", "a1")]
+    assert len(some) == 2
+    assert list(some) == list(some)  # iterable again: each pass reads the ledger afresh
+
+
+def test_streamed_outputs_equal_the_outputs_of_a_list(tmp_path):
+    from lossutils.grading.report import write_outputs
+
+    streamed = _ledger(tmp_path / "state.sqlite", 30, students_per_row=3)
+    run = {"seed": 1, "timeout": 10}
+    masters = {"a0": {}, "a1": {}, "a2": {}}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "l").mkdir()
+    write_outputs(str(tmp_path / "s"), streamed, masters, run)
+    write_outputs(str(tmp_path / "l"), list(reversed(list(streamed))), masters, run)
+    for name in ("grades.csv", "results.json", "report.html"):
+        assert (tmp_path / "s" / name).read_text() == (tmp_path / "l" / name).read_text(), name
+    data = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert data["run"] == run
+    assert len(data["submissions"]) == 30
+    rows = list(csv.DictReader((tmp_path / "s" / "grades.csv").read_text().splitlines()))
+    assert len(rows) == 10
+    assert rows[0]["status"] == "timeout"  # student-00000's first notebook had the problem
+    report = (tmp_path / "s" / "report.html").read_text()
+    assert "10 students, 30 notebooks" in report
+    assert "cell 21 ran too long" in report
+
+
+def test_writing_the_outputs_of_a_class_takes_flat_memory(tmp_path):
+    import tracemalloc
+
+    from lossutils.grading.report import write_outputs
+
+    def peak(n):
+        results = _ledger(tmp_path / f"state-{n}.sqlite", n)
+        out = tmp_path / f"out-{n}"
+        out.mkdir()
+        tracemalloc.start()
+        try:
+            write_outputs(str(out), results, {"a0": {}}, {"seed": 1, "timeout": 10})
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one_result = len(json.dumps(next(iter(_ledger(tmp_path / "one.sqlite", 1)))))
+    peak(10)  # matplotlib's first figure fills caches once
+    small, large = peak(100), peak(2000)
+    # 1,900 more results may cost what 50 results held at once would, not more
+    assert large - small < 50 * one_result, (small, large, one_result)
+
+
 def test_progress_prints_deciles_when_not_a_terminal():
     import io
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import csv
 import html
+import itertools
 import json
 import os
 
@@ -39,12 +40,14 @@ def student_rows(results: list[dict], assignments: list[str]) -> list[dict]:
     >>> row["a1"], row["a2"], row["total"], row["status"]
     ('2', '', '2', 'ok')
     """
-    by_student = collections.defaultdict(list)
-    for result in results:
-        by_student[result["student"]].append(result)
-    rows = []
-    for student in sorted(by_student):
-        mine = by_student[student]
+    ordered = sorted(results, key=lambda r: r["student"])
+    return list(_rows(ordered, assignments))
+
+
+def _rows(results, assignments: list[str]):
+    """:func:`student_rows` for results ordered by student, one row at a time."""
+    for student, mine in itertools.groupby(results, key=lambda r: r["student"]):
+        mine = list(mine)  # one student's notebooks
         row = {"student": student}
         total = maximum = 0.0
         codes, reasons = [], []
@@ -68,11 +71,41 @@ def student_rows(results: list[dict], assignments: list[str]) -> list[dict]:
             status=",".join(codes) or "ok",
             reason="; ".join(reasons),
         )
-        rows.append(row)
-    return rows
+        yield row
 
 
-def _plots(out: str, results: list[dict]) -> dict[str, str]:
+class _Totals:
+    """What the report shows of the whole class, gathered in one pass over the results.
+
+    The results come ordered by student, so students are counted, not remembered.
+    """
+
+    def __init__(self):
+        self.notebooks = self.students = 0
+        self._last = None
+        self.statuses = collections.Counter()
+        # per exercise: how many submissions earned full, part or no points
+        self.per_exercise = collections.OrderedDict()
+        self.diagnoses = collections.Counter()
+
+    def add(self, r: dict) -> None:
+        self.notebooks += 1
+        if r["student"] != self._last:
+            self.students += 1
+            self._last = r["student"]
+        self.statuses[r["status"]] += 1
+        for cell in r["cells"]:
+            if cell["kind"] == "test":
+                bucket = self.per_exercise.setdefault(
+                    f"{r['assignment']}/{cell['grade_id']}", [0, 0, 0]
+                )
+                score = cell["score"] or 0.0
+                bucket[0 if score >= cell["max_score"] else 2 if score == 0 else 1] += 1
+            if cell["check"] is not None and cell["diagnosis"] not in (None, "none"):
+                self.diagnoses[(cell["check"], cell["diagnosis"])] += 1
+
+
+def _plots(out: str, totals: _Totals) -> dict[str, str]:
     """Draw the report's figures as PNG files; return their names relative to ``out``."""
     import matplotlib
 
@@ -81,15 +114,7 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
     from matplotlib.ticker import MaxNLocator
 
     made = {}
-    # score distribution per exercise: how many submissions earned full, part or no points
-    per_exercise = collections.OrderedDict()
-    for r in results:
-        for cell in r["cells"]:
-            if cell["kind"] != "test":
-                continue
-            bucket = per_exercise.setdefault(f"{r['assignment']}/{cell['grade_id']}", [0, 0, 0])
-            score = cell["score"] or 0.0
-            bucket[0 if score >= cell["max_score"] else 2 if score == 0 else 1] += 1
+    per_exercise = totals.per_exercise
     if per_exercise:
         names = list(per_exercise)
         counts = list(zip(*per_exercise.values(), strict=True))
@@ -112,9 +137,8 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
         fig.savefig(os.path.join(out, "report-exercises.png"), dpi=90)
         plt.close(fig)
         made["exercises"] = "report-exercises.png"
-    diagnoses = _diagnoses(results)
-    if diagnoses:
-        top = diagnoses.most_common(12)
+    if totals.diagnoses:
+        top = totals.diagnoses.most_common(12)
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(top) + 1.2))
         ax.barh([f"{c}: {d}" for (c, d), _ in top], [n for _, n in top], color="#5b6abf")
         ax.invert_yaxis()
@@ -128,98 +152,83 @@ def _plots(out: str, results: list[dict]) -> dict[str, str]:
     return made
 
 
-def _diagnoses(results: list[dict]) -> collections.Counter:
-    counter = collections.Counter()
-    for r in results:
-        for cell in r["cells"]:
-            if cell["check"] is not None and cell["diagnosis"] not in (None, "none"):
-                counter[(cell["check"], cell["diagnosis"])] += 1
-    return counter
+def _table(header: list[str], rows) -> str:
+    return "".join(_table_parts(header, rows))
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def _table_parts(header: list[str], rows):
+    """An HTML table, piece by piece, so a class-sized table is written as it is made."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    yield f"<table><thead><tr>{head}</tr></thead><tbody>"
+    for row in rows:
+        yield "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+    yield "</tbody></table>"
 
 
-def _report_html(
-    results: list[dict], rows: list[dict], assignments: list[str], plots: dict[str, str], run: dict
-) -> str:
-    parts = [
+def _report_html(results, assignments: list[str], totals: _Totals, plots: dict[str, str],
+                 run: dict):
+    """The report page, piece by piece; ``results`` is iterated twice."""
+    yield (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Grading report</title><style>"
         "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:.2em .5em;text-align:left}th{background:#eee}</style></head><body>",
-        "<h1>Grading report</h1>",
-        f"<p>{len(rows)} students, {len(results)} notebooks; seed "
-        f"<code>{run['seed']}</code>; per-cell time limit {run['timeout']} s.</p>",
-    ]
-    by_status = collections.Counter(r["status"] for r in results)
-    parts.append(_table(["status", "notebooks"], sorted(by_status.items())))
-    parts.append("<h2>Scores per exercise</h2>")
+        "padding:.2em .5em;text-align:left}th{background:#eee}</style></head><body>\n"
+    )
+    yield "<h1>Grading report</h1>\n"
+    yield (
+        f"<p>{totals.students} students, {totals.notebooks} notebooks; seed "
+        f"<code>{run['seed']}</code>; per-cell time limit {run['timeout']} s.</p>\n"
+    )
+    yield _table(["status", "notebooks"], sorted(totals.statuses.items())) + "\n"
+    yield "<h2>Scores per exercise</h2>\n"
     if "exercises" in plots:
-        parts.append(f"<img src='{plots['exercises']}' alt='score per exercise'>")
-    parts.append("<h2>Most frequent diagnoses</h2>")
-    diagnoses = _diagnoses(results)
+        yield f"<img src='{plots['exercises']}' alt='score per exercise'>\n"
+    yield "<h2>Most frequent diagnoses</h2>\n"
     if "diagnoses" in plots:
-        parts.append(f"<img src='{plots['diagnoses']}' alt='most frequent diagnoses'>")
-        parts.append(
-            _table(
-                ["check", "diagnosis", "submissions"],
-                [[c, d, n] for (c, d), n in diagnoses.most_common()],
-            )
-        )
+        yield f"<img src='{plots['diagnoses']}' alt='most frequent diagnoses'>\n"
+        yield _table(
+            ["check", "diagnosis", "submissions"],
+            [[c, d, n] for (c, d), n in totals.diagnoses.most_common()],
+        ) + "\n"
     else:
-        parts.append("<p>No check recognised a specific mistake.</p>")
-    parts.append("<h2>Zeros and losses that are not wrong answers</h2>")
-    problems = [
-        [
-            r["student"],
-            r["assignment"],
-            f"{r['score']:g} / {r['max_score']:g}",
-            p["code"],
-            p["detail"],
-        ]
+        yield "<p>No check recognised a specific mistake.</p>\n"
+    yield "<h2>Zeros and losses that are not wrong answers</h2>\n"
+    problems = (
+        [r["student"], r["assignment"], f"{r['score']:g} / {r['max_score']:g}", p["code"],
+         p["detail"]]
         for r in results
         for p in r["problems"]
-    ]
-    parts.append(
-        _table(["student", "assignment", "score", "reason", "detail"], problems)
-        if problems
-        else "<p>None: every submission ran to the end.</p>"
     )
-    parts.append("<h2>Grades</h2>")
-    parts.append(
-        _table(
-            ["student", *assignments, "total", "max", "status"],
-            [
-                [
-                    r["student"],
-                    *[r[a] for a in assignments],
-                    r["total"],
-                    r["max_total"],
-                    r["status"],
-                ]
-                for r in rows
-            ],
-        )
+    if sum(totals.statuses.values()) - totals.statuses.get("ok", 0):
+        yield from _table_parts(["student", "assignment", "score", "reason", "detail"], problems)
+        yield "\n"
+    else:
+        yield "<p>None: every submission ran to the end.</p>\n"
+    yield "<h2>Grades</h2>\n"
+    yield from _table_parts(
+        ["student", *assignments, "total", "max", "status"],
+        (
+            [r["student"], *[r[a] for a in assignments], r["total"], r["max_total"], r["status"]]
+            for r in _rows(results, assignments)
+        ),
     )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    yield "\n</body></html>"
 
 
-def write_outputs(out: str, results: list[dict], masters: dict, run: dict) -> dict[str, str]:
+def write_outputs(out: str, results, masters: dict, run: dict) -> dict[str, str]:
     """Write ``grades.csv``, ``results.json`` and ``report.html`` (with PNGs) into ``out``.
+
+    The results are streamed: read a few times over, never held all at once, so writing the
+    outputs of a class of any size takes about the memory of one submission's result.
 
     Parameters
     ----------
     out : str
         The output folder.
-    results : list of dict
-        Light results of every submission in this output folder.
+    results : iterable of dict
+        Light results of every submission in this output folder, iterable more than once
+        (a list, or the :class:`~lossutils.grading.state.LedgerResults` of a run, which come
+        ordered by student).
     masters : dict
         Assignment id to master info (for the column order).
     run : dict
@@ -230,22 +239,28 @@ def write_outputs(out: str, results: list[dict], masters: dict, run: dict) -> di
     dict
         Paths of ``grades_csv``, ``results_json`` and ``report_html``.
     """
+    if isinstance(results, list):
+        results = sorted(results, key=lambda r: (r["student"], r["assignment"], r["notebook"]))
     assignments = sorted(masters)
-    rows = student_rows(results, assignments)
     paths = {
         "grades_csv": os.path.join(out, "grades.csv"),
         "results_json": os.path.join(out, "results.json"),
         "report_html": os.path.join(out, "report.html"),
     }
+    totals = _Totals()
+    with open(paths["results_json"], "w", encoding="utf-8") as fh:
+        fh.write('{"run": ' + json.dumps(run, indent=1, sort_keys=True) + ',\n"submissions": [')
+        for i, result in enumerate(results):
+            totals.add(result)
+            fh.write((",\n" if i else "\n") + json.dumps(result, indent=1, sort_keys=True))
+        fh.write("\n]}\n")
     with open(paths["grades_csv"], "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(
             fh, ["student", *assignments, "total", "max_total", "status", "reason"]
         )
         writer.writeheader()
-        writer.writerows(rows)
-    with open(paths["results_json"], "w", encoding="utf-8") as fh:
-        json.dump({"run": run, "submissions": results}, fh, indent=1, sort_keys=True)
-    plots = _plots(out, results)
+        writer.writerows(_rows(results, assignments))
+    plots = _plots(out, totals)
     with open(paths["report_html"], "w", encoding="utf-8") as fh:
-        fh.write(_report_html(results, rows, assignments, plots, run))
+        fh.writelines(_report_html(results, assignments, totals, plots, run))
     return paths

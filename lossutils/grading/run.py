@@ -24,7 +24,7 @@ import time
 from .discover import UsageError, find_submissions
 from .masters import COURSE_ID, list_masters, load_master
 from .sandbox import require_sandbox
-from .state import State
+from .state import LedgerResults, State
 
 __all__ = ["FAILURES", "Progress", "grade"]
 
@@ -288,7 +288,9 @@ def grade(
     Returns
     -------
     dict
-        ``results`` (light results, every submission in ``out``), ``graded`` (number graded in
+        ``results`` (the light result of every submission found, as a
+        :class:`~lossutils.grading.state.LedgerResults`: iterating it streams them from the
+        ledger, in student order), ``graded`` (number graded in
         this run), ``reused``, ``failed`` (submissions with a status in :data:`FAILURES`),
         ``notes``, ``seed``, ``interrupted``, ``exit_code`` (0 all graded, 1 some failed,
         130 interrupted) and the output paths.
@@ -379,10 +381,11 @@ def grade(
             graded, interrupted = _drive(pending, workers, out, gb, state, progress, pool)
         finally:
             gb.close()
-        keys = {(e["student"], e["assignment"], e["notebook"]) for e in entries}
-        results = [
-            r for r in state.results() if (r["student"], r["assignment"], r["notebook"]) in keys
-        ]
+        # streamed from the ledger whenever they are read: memory stays flat for any class
+        results = LedgerResults(
+            os.path.join(out, "state.sqlite"),
+            {(e["student"], e["assignment"], e["notebook"]) for e in entries},
+        )
         run = {
             "started": started,
             "finished": time.time(),

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 
-__all__ = ["State"]
+__all__ = ["LedgerResults", "State"]
 
 
 class State:
@@ -87,3 +87,49 @@ class State:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+class LedgerResults:
+    """The results of some submissions, read from a ledger file each time they are iterated.
+
+    What ``grade`` returns and writes its outputs from: iterating streams the rows from SQLite
+    in (student, assignment, notebook) order, so a class of any size is never in memory at
+    once. Only the keys of the submissions to include are kept (a few dozen bytes each).
+
+    Parameters
+    ----------
+    path : str
+        The ledger (``state.sqlite``).
+    keys : set of tuple
+        ``(student, assignment, notebook)`` of the submissions to include.
+    """
+
+    def __init__(self, path: str, keys: set[tuple[str, str, str]]):
+        self.path = path
+        self.keys = frozenset(keys)
+
+    def __iter__(self):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT student, assignment, notebook, result FROM results "
+                "ORDER BY student, assignment, notebook"
+            )
+            for student, assignment, notebook, text in rows:
+                if (student, assignment, notebook) in self.keys:
+                    yield json.loads(text)
+        finally:
+            db.close()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._present())
+
+    def _present(self):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            for row in db.execute("SELECT student, assignment, notebook FROM results"):
+                if row in self.keys:
+                    yield row
+        finally:
+            db.close()
+
