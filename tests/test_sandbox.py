@@ -506,3 +506,58 @@ def test_a_silent_kernel_times_out():
     client = _Client(shell=[], iopub=[])
     with pytest.raises(RuntimeError, match="Kernel didn't respond in 0 seconds"):
         _wait(client, timeout=0)
+
+
+# --------------------------------------------------------------------------- verification zygote
+
+
+@pytest.fixture(scope="module")
+def bare_zygote():
+    z = sandbox.KernelZygote(Limits(memory_bytes=2**30, max_processes=16), preload=["numpy"],
+                             bare=True)
+    yield z
+    z.close()
+
+
+_SPAWNED = """
+import os, sys
+line = sys.stdin.readline().strip()
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+planted = os.path.exists("/tmp/planted")
+open("/tmp/planted", "w").close()
+sys.stdout.write(f"{os.getuid()} {caps} {planted} {'numpy' in sys.modules} {line}\\n")
+sys.stdout.flush()
+if line == "exit":
+    os._exit(5)
+sys.stdin.readline()  # wait to be killed
+"""
+
+
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_spawned_processes_talk_over_pipes_and_share_nothing(bare_zygote):
+    def spawn(line):
+        runner = bare_zygote.spawn(sandbox._sandbox_uid(), _SPAWNED)
+        runner.stdin.write(line.encode() + b"\n")
+        runner.stdin.flush()
+        os.set_blocking(runner.stdout.fileno(), True)
+        return runner, runner.stdout.readline().decode().split()
+
+    first, said = spawn("exit")
+    try:
+        assert said[1:] == ["0000000000000000", "False", "True", "exit"]
+        assert int(said[0]) >= 1_000_000_000
+        assert first.wait(timeout=10) == 5  # its own exit status, through the zygote
+    finally:
+        first.close()
+    second, said = spawn("stay")
+    try:
+        assert said[2] == "False"  # the first one's /tmp file is not in this one's /tmp
+        assert int(said[0]) != first.uid
+        assert second.poll() is None
+        second.kill()
+        assert second.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        second.close()
+    assert sandbox._user_processes(second.uid) == []

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lossutils.grading import _verify_runner as runner
-from lossutils.grading.sandbox import Limits, sandbox_available
+from lossutils.grading.sandbox import Limits, sandbox_available, zygote_supported
 from lossutils.grading.verify import (
     CheckCall,
     VerifiedScore,
@@ -41,6 +41,8 @@ _spec.loader.exec_module(attacks)
 
 needs_sandbox = pytest.mark.skipif(not sandbox_available(),
                                    reason="bubblewrap is not available on this machine")
+needs_zygote = pytest.mark.skipif(not zygote_supported(),
+                                  reason="forking needs a root grader outside /tmp")
 
 
 def _trimmed(nb: dict) -> dict:
@@ -288,16 +290,46 @@ def _code_attacks(tmp_path_factory):
                                       output_dir=str(base / "out"))
 
 
-@pytest.fixture(scope="module")
-def attack_results(books, tmp_path_factory):
-    """Every code attack verified once: name -> (attack, results, seconds)."""
+@pytest.fixture(scope="module", params=["started", pytest.param("forked", marks=needs_zygote)])
+def attack_results(books, tmp_path_factory, request):
+    """Every code attack verified once: name -> (attack, results, seconds).
+
+    Twice: with a verification process started per submission, and forked from the
+    verification zygote (where the grader runs as root).
+    """
+    from lossutils.grading import verify
+
     base, found = _code_attacks(tmp_path_factory)
     results = {}
-    for attack in found:
-        start = time.monotonic()
-        done = _verify(books.submission(attack.cells), books.master)
-        results[attack.name] = (attack, done, time.monotonic() - start)
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "started":
+            mp.setenv("LOSSUTILS_NO_ZYGOTE", "1")
+        for attack in found:
+            start = time.monotonic()
+            done = _verify(books.submission(attack.cells), books.master)
+            results[attack.name] = (attack, done, time.monotonic() - start)
+    if request.param == "forked":
+        assert verify._ZYGOTE_FAILED == []
     return base, results
+
+
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_verification_forks_from_a_zygote_that_never_imported_lossutils(books):
+    from lossutils.grading import sandbox
+
+    done = _verify(books.submission(), books.master)
+    assert all(score.passed for score in done.values())
+    [zygote] = [z for (_, _, bare), z in sandbox._ZYGOTES.items() if bare]
+    assert "numpy" in zygote.preloaded
+    assert not any(name.split(".")[0] == "lossutils" for name in zygote.preloaded)
+    probe = "import sys; sys.exit(7 if any(m.startswith('lossutils') for m in sys.modules) else 3)"
+    runner = zygote.spawn(sandbox._sandbox_uid(), probe)
+    try:
+        assert runner.wait(timeout=10) == 3  # nothing of lossutils in the forked process
+    finally:
+        runner.close()
 
 
 @pytest.mark.grading

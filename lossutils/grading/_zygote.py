@@ -27,6 +27,15 @@ Protocol (one line each)::
 
 A ``dry`` fork goes through every isolation step and exits instead of starting the kernel: the
 grader's self-test before it trusts the zygote.
+
+**Verification zygote.** Started as ``python -I -c <this file> --bare numpy ...`` in a sandbox
+without ``lossutils`` (see :mod:`lossutils.grading.verify`), it imports only the listed modules
+and forks verification processes instead of kernels: a fork request with ``"run": {"source":
+S, "stdin": FIFO, "stdout": FIFO}`` runs the source S (the verification runner) as
+``__main__`` after the same isolation steps, with its standard input and output on the two
+named pipes the grader made in the child's folder. ``{"op": "status", "pid": P}`` answers the
+exit status of a child that ended, ``{"ok": true, "status": N}`` (negative: killed by signal
+-N; null: unknown).
 """
 
 from __future__ import annotations
@@ -108,12 +117,35 @@ def _become_kernel(request: dict, ready_fd: int) -> None:
             os.write(ready_fd, f"{type(exc).__name__}: {exc}".encode()[:400])
         finally:
             os._exit(1)
+    if request.get("run"):
+        _run_source(request["run"])
     try:
         from ipykernel import kernelapp
 
         sys.argv = ["ipykernel_launcher", *request["kernel_args"]]
         kernelapp.launch_new_instance(argv=request["kernel_args"])
         status = 0
+    finally:
+        os._exit(status)
+
+
+def _run_source(run: dict) -> None:
+    """In a forked, isolated child: run ``run["source"]`` on the grader's two pipes; exit."""
+    status = 1
+    try:
+        # stdout first: the grader opens its reading end before it opens the writing end of
+        # stdin, so once both opens returned, neither side can see a premature end of file
+        out = os.open(run["stdout"], os.O_WRONLY)
+        into = os.open(run["stdin"], os.O_RDONLY)
+        os.dup2(into, 0)
+        os.dup2(out, 1)
+        os.close(into)
+        os.close(out)
+        sys.argv = ["-c"]
+        exec(compile(run["source"], "<verification>", "exec"), {"__name__": "__main__"})
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
     finally:
         os._exit(status)
 
@@ -132,14 +164,34 @@ def _fork(request: dict) -> dict:
     return {"ok": True, "pid": pid}
 
 
-def _reap(signum, frame) -> None:
+#: Exit statuses of reaped children, until the grader asks (bounded).
+_EXITED: dict[int, int] = {}
+
+
+def _reap(signum=None, frame=None) -> None:
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        _EXITED[pid] = status
+        while len(_EXITED) > 256:
+            _EXITED.pop(next(iter(_EXITED)))
+
+
+def _status(pid: int) -> int | None:
+    """Exit code of the child ``pid`` (as :class:`subprocess.Popen` gives it), once it ended."""
+    import time
+
+    deadline = time.monotonic() + 2.0
+    while pid not in _EXITED and time.monotonic() < deadline:
+        _reap()  # its end of file can reach the grader a moment before SIGCHLD reaches us
+        if pid not in _EXITED:
+            time.sleep(0.005)
+    status = _EXITED.pop(pid, None)
+    return None if status is None else os.waitstatus_to_exitcode(status)
 
 
 #: Modules that set themselves up for the IPython instance running when they are imported
@@ -159,11 +211,16 @@ def main() -> None:
     """Import the preload list, then serve requests until stdin closes."""
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # as ipykernel_launcher does; IPython puts the cwd back per kernel
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    names = sys.argv[1:]
+    if names[:1] == ["--bare"]:  # a verification zygote: no kernel, only the named modules
+        names = names[1:]
+    else:
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        names = [*KERNEL_MODULES, *names]
     import importlib
 
     preloaded = []
-    for name in [*KERNEL_MODULES, *sys.argv[1:]]:
+    for name in names:
         if name not in KERNEL_MODULES and name.split(".")[0] in NOT_PRELOADED:
             continue
         try:
@@ -186,6 +243,8 @@ def main() -> None:
                 reply = _fork(request)
             except OSError as exc:
                 reply = {"ok": False, "error": str(exc)}
+        elif request.get("op") == "status":
+            reply = {"ok": True, "status": _status(int(request["pid"]))}
         else:
             reply = {"ok": True, "preloaded": preloaded, "threads": threads}
         out.write(json.dumps(reply) + "\n")

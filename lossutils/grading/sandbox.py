@@ -28,6 +28,7 @@ Where bubblewrap cannot run (not installed, or user namespaces forbidden),
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import json
 import os
@@ -660,6 +661,10 @@ class KernelZygote:
     sandbox: no network, the same read-only system, and one writable folder per kernel under
     :attr:`slots` (mode 0700, owned by that kernel's user).
 
+    With ``bare=True`` it is a *verification* zygote instead: started without ``lossutils``
+    in its sandbox (as :mod:`lossutils.grading.verify` requires), it imports only ``preload``
+    and forks verification processes (:meth:`spawn`), with the same isolation.
+
     Only for a root grader (the fresh user ids need it); see :func:`zygote_supported`.
 
     Parameters
@@ -668,21 +673,32 @@ class KernelZygote:
         Limits of each kernel (the zygote gets the same memory and file limits).
     preload : sequence of str
         Modules to import once (names that fail to import are skipped).
+    bare : bool, default False
+        A verification zygote: no ipykernel, no ``lossutils``.
     """
 
-    def __init__(self, limits: Limits = Limits(), preload: Sequence[str] = ()):
+    def __init__(self, limits: Limits = Limits(), preload: Sequence[str] = (), *,
+                 bare: bool = False):
         if os.geteuid() != 0:
             raise ZygoteError("the kernel zygote needs a root grader (fresh user ids)")
         self.limits = limits
         self.preload = tuple(preload)
+        self.bare = bare
         # not under /tmp: each kernel mounts a private /tmp over the zygote's
         self.slots = tempfile.mkdtemp(prefix="lossutils-slots-", dir=_slots_base())
         os.chmod(self.slots, 0o711)
         self._home = tempfile.mkdtemp(prefix="zygote-", dir=self.slots)
         self.users: set[int] = set()
-        plan = _plan([sys.executable, "-m", "lossutils.grading._zygote", *self.preload],
-                     workdir=self._home, limits=limits, seed=None, env=None,
-                     with_lossutils=True, ro_binds=(), rw_binds=[self.slots], uid=None,
+        self._inner: dict[int, int] = {}  # uid -> pid of its process inside the sandbox
+        if bare:
+            from . import _zygote
+
+            with open(_zygote.__file__, encoding="utf-8") as fh:
+                argv = [sys.executable, "-I", "-c", fh.read(), "--bare", *self.preload]
+        else:
+            argv = [sys.executable, "-m", "lossutils.grading._zygote", *self.preload]
+        plan = _plan(argv, workdir=self._home, limits=limits, seed=None, env=None,
+                     with_lossutils=not bare, ro_binds=(), rw_binds=[self.slots], uid=None,
                      zygote=True)
         self.process = subprocess.Popen(plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
@@ -731,29 +747,76 @@ class KernelZygote:
         prepare_workdir(path, uid)
         return path
 
-    def _fork_message(self, uid, workdir, kernel_args, env, dry=False) -> dict:
+    def _fork_message(self, uid, workdir, kernel_args, env, dry=False, run=None) -> dict:
         lim = self.limits
         return {"op": "fork", "uid": uid, "workdir": workdir, "kernel_args": list(kernel_args),
-                "env": {k: str(v) for k, v in env.items()}, "dry": dry,
+                "env": {k: str(v) for k, v in env.items()}, "dry": dry, "run": run,
                 "tmp_bytes": int(lim.tmp_bytes),
                 "limits": [int(lim.memory_bytes), int(lim.cpu_seconds), int(lim.max_processes),
                            int(lim.file_size_bytes), int(lim.open_files)]}
 
     def fork(self, uid: int, workdir: str, kernel_args: Sequence[str],
-             env: Mapping[str, str]) -> int:
+             env: Mapping[str, str], run: dict | None = None) -> int:
         """Fork a kernel as ``uid`` in ``workdir`` (under :attr:`slots`); return its pid here.
 
-        Every earlier kernel's processes are killed first.
+        Every earlier kernel's processes are killed first. ``run`` is for :meth:`spawn`.
         """
         if not _under(os.path.realpath(workdir), [os.path.realpath(self.slots)]):
             raise ZygoteError(f"{workdir} is not under the zygote's folder {self.slots}")
         self.release_all()
+        self._inner.clear()  # every earlier process is gone: their statuses no longer matter
         self.users.add(uid)
-        self._request(self._fork_message(uid, workdir, kernel_args, env))
+        reply = self._request(self._fork_message(uid, workdir, kernel_args, env, run=run))
+        self._inner[uid] = int(reply["pid"])
         pids = _user_processes(uid)
         if len(pids) != 1:
             raise ZygoteError(f"expected one new kernel process of uid {uid}, found {len(pids)}")
         return pids[0]
+
+    def spawn(self, uid: int, source: str, start_timeout: float = 10.0) -> _ForkedRunner:
+        """Fork a process as ``uid`` that runs the Python ``source`` on two pipes to this one.
+
+        For the verification runner: what :class:`subprocess.Popen` with ``stdin=PIPE,
+        stdout=PIPE`` would give, without a Python start-up. The pipes are named pipes in a
+        fresh folder of ``uid`` under :attr:`slots`, which :meth:`_ForkedRunner.close` removes.
+        """
+        workdir = self.new_slot(uid)
+        fifos = {"stdin": os.path.join(workdir, "stdin"),
+                 "stdout": os.path.join(workdir, "stdout")}
+        for path in fifos.values():
+            os.mkfifo(path, 0o600)
+            os.chown(path, uid, uid)
+        reader = writer = None
+        try:
+            pid = self.fork(uid, workdir, [], {}, run={"source": source, **fifos})
+            reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)
+            deadline = time.monotonic() + start_timeout
+            while writer is None:
+                try:  # succeeds once the child opened its end (after its stdout)
+                    writer = os.open(fifos["stdin"], os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                    if time.monotonic() > deadline or not _ForkedKernel(pid, uid, self)._running():
+                        raise ZygoteError("the forked process did not open its pipes") from None
+                    time.sleep(0.001)
+            os.set_blocking(writer, True)
+            return _ForkedRunner(pid, uid, self, workdir, os.fdopen(writer, "wb"),
+                                 os.fdopen(reader, "rb"))
+        except BaseException:
+            for fd in (reader, writer):
+                if fd is not None:
+                    os.close(fd)
+            self.release(uid)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def exit_status(self, uid: int) -> int | None:
+        """How the process forked for ``uid`` ended (``Popen.returncode`` style), if known."""
+        inner = self._inner.pop(uid, None)
+        if inner is None:
+            return None
+        return self._request({"op": "status", "pid": inner})["status"]
 
     def release(self, uid: int) -> None:
         """Kill every process of the kernel of ``uid``; raise if one survives."""
@@ -786,8 +849,10 @@ _ZYGOTES: dict = {}
 atexit.register(lambda: close_zygotes())
 
 
-def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = ()) -> KernelZygote:
-    """This thread's zygote for ``limits``, started (or restarted) when needed.
+def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = (), *,
+                  bare: bool = False) -> KernelZygote:
+    """This thread's zygote for ``limits`` (a verification zygote if ``bare``), started (or
+    restarted) when needed.
 
     A zygote that does not preload every module of ``preload`` is replaced by one that
     preloads the union, so a worker grading several assignments pays each import once. Each
@@ -798,14 +863,14 @@ def kernel_zygote(limits: Limits = Limits(), preload: Sequence[str] = ()) -> Ker
     """
     import threading
 
-    key = (limits, threading.get_ident())
+    key = (limits, threading.get_ident(), bare)
     current = _ZYGOTES.get(key)
     if current is not None and current.alive() and set(preload) <= set(current.preload):
         return current
     wanted = tuple(dict.fromkeys([*(current.preload if current else ()), *preload]))
     if current is not None:
         current.close()
-    _ZYGOTES[key] = zygote = KernelZygote(limits, wanted)
+    _ZYGOTES[key] = zygote = KernelZygote(limits, wanted, bare=bare)
     return zygote
 
 
@@ -944,6 +1009,35 @@ async def wait_until_ready(client, timeout: float | None = None) -> None:
             raise RuntimeError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+
+class _ForkedRunner(_ForkedKernel):
+    """A process a zygote forked with :meth:`KernelZygote.spawn`: the :class:`subprocess.Popen`
+    interface the verification channel uses (``stdin``, ``stdout``, ``poll``, ``wait``,
+    ``kill``), with the exit status asked of the zygote that reaped it."""
+
+    def __init__(self, pid, uid, zygote, workdir, stdin, stdout):
+        super().__init__(pid, uid, zygote)
+        self.workdir, self.stdin, self.stdout = workdir, stdin, stdout
+
+    def poll(self):
+        if self.returncode is None and not self._running():
+            try:
+                status = self.zygote.exit_status(self.uid)
+            except ZygoteError:
+                status = None
+            self.returncode = -signal.SIGKILL if status is None else status
+        return self.returncode
+
+    def close(self) -> None:
+        """Kill what is left of it, close the pipes and remove its folder."""
+        self.zygote.release(self.uid)
+        for pipe in (self.stdin, self.stdout):
+            try:
+                pipe.close()
+            except OSError:  # a write end whose reader died
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _make_kernel_manager_class():

@@ -368,13 +368,63 @@ class _Fatal(Exception):
     """The verification process cannot go on (timeout, crash, limit, malformed answer)."""
 
 
-class _Runner:
-    """One sandboxed verification process and its JSON-lines channel."""
+#: Why this process's verification zygote could not start (then every verification process
+#: is started on its own, exactly as isolated).
+_ZYGOTE_FAILED: list[str] = []
 
-    def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float):
+
+def _verification_zygote(limits: Limits, prelude: Sequence[str]):
+    """This thread's verification zygote, preloading numpy and the prelude's imports; or None.
+
+    Forking the verification process from it saves a Python start-up and numpy's import per
+    submission. The zygote runs in a sandbox without ``lossutils`` and never imports it; each
+    fork is isolated like a forked kernel (see :class:`~lossutils.grading.sandbox.KernelZygote`).
+    """
+    from .sandbox import ZygoteError, kernel_zygote, zygote_supported
+
+    if not zygote_supported() or _ZYGOTE_FAILED:
+        return None
+    modules = ["numpy"]
+    for source in prelude:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.append(node.module)
+    preload = [m for m in dict.fromkeys(modules) if m.split(".")[0] not in _NOT_IN_PRELUDE]
+    try:
+        return kernel_zygote(limits, preload, bare=True)
+    except ZygoteError as exc:
+        _ZYGOTE_FAILED.append(str(exc))
+        return None
+
+
+class _Runner:
+    """One sandboxed verification process and its JSON-lines channel.
+
+    Forked from ``zygote`` when one is given (see :func:`_verification_zygote`), else started
+    as ``python -I -c <runner>`` in a sandbox of its own.
+    """
+
+    def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float, zygote=None):
+        from .sandbox import ZygoteError, _sandbox_uid
+
         self.limits = limits
         self.call_timeout = call_timeout
         self.deadline = time.monotonic() + limits.wall_seconds
+        self.buffer = bytearray()
+        self.dead: str | None = None
+        self.tmp = None
+        if zygote is not None:
+            try:
+                self.proc = zygote.spawn(_sandbox_uid(), _RUNNER_SOURCE)
+                return
+            except ZygoteError as exc:  # start this one on its own; later ones too
+                _ZYGOTE_FAILED.append(str(exc))
         self.tmp = tempfile.TemporaryDirectory(prefix="lossutils-verify-")
         workdir = self.tmp.name
         argv = [sys.executable, "-I", "-c", _RUNNER_SOURCE]
@@ -387,8 +437,12 @@ class _Runner:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, cwd=workdir, env=env,
                                      start_new_session=True)
-        self.buffer = bytearray()
-        self.dead: str | None = None
+
+    def _kill(self) -> None:
+        if self.tmp is None:  # forked: every process of its user id
+            self.proc.kill()
+        else:
+            kill_tree(self.proc)
 
     def request(self, message: dict, timeout: float) -> dict:
         if self.dead:
@@ -428,16 +482,26 @@ class _Runner:
         return reply
 
     def _die(self, kind: str):
-        kill_tree(self.proc)
-        code = self.proc.wait()
+        code = None
+        if kind == "crashed":  # it closed its output: let it end, for its own exit status
+            try:
+                code = self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill()
+        if code is None:
+            code = self.proc.wait()
         self.dead = _describe_death(kind, code, self.limits)
         raise _Fatal(self.dead)
 
     def close(self) -> None:
         # No polite "exit": the process holds nothing worth a clean shutdown, and Python's
         # finalisation (numpy's included) would cost every submission 30-70 ms.
-        kill_tree(self.proc)
+        self._kill()
         self.proc.wait()
+        if self.tmp is None:
+            self.proc.close()
+            return
         for pipe in (self.proc.stdin, self.proc.stdout):
             try:
                 pipe.close()
@@ -678,7 +742,9 @@ def verify_submission(
                 if runner is None or runner.dead:
                     if runner is not None:
                         runner.close()
-                    runner = _Runner(limits=limits, sandbox=sandbox, call_timeout=call_timeout)
+                    runner = _Runner(limits=limits, sandbox=sandbox, call_timeout=call_timeout,
+                                     zygote=_verification_zygote(limits, prelude)
+                                     if sandbox else None)
                     try:
                         loaded = _load(runner, prelude, cells, names)
                     except _Fatal as exc:
