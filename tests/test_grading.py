@@ -612,3 +612,36 @@ def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
         regrade=["untouched"],
     )
     assert (again["graded"], again["reused"]) == (1, 4)
+
+
+def test_fast_feedback_exporter_highlights_code_like_nbconvert():
+    """The feedback page's exporter (cached highlighting, no BeautifulSoup pass) renders the
+    code of graded cells, magics cells included, exactly as nbconvert's own HTMLExporter."""
+    import nbformat
+    from nbconvert.exporters import HTMLExporter
+
+    from lossutils.grading.feedback import _fast_html_exporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    graded = nbformat.v4.new_code_cell("def f(x):\n    return x ** 2  # square\n")
+    graded.metadata["nbgrader"] = {"grade_id": "f", "solution": True, "grade": False}
+    magics = nbformat.v4.new_code_cell("%%bash\necho $HOME | tr a-z A-Z\n")
+    magics.metadata["magics_language"] = "bash"
+    figure = nbformat.v4.new_code_cell("plot()")
+    figure.outputs = [nbformat.v4.new_output(
+        "display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+    again = nbformat.v4.new_code_cell(graded.source, metadata=graded.metadata)
+    nb.cells = [graded, magics, figure, again]
+    fast_exporter = _fast_html_exporter()()
+    fast, _ = fast_exporter.from_notebook_node(nbformat.from_dict(nb))
+    again, _ = fast_exporter.from_notebook_node(nbformat.from_dict(nb))  # from the cache
+    stock, _ = HTMLExporter().from_notebook_node(nbformat.from_dict(nb))
+
+    def code_blocks(page):  # (language, highlighted HTML); BeautifulSoup trims class values
+        return re.findall(r'<div class="\s*highlight hl-([^"]*)"><pre>(.*?)</pre>', page, re.S)
+
+    assert len(code_blocks(stock)) == 4
+    assert code_blocks(fast) == code_blocks(again) == code_blocks(stock)
+    assert len(re.findall(r"<img alt=\"No description has been provided for this image\"",
+                          fast)) == 1

@@ -39,7 +39,9 @@ def _fast_html_exporter():
             return super().__call__(source, language)
 
         def __call__(self, source, language=None, metadata=None):
-            if metadata:
+            # the cell's metadata only matters through "magics_language" (nbgrader's own
+            # metadata is in every graded cell and changes nothing)
+            if metadata and "magics_language" in metadata:
                 return super().__call__(source, language, metadata)
             return self._cached(source, language)
 
