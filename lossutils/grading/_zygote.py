@@ -203,8 +203,9 @@ NOT_PRELOADED = ("IPython", "ipywidgets", "matplotlib_inline", "ipympl", "comm",
 
 #: What starting an ipykernel imports, so that each forked kernel finds it imported.
 KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger",
-                  "IPython.core.completerlib", "IPython.core.debugger",
-                  "IPython.extensions.storemagic", "sqlite3")
+                  "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.oinspect",
+                  "IPython.extensions.storemagic", "tornado.platform.asyncio", "faulthandler",
+                  "sqlite3")
 
 
 def main() -> None:
