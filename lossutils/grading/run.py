@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import json
 import multiprocessing
 import os
 import secrets
@@ -121,6 +122,35 @@ def _init_worker(parent: int) -> None:
 
 def _warm_up() -> None:
     """A no-op task: submitting it makes the pool start a worker (and its imports) now."""
+
+
+def _preload(source: str, assignments, masters: dict) -> list[str]:
+    """The modules the masters of ``assignments`` import (what their zygotes preload)."""
+    from .masters import preload_modules
+
+    found: list[str] = []
+    for assignment in assignments:
+        for notebook in masters.get(assignment, ()):
+            path = os.path.join(source, assignment, notebook + ".ipynb")
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    found += preload_modules(json.load(fh))
+            except (OSError, ValueError):  # load_master reports a broken master
+                pass
+    return list(dict.fromkeys(found))
+
+
+def _start_zygotes(preload: list[str]) -> None:
+    """A warm-up task: start this worker's kernel and verification zygotes now.
+
+    Best effort: the first submission starts (or restarts) whatever this could not.
+    """
+    from .worker import start_zygotes
+
+    try:
+        start_zygotes(preload)
+    except Exception:  # the grading path reports its own failures
+        pass
 
 
 def _new_pool(workers: int):
@@ -302,11 +332,6 @@ def grade(
     SandboxUnavailable
         ``sandbox`` is true but bubblewrap cannot run here; nothing was graded.
     """
-    from nbgrader.api import Gradebook
-
-    from .report import write_outputs
-    from .worker import make_task
-
     progress = sys.stderr if progress is True else progress or None
     if sandbox and scheduler is None:  # a cluster's workers are checked by connect()
         require_sandbox()
@@ -329,6 +354,11 @@ def grade(
             raise
         workers = workers or pool.workers
     try:
+        from nbgrader.api import Gradebook
+
+        from .report import write_outputs
+        from .worker import make_task
+
         masters = list_masters(source)
         if not masters:
             raise UsageError(
@@ -337,6 +367,11 @@ def grade(
         entries, notes = find_submissions(submissions, masters, assignment)
         db_url = db or "sqlite:///" + os.path.join(out, "gradebook.db")
         needed = sorted({e["assignment"] for e in entries})
+        if scheduler is None and sandbox:
+            # the workers start their zygotes while this process prepares the masters
+            preload = _preload(source, needed, masters)
+            for _ in range(workers):
+                pool.submit(_start_zygotes, preload)
         info = {a: load_master(a, source, db_url) for a in needed}
         _write_course_files(out, source, needed, db_url)
         state = State(os.path.join(out, "state.sqlite"))

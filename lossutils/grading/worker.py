@@ -24,6 +24,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
+from .verify import DEFAULT_LIMITS as VERIFY_LIMITS
 from .verify import PROBLEM_CODES as VERIFY_CODES
 
 __all__ = ["PROBLEM_CODES", "grade_submission", "make_task", "parse_diagnosis"]
@@ -311,6 +312,18 @@ def _zygote(task: dict):
     except ZygoteError as exc:
         _ZYGOTE_FAILED.append(str(exc))
         return None
+
+
+def start_zygotes(preload) -> None:
+    """Start this thread's kernel zygote and verification zygote for masters importing
+    ``preload`` (where forking is supported), as the first submission would."""
+    from .sandbox import zygote_supported
+    from .verify import _verification_zygote
+
+    if not zygote_supported():
+        return
+    _zygote({"sandbox": True, "master": {"preload": list(preload)}})
+    _verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
 
 
 def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
