@@ -406,15 +406,44 @@ def test_a_forked_kernel_that_exits_is_reported_dead(zygote):
     assert nb.cells[1].outputs == []
 
 
-def test_no_zygote_when_python_lives_under_tmp(monkeypatch):
-    """Each forked kernel covers /tmp with its own: a checkout there takes the other path."""
-    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(sandbox, "python_paths", lambda: ["/usr/lib/python3", "/tmp/x/.venv"])
-    assert not sandbox.zygote_supported()
-    monkeypatch.setattr(sandbox, "python_paths", lambda: ["/usr/lib/python3"])
-    monkeypatch.setattr(sandbox, "lossutils_path", lambda: "/opt/lossutils")
-    monkeypatch.delenv("LOSSUTILS_NO_ZYGOTE", raising=False)
-    assert sandbox.zygote_supported()
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_forked_processes_still_see_a_python_that_lives_under_tmp(monkeypatch):
+    """A checkout or virtual environment under /tmp (a CI clone) stays visible, read-only,
+    over the fresh /tmp of each forked process; nothing else of the zygote's /tmp does."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as checkout:
+        env = Path(checkout) / "env" / "lib"
+        env.mkdir(parents=True)
+        (env / "marker.py").write_text("VALUE = 42\n")
+        real = sandbox.python_paths
+        monkeypatch.setattr(sandbox, "python_paths", lambda: [*real(), str(env.parent)])
+        z = sandbox.KernelZygote(Limits(memory_bytes=2**30, max_processes=16), bare=True)
+        try:
+            assert z.keep == [str(env.parent)]
+            probe = textwrap.dedent(f"""
+                import os, sys
+                sys.path.insert(0, {str(env)!r})
+                import marker
+                try:
+                    open({str(env / "planted")!r}, "w")
+                    writable = True
+                except OSError:
+                    writable = False
+                top = sorted(os.listdir("/tmp"))
+                sys.exit(0 if (marker.VALUE, writable, top)
+                         == (42, False, [{Path(checkout).name!r}]) else 9)
+            """)
+            runner = z.spawn(sandbox._sandbox_uid(), probe)
+            try:
+                assert runner.wait(timeout=20) == 0
+            finally:
+                runner.close()
+        finally:
+            z.close()
+        assert not (env / "planted").exists()
 
 
 # --------------------------------------------------------------------------- kernel readiness

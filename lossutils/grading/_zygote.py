@@ -10,7 +10,8 @@ of the student's,
 1. starts a session of its own and closes every inherited descriptor (the request pipe
    included), with stdin/stdout/stderr on ``/dev/null``;
 2. enters a mount and an IPC namespace of its own, with a fresh ``/tmp`` (tmpfs), so files,
-   System V shared memory and message queues die with it;
+   System V shared memory and message queues die with it (a Python or ``lossutils`` that
+   lives under ``/tmp``, as in a checkout there, is bound again read-only on top);
 3. sets the resource limits and becomes the request's fresh unprivileged user id, which drops
    every capability (checked: the kernel refuses to run if any capability is left);
 4. re-seeds what was seeded at import time and starts ``IPKernelApp`` on the connection file.
@@ -22,7 +23,8 @@ Protocol (one line each)::
 
     -> {"op": "ping"}                       <- {"ok": true, "preloaded": [...]}
     -> {"op": "fork", "uid": U, "workdir": W, "kernel_args": [...], "env": {...},
-        "limits": [aspace, cpu, nproc, fsize, nofile], "tmp_bytes": T, "dry": false}
+        "limits": [aspace, cpu, nproc, fsize, nofile], "tmp_bytes": T, "dry": false,
+        "keep": [folders under /tmp to bind again, read-only, over the fresh /tmp]}
     <- {"ok": true, "pid": <pid inside the sandbox>}   or   {"ok": false, "error": "..."}
 
 A ``dry`` fork goes through every isolation step and exits instead of starting the kernel: the
@@ -49,7 +51,8 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
+MS_REC, MS_PRIVATE = 16384, 1 << 18
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -60,13 +63,31 @@ def _check(ret: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _private_mounts(tmp_bytes: int) -> None:
-    """A mount and IPC namespace of this process's own, with an empty /tmp."""
+def _private_mounts(tmp_bytes: int, keep=()) -> None:
+    """A mount and IPC namespace of this process's own, with an empty /tmp.
+
+    ``keep`` lists folders under /tmp that must stay visible (a Python or ``lossutils`` in a
+    checkout there): each is bound again, read-only, from the /tmp the new one covers.
+    """
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    covered = os.open("/tmp", os.O_PATH | os.O_DIRECTORY) if keep else None
     options = f"size={int(tmp_bytes)},mode=1777".encode()
     _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options),
            "mount tmpfs on /tmp")
+    for path in keep:
+        rel = os.path.relpath(path, "/tmp")
+        if rel.startswith(".."):
+            raise OSError(f"{path} is not under /tmp")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        source = f"/proc/self/fd/{covered}/{rel}".encode()
+        _check(_libc.mount(source, path.encode(), None, MS_BIND | MS_REC, None),
+               f"bind {path}")
+        _check(_libc.mount(None, path.encode(), None,
+                           MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+               f"remount {path} read-only")
+    if covered is not None:
+        os.close(covered)
 
 
 def _capabilities_left() -> int:
@@ -89,7 +110,7 @@ def _become_kernel(request: dict, ready_fd: int) -> None:
             os.dup2(null, fd)
         os.closerange(3, ready_fd)
         os.closerange(ready_fd + 1, 65536)
-        _private_mounts(request["tmp_bytes"])
+        _private_mounts(request["tmp_bytes"], request.get("keep", ()))
         aspace, cpu, nproc, fsize, nofile = (int(v) for v in request["limits"])
         for res, value in ((resource.RLIMIT_AS, aspace), (resource.RLIMIT_DATA, aspace),
                            (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_FSIZE, fsize),
@@ -103,6 +124,8 @@ def _become_kernel(request: dict, ready_fd: int) -> None:
         os.setuid(uid)
         if os.getuid() != uid or os.geteuid() != uid or _capabilities_left():
             raise OSError("the kernel kept privileges after the user switch")
+        for path in request.get("keep", ()):
+            os.listdir(path)  # still reachable by the kernel's user, or the fork fails
         os.environ.update(request["env"])
         os.environ["PWD"] = request["workdir"]
         # Seeded at import in the zygote: re-seed from the OS, as a fresh process would be.

@@ -637,14 +637,25 @@ def _slots_base() -> str:
 
 
 def zygote_supported() -> bool:
-    """Whether kernels can be forked from a zygote here: sandboxed grading as root.
+    """Whether kernels can be forked from a zygote here: sandboxed grading as root."""
+    return os.geteuid() == 0 and os.environ.get("LOSSUTILS_NO_ZYGOTE", "") in ("", "0")
 
-    Not when Python or ``lossutils`` is installed under ``/tmp`` (a checkout there): each
-    forked kernel covers ``/tmp`` with a private one, which would hide them.
+
+def _kept_under_tmp(paths: Iterable[str]) -> list[str]:
+    """The folders of ``paths`` under /tmp, outermost only: what a forked process must see
+    again over its own fresh /tmp (a checkout or virtual environment living there).
+
+    Examples
+    --------
+    >>> _kept_under_tmp(["/usr/lib", "/tmp/x/.venv", "/tmp/x/.venv/lib", "/tmp/x/lossutils"])
+    ['/tmp/x/.venv', '/tmp/x/lossutils']
     """
-    if os.geteuid() != 0 or os.environ.get("LOSSUTILS_NO_ZYGOTE", "") not in ("", "0"):
-        return False
-    return not any(_under(p, ["/tmp"]) for p in [*python_paths(), lossutils_path()])
+    under = sorted({os.path.normpath(p) for p in paths if _under(os.path.normpath(p), ["/tmp"])})
+    kept: list[str] = []
+    for path in under:
+        if path != "/tmp" and not _under(path, kept):
+            kept.append(path)
+    return kept
 
 
 class KernelZygote:
@@ -690,6 +701,7 @@ class KernelZygote:
         self._home = tempfile.mkdtemp(prefix="zygote-", dir=self.slots)
         self.users: set[int] = set()
         self._inner: dict[int, int] = {}  # uid -> pid of its process inside the sandbox
+        self.keep = _kept_under_tmp([*python_paths(), *([] if bare else [lossutils_path()])])
         if bare:
             from . import _zygote
 
@@ -751,6 +763,7 @@ class KernelZygote:
         lim = self.limits
         return {"op": "fork", "uid": uid, "workdir": workdir, "kernel_args": list(kernel_args),
                 "env": {k: str(v) for k, v in env.items()}, "dry": dry, "run": run,
+                "keep": self.keep,
                 "tmp_bytes": int(lim.tmp_bytes),
                 "limits": [int(lim.memory_bytes), int(lim.cpu_seconds), int(lim.max_processes),
                            int(lim.file_size_bytes), int(lim.open_files)]}
