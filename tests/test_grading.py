@@ -645,3 +645,23 @@ def test_fast_feedback_exporter_highlights_code_like_nbconvert():
     assert code_blocks(fast) == code_blocks(again) == code_blocks(stock)
     assert len(re.findall(r"<img alt=\"No description has been provided for this image\"",
                           fast)) == 1
+
+
+def test_workers_warm_up_with_the_imports_of_the_masters_being_graded(tmp_path):
+    from lossutils.grading.masters import list_masters
+    from lossutils.grading.run import _preload
+
+    other = tmp_path / "01-other"
+    other.mkdir()
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+            "source": ["import scipy.special\n", "from sympy import symbols\n"]}
+    (other / "01-other.ipynb").write_text(json.dumps(
+        {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    shutil.copytree(SOURCE / ASSIGNMENT, tmp_path / ASSIGNMENT)
+    (tmp_path / "02-broken").mkdir()
+    (tmp_path / "02-broken" / "02-broken.ipynb").write_text("{not json")
+    masters = list_masters(str(tmp_path))
+    # the fixture imports os and numpy in its set-up cell
+    assert _preload(str(tmp_path), [ASSIGNMENT], masters) == ["os", "numpy"]
+    assert _preload(str(tmp_path), [ASSIGNMENT, "01-other", "02-broken"], masters) == [
+        "os", "numpy", "scipy.special", "sympy"]
