@@ -665,3 +665,36 @@ def test_workers_warm_up_with_the_imports_of_the_masters_being_graded(tmp_path):
     assert _preload(str(tmp_path), [ASSIGNMENT], masters) == ["os", "numpy"]
     assert _preload(str(tmp_path), [ASSIGNMENT, "01-other", "02-broken"], masters) == [
         "os", "numpy", "scipy.special", "sympy"]
+
+
+@pytest.mark.parametrize("change", [
+    None,
+    {"points": "three"},                      # wrong type: the schema says so
+    {"grade_id": ""},                         # nbgrader's own rule
+    {"schema_version": 1},                    # too old
+    {"grade": True, "points": None},          # not a number
+    {"cell_type": "markdown"},                # a warning only, in both
+])
+def test_metadata_check_agrees_with_nbgraders(change):
+    import copy
+
+    import nbformat
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    from lossutils.grading.worker import _metadata_validator
+
+    nb = nbformat.read(str(MASTER), as_version=4)
+    if change is not None:
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+        cell.metadata["nbgrader"].update(change)
+
+    def outcome(validator):
+        try:
+            validator.validate_nb(copy.deepcopy(nb))
+        except Exception as exc:  # the type and text nbgrader's own check would raise
+            return type(exc), str(exc)
+        return None
+
+    stock = outcome(MetadataValidator())
+    assert outcome(_metadata_validator()) == stock
+    assert (stock is None) == (change in (None, {"cell_type": "markdown"}))

@@ -15,6 +15,7 @@ reason for every zero that is not a wrong answer, and feedback without hidden te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -178,12 +179,7 @@ class _MasterCells:
 
 def _sanitize(nb, task: dict, problems: list[dict], resources: dict):
     """nbgrader's sanitize step, plus the restoration and flagging of test cells."""
-    from nbgrader.preprocessors import (
-        CheckCellMetadata,
-        ClearOutput,
-        DeduplicateIds,
-        OverwriteCells,
-    )
+    from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteCells
 
     master = task["master"]
     nb, resources = ClearOutput().preprocess(nb, resources)
@@ -222,8 +218,43 @@ def _sanitize(nb, task: dict, problems: list[dict], resources: dict):
     overwrite.assignment_id = task["assignment"]
     nb, resources = super(OverwriteCells, overwrite).preprocess(nb, resources)
     _restore_missing(nb, master["cells"], overwrite, set(submitted))
-    CheckCellMetadata().preprocess(nb, resources)
+    _metadata_validator().validate_nb(nb)
     return nb, resources
+
+
+@functools.cache
+def _metadata_validator():
+    """nbgrader's cell metadata validator (what ``CheckCellMetadata`` runs), with its JSON
+    schema checked once instead of once per cell.
+
+    Stock nbgrader calls ``jsonschema.validate(metadata, schema)`` for every cell, which
+    first validates the schema itself against the JSON Schema meta-schema: 0.1-0.2 s per
+    notebook. Here a validator class sits between nbgrader's version-3 validator and its base
+    class, so every check and message of nbgrader's stays, and only that repeated work goes.
+    """
+    import jsonschema
+    from nbgrader.nbgraderformat import MetadataValidator
+    from nbgrader.nbgraderformat.common import BaseMetadataValidator
+
+    class _SchemaOnce(BaseMetadataValidator):
+        _checked = None
+
+        def validate_cell(self, cell):
+            meta = cell.metadata.get("nbgrader") if "nbgrader" in cell.metadata else None
+            if meta is None or meta.get("schema_version", 0) != self.schema_version:
+                return super().validate_cell(cell)  # nothing to check, or nbgrader's error
+            if self._checked is None:
+                cls = jsonschema.validators.validator_for(self.schema)
+                cls.check_schema(self.schema)
+                type(self)._checked = cls(self.schema)
+            error = jsonschema.exceptions.best_match(self._checked.iter_errors(meta))
+            if error is not None:
+                raise error
+
+    class _Validator(MetadataValidator, _SchemaOnce):
+        pass
+
+    return _Validator()
 
 
 def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str]) -> None:
