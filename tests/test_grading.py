@@ -698,3 +698,19 @@ def test_metadata_check_agrees_with_nbgraders(change):
     stock = outcome(MetadataValidator())
     assert outcome(_metadata_validator()) == stock
     assert (stock is None) == (change in (None, {"cell_type": "markdown"}))
+
+
+def test_forged_cell_metadata_is_named_with_the_fix(tmp_path):
+    nb = json.loads(MASTER.read_text())
+    cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("solution"))
+    cell["metadata"]["nbgrader"]["points"] = "three"
+    path = tmp_path / "forged.ipynb"
+    path.write_text(json.dumps(nb))
+    result = grade_submission(_task(path))
+    assert result["status"] == "wrong-format"
+    assert pytest.approx(result["score"]) == 0.0
+    # (the master's hidden tests differ from the release's: those cells count as edited)
+    [problem] = [p for p in result["problems"] if p["code"] == "wrong-format"]
+    assert problem["detail"] == (
+        "nbgrader cell metadata is corrupted ('three' is not of type 'number'); start from a "
+        "fresh copy of the released notebook and paste the answers into it")

@@ -620,7 +620,9 @@ def grade_submission(task: dict) -> dict:
                 problems.append(
                     _problem(
                         "wrong-format",
-                        f"nbgrader cell metadata is corrupted: {str(exc).strip()[:200]}",
+                        "nbgrader cell metadata is corrupted "
+                        f"({(str(exc).strip().splitlines() or ['?'])[0][:200]}); start from a "
+                        "fresh copy of the released notebook and paste the answers into it",
                     )
                 )
                 nb = None
