@@ -149,9 +149,13 @@ def main(argv=None) -> int:
             **options,
         )
         wall = time.perf_counter() - start
+        peak_kb = _status_kb("VmHWM")
+        # the results stream from the ledger in the output folder: read them before it goes
+        in_worker = sum(r["seconds"] for r in summary["results"])
+        statuses = collections.Counter(r["status"] for r in summary["results"])
+        failures = [r for r in summary["results"] if r["status"] == "grader-error"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    peak_kb = _status_kb("VmHWM")
 
     graded = summary["graded"]
     if graded != args.n or summary["interrupted"]:
@@ -166,9 +170,7 @@ def main(argv=None) -> int:
     per_nb_wall = drive / graded
     worker_cost = per_nb_wall * workers
     coordinator_cost = totals["persist"] / graded
-    in_worker = sum(r["seconds"] for r in summary["results"]) / graded
-    statuses = collections.Counter(r["status"] for r in summary["results"])
-    failures = [r for r in summary["results"] if r["status"] == "grader-error"]
+    in_worker /= graded
 
     print(
         f"{graded} submissions of {assignment} on {workers} worker(s)"

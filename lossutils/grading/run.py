@@ -320,7 +320,8 @@ def grade(
     dict
         ``results`` (the light result of every submission found, as a
         :class:`~lossutils.grading.state.LedgerResults`: iterating it streams them from the
-        ledger, in student order), ``graded`` (number graded in
+        ledger in ``out``, in student order, as long as that folder exists), ``graded``
+        (number graded in
         this run), ``reused``, ``failed`` (submissions with a status in :data:`FAILURES`),
         ``notes``, ``seed``, ``interrupted``, ``exit_code`` (0 all graded, 1 some failed,
         130 interrupted) and the output paths.
