@@ -112,6 +112,18 @@ class _Block(typing.NamedTuple):
         """Row sums of ``values`` (laid out as ``scores``), the class axis kept."""
         return np.sum(values, axis=self.axis, keepdims=True)
 
+    def flat_index(self, labels: np.ndarray) -> np.ndarray:
+        """Flat indices of ``[n, labels[n]]`` for the block's rows, into ``scores`` or ``result``.
+
+        Both are C-contiguous, and one flat index is several times faster than two.
+        """
+        classes = labels[self.rows]
+        if self.axis == 0:  # class-major: the block's row n is column n
+            n_rows = self.scores.shape[1]
+            return classes * n_rows + np.arange(n_rows)
+        n_rows, n_classes = self.scores.shape
+        return np.arange(0, n_rows * n_classes, n_classes) + classes
+
 
 def _blocks(x: np.ndarray, out: np.ndarray | None = None):
     """Yield the 2-D ``x`` as blocks of rows of about _BLOCK_BYTES each (see :class:`_Block`).
@@ -120,25 +132,24 @@ def _blocks(x: np.ndarray, out: np.ndarray | None = None):
     few classes (see _FEW_CLASSES), ``scores`` is a class-major copy of the rows in a buffer
     reused from block to block, ``result`` is that same buffer (the caller may overwrite the
     copy), and it is copied into ``out[rows]`` when the caller moves on to the next block.
-    Without ``out``, ``result`` is scratch space.
+    Without ``out``, ``result`` is scratch space. ``out`` must be C-contiguous.
     """
     n_rows, n_classes = x.shape
     step = max(1, _BLOCK_BYTES // max(1, n_classes * x.itemsize))
     class_major = n_classes <= _FEW_CLASSES
-    shape = (n_classes, min(step, n_rows)) if class_major else (min(step, n_rows), n_classes)
-    scratch, spare = np.empty(shape, x.dtype), np.empty(shape, x.dtype)
+    scratch, spare = (np.empty(min(step, n_rows) * n_classes, x.dtype) for _ in range(2))
     for start in range(0, n_rows, step):
         rows = slice(start, min(start + step, n_rows))
         size = rows.stop - start
+        shape = (n_classes, size) if class_major else (size, n_classes)
+        work, extra = (buf[: size * n_classes].reshape(shape) for buf in (scratch, spare))
         if class_major:
-            scores = scratch[:, :size]
-            np.copyto(scores, x[rows].T)
-            yield _Block(rows, scores, 0, scores, spare[:, :size])
+            np.copyto(work, x[rows].T)
+            yield _Block(rows, work, 0, work, extra)
             if out is not None:
-                np.copyto(out[rows], scores.T)
+                np.copyto(out[rows], work.T)
         else:
-            result = scratch[:size] if out is None else out[rows]
-            yield _Block(rows, x[rows], 1, result, spare[:size])
+            yield _Block(rows, x[rows], 1, work if out is None else out[rows], extra)
 
 
 def _finite_shift(row_max: np.ndarray) -> np.ndarray:
@@ -164,28 +175,34 @@ def _quiet():
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
-def _shift_and_log_sum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
     """Split the log-sum-exp of each row of the 2-D ``x`` as ``shift + log_sum``, shape (N,).
 
     ``shift`` is the row maximum (see :func:`_finite_shift`), so every ``exp(x - shift)`` is at
     most 1 and ``log_sum`` is small. Callers combine ``x - shift`` with ``log_sum`` directly:
     adding ``log_sum`` to a large ``shift`` first would round away most of a log-probability
     close to 0.
+
+    Returns ``shift, log_sum, picked`` where ``picked`` is ``x[n, labels[n]]`` if ``labels``
+    are given (gathered while each block is in cache), else None.
     """
     shift, log_sum = np.empty(x.shape[0], x.dtype), np.empty(x.shape[0], x.dtype)
+    picked = None if labels is None else np.empty(x.shape[0], x.dtype)
     with _quiet():
         for block in _blocks(x):
+            if labels is not None:  # before the scores are overwritten below
+                picked[block.rows] = np.take(block.scores, block.flat_index(labels))
             block_shift = _finite_shift(block.max())
             exps = np.subtract(block.scores, block_shift, out=block.result)
             np.exp(exps, out=exps)
             shift[block.rows] = block_shift.ravel()
             np.log(block.sum(exps).ravel(), out=log_sum[block.rows])
-    return shift, log_sum
+    return shift, log_sum, picked
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """Log-softmax of each row of the 2-D ``x``: ``(x - shift) - log_sum``, block by block."""
-    out = np.empty_like(x)
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as _blocks needs
     with _quiet():
         for block in _blocks(x, out):
             shifted = np.subtract(block.scores, _finite_shift(block.max()), out=block.result)
@@ -193,15 +210,21 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scaled_softmax(x: np.ndarray, total: float) -> np.ndarray:
-    """``total * softmax`` of each row of the 2-D ``x``: rows normalised to sum to ``total``."""
-    out = np.empty_like(x)
+def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) -> np.ndarray:
+    """``total * softmax`` of each row of the 2-D ``x``: rows normalised to sum to ``total``.
+
+    With ``labels`` (shape (N,)), ``label_weight`` is then subtracted at ``[n, labels[n]]``,
+    while each block is in cache.
+    """
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as _blocks needs
     with _quiet():
         for block in _blocks(x, out):
             # A +inf or only -inf in a row makes inf - inf: that row is nan, as documented.
             exps = np.subtract(block.scores, block.max(), out=block.result)
             np.exp(exps, out=exps)
             exps /= block.sum(exps) / total
+            if labels is not None:
+                exps.reshape(-1)[block.flat_index(labels)] -= label_weight
     return out
 
 
@@ -396,7 +419,7 @@ def logsumexp(x, *, axis=-1, keepdims=False):
     array([0.69314718,       -inf])
     """
     rows, axes, shape = _as_rows(as_float(x, "x"), axis)
-    shift, out = _shift_and_log_sum(rows)
+    shift, out, _ = _shift_and_log_sum(rows)
     out += shift
     kept = shape[: len(shape) - len(axes)]
     if keepdims:
@@ -645,8 +668,7 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
         # 0 log 0 = 0: a class without target mass adds nothing, even if its logit is -inf.
         terms = np.multiply(q, log_p, out=np.zeros_like(log_p), where=q > 0)
         return reduce(-terms.sum(axis=-1), reduction)
-    shift, loss = _shift_and_log_sum(logits)
-    target_logit = logits[np.arange(logits.shape[0]), labels]
+    shift, loss, target_logit = _shift_and_log_sum(logits, labels)
     # lse - (1 - eps) x_y - eps mean(x), written around the shift (see _shift_and_log_sum).
     # Each term is skipped when its weight is 0, where 0 * (-inf logit) would make a nan.
     with _quiet():  # rows with +inf or only -inf logits: nan
@@ -702,14 +724,14 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     n, c = logits.shape
     scale = grad_scale(n, reduction)
     # (softmax - q) * scale with the scale folded into the normalisation: one pass fewer.
-    grad = _scaled_softmax(logits, scale)  # our own array: updated in place from here on
     if probs is not None:
+        grad = _scaled_softmax(logits, scale)  # our own array: updated in place from here on
         q = _smoothed(probs, eps)
         grad -= q if scale == 1.0 else scale * q
-    else:
-        grad[np.arange(n), labels] -= scale * (1.0 - eps)
-        if eps:
-            grad -= scale * eps / c
+        return grad
+    grad = _scaled_softmax(logits, scale, labels, scale * (1.0 - eps))
+    if eps:
+        grad -= scale * eps / c
     return grad
 
 
