@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import typing
 
 import numpy as np
 
+from ._blocks import blocks
 from ._validation import (
     as_float,
     as_labels,
@@ -64,20 +64,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-# The softmax family works on a 2-D array with one row per slice along the class axis, one
-# block of rows at a time: the max, shift, exp and sum passes over a block find it in cache
-# (about 128 KiB) instead of streaming the whole array from memory once per pass, and the
-# full-size temporaries shrink to block-sized scratch buffers. Each row is computed the same way
-# whatever the block size, so blocking changes no value.
-_BLOCK_BYTES = 1 << 17
-
-# numpy reduces a short row one row at a time, which dominates softmax and cross-entropy for
-# few classes (10 classes: the row maximum and sum cost more than the exp), and broadcasting a
-# shift along a short row is slow too. Blocks with at most this many classes are copied
-# class-major (transposed), where the same steps run elementwise along long contiguous rows.
-_FEW_CLASSES = 32
-
-
 def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
     """``x`` as a 2-D array whose rows are its slices along ``axis`` (a view when possible).
 
@@ -93,63 +79,6 @@ def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
 def _from_rows(values: np.ndarray, axes: tuple, shape: tuple) -> np.ndarray:
     """Reshape ``values`` to ``shape`` (axes moved last) and move ``axes`` back in place."""
     return np.moveaxis(values.reshape(shape), range(-len(axes), 0), axes)
-
-
-class _Block(typing.NamedTuple):
-    """A block of rows of a 2-D array of scores, as :func:`_blocks` yields it."""
-
-    rows: slice  # which rows of the array
-    scores: np.ndarray  # their scores, classes along ``axis`` (0 if class-major, else 1)
-    axis: int
-    result: np.ndarray  # where a result of the scores' shape and layout goes
-    spare: np.ndarray  # scratch space of the same shape
-
-    def max(self) -> np.ndarray:
-        """Row maxima, the class axis kept; an empty row gives -inf."""
-        return np.max(self.scores, axis=self.axis, keepdims=True, initial=-np.inf)
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        """Row sums of ``values`` (laid out as ``scores``), the class axis kept."""
-        return np.sum(values, axis=self.axis, keepdims=True)
-
-    def flat_index(self, labels: np.ndarray) -> np.ndarray:
-        """Flat indices of ``[n, labels[n]]`` for the block's rows, into ``scores`` or ``result``.
-
-        Both are C-contiguous, and one flat index is several times faster than two.
-        """
-        classes = labels[self.rows]
-        if self.axis == 0:  # class-major: the block's row n is column n
-            n_rows = self.scores.shape[1]
-            return classes * n_rows + np.arange(n_rows)
-        n_rows, n_classes = self.scores.shape
-        return np.arange(0, n_rows * n_classes, n_classes) + classes
-
-
-def _blocks(x: np.ndarray, out: np.ndarray | None = None):
-    """Yield the 2-D ``x`` as blocks of rows of about _BLOCK_BYTES each (see :class:`_Block`).
-
-    With many classes, ``scores`` is the view ``x[rows]`` and ``result`` is ``out[rows]``. With
-    few classes (see _FEW_CLASSES), ``scores`` is a class-major copy of the rows in a buffer
-    reused from block to block, ``result`` is that same buffer (the caller may overwrite the
-    copy), and it is copied into ``out[rows]`` when the caller moves on to the next block.
-    Without ``out``, ``result`` is scratch space. ``out`` must be C-contiguous.
-    """
-    n_rows, n_classes = x.shape
-    step = max(1, _BLOCK_BYTES // max(1, n_classes * x.itemsize))
-    class_major = n_classes <= _FEW_CLASSES
-    scratch, spare = (np.empty(min(step, n_rows) * n_classes, x.dtype) for _ in range(2))
-    for start in range(0, n_rows, step):
-        rows = slice(start, min(start + step, n_rows))
-        size = rows.stop - start
-        shape = (n_classes, size) if class_major else (size, n_classes)
-        work, extra = (buf[: size * n_classes].reshape(shape) for buf in (scratch, spare))
-        if class_major:
-            np.copyto(work, x[rows].T)
-            yield _Block(rows, work, 0, work, extra)
-            if out is not None:
-                np.copyto(out[rows], work.T)
-        else:
-            yield _Block(rows, x[rows], 1, work if out is None else out[rows], extra)
 
 
 def _finite_shift(row_max: np.ndarray) -> np.ndarray:
@@ -189,7 +118,7 @@ def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
     shift, log_sum = np.empty(x.shape[0], x.dtype), np.empty(x.shape[0], x.dtype)
     picked = None if labels is None else np.empty(x.shape[0], x.dtype)
     with _quiet():
-        for block in _blocks(x):
+        for block in blocks(x):
             if labels is not None:  # before the scores are overwritten below
                 picked[block.rows] = np.take(block.scores, block.flat_index(labels))
             block_shift = _finite_shift(block.max())
@@ -202,9 +131,9 @@ def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """Log-softmax of each row of the 2-D ``x``: ``(x - shift) - log_sum``, block by block."""
-    out = np.empty(x.shape, x.dtype)  # C-contiguous, as _blocks needs
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as blocks() needs
     with _quiet():
-        for block in _blocks(x, out):
+        for block in blocks(x, out):
             shifted = np.subtract(block.scores, _finite_shift(block.max()), out=block.result)
             shifted -= np.log(block.sum(np.exp(shifted, out=block.spare)))
     return out
@@ -216,9 +145,9 @@ def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) 
     With ``labels`` (shape (N,)), ``label_weight`` is then subtracted at ``[n, labels[n]]``,
     while each block is in cache.
     """
-    out = np.empty(x.shape, x.dtype)  # C-contiguous, as _blocks needs
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as blocks() needs
     with _quiet():
-        for block in _blocks(x, out):
+        for block in blocks(x, out):
             # A +inf or only -inf in a row makes inf - inf: that row is nan, as documented.
             exps = np.subtract(block.scores, block.max(), out=block.result)
             np.exp(exps, out=exps)
