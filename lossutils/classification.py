@@ -120,7 +120,7 @@ def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
     with _quiet():
         for block in blocks(x):
             if labels is not None:  # before the scores are overwritten below
-                picked[block.rows] = np.take(block.scores, block.flat_index(labels))
+                picked[block.rows] = np.take(block.scores, block.flat_index(labels[block.rows]))
             block_shift = _finite_shift(block.max())
             exps = np.subtract(block.scores, block_shift, out=block.result)
             np.exp(exps, out=exps)
@@ -153,7 +153,7 @@ def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) 
             np.exp(exps, out=exps)
             exps /= block.sum(exps) / total
             if labels is not None:
-                exps.reshape(-1)[block.flat_index(labels)] -= label_weight
+                exps.reshape(-1)[block.flat_index(labels[block.rows])] -= label_weight
     return out
 
 
