@@ -40,11 +40,12 @@ class Block(typing.NamedTuple):
     def max(self, values: np.ndarray | None = None) -> np.ndarray:
         """Row maxima of ``values`` (default: the scores), the class axis kept; -inf if empty."""
         values = self.scores if values is None else values
-        return np.max(values, axis=self.axis, keepdims=True, initial=-np.inf)
+        # The ufunc's own reduce: np.max's Python wrapper costs more than a small block.
+        return np.maximum.reduce(values, axis=self.axis, keepdims=True, initial=-np.inf)
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         """Row sums of ``values`` (laid out as ``scores``), the class axis kept."""
-        return np.sum(values, axis=self.axis, keepdims=True)
+        return np.add.reduce(values, axis=self.axis, keepdims=True)
 
     def per_row(self, values: np.ndarray) -> np.ndarray:
         """One value per row of the block, shape (rows,), shaped to broadcast against scores."""

@@ -70,6 +70,8 @@ def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
     Also returns the reduced axes and the shape of ``x`` with them moved last, from which
     :func:`_from_rows` puts a result back in the layout of ``x``.
     """
+    if x.ndim and axis in (-1, x.ndim - 1):  # the usual class axis: no axes to move
+        return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), (-1,), x.shape
     axes = tuple(range(x.ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
     moved = np.moveaxis(x, axes, range(-len(axes), 0))
     n_rows = math.prod(moved.shape[: x.ndim - len(axes)])
@@ -78,6 +80,8 @@ def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
 
 def _from_rows(values: np.ndarray, axes: tuple, shape: tuple) -> np.ndarray:
     """Reshape ``values`` to ``shape`` (axes moved last) and move ``axes`` back in place."""
+    if axes == (-1,):
+        return values.reshape(shape)
     return np.moveaxis(values.reshape(shape), range(-len(axes), 0), axes)
 
 
@@ -89,7 +93,7 @@ def _finite_shift(row_max: np.ndarray) -> np.ndarray:
     ``-inf``, or no entries) or ``nan``, and the log-sum-exp ``+inf``, ``-inf`` or ``nan``, as
     it should be.
     """
-    if not np.isfinite(row_max.sum()):  # one cheap test; an overflowing sum only costs the fix
+    if not np.isfinite(np.add.reduce(row_max, axis=None)):  # cheap; an overflow only costs the fix
         row_max[~np.isfinite(row_max)] = 0
     return row_max
 
