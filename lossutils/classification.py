@@ -74,8 +74,8 @@ def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
         return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), (-1,), x.shape
     axes = tuple(range(x.ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
     moved = np.moveaxis(x, axes, range(-len(axes), 0))
-    n_rows = math.prod(moved.shape[: x.ndim - len(axes)])
-    return moved.reshape(n_rows, moved.size // n_rows if n_rows else 0), axes, moved.shape
+    kept, reduced = moved.shape[: x.ndim - len(axes)], moved.shape[x.ndim - len(axes) :]
+    return moved.reshape(math.prod(kept), math.prod(reduced)), axes, moved.shape
 
 
 def _from_rows(values: np.ndarray, axes: tuple, shape: tuple) -> np.ndarray:
@@ -93,7 +93,9 @@ def _finite_shift(row_max: np.ndarray) -> np.ndarray:
     ``-inf``, or no entries) or ``nan``, and the log-sum-exp ``+inf``, ``-inf`` or ``nan``, as
     it should be.
     """
-    if not np.isfinite(np.add.reduce(row_max, axis=None)):  # cheap; an overflow only costs the fix
+    # One cheap test per block: the sum is finite unless a maximum is not (or the sum
+    # overflows, which only costs the exact fix below).
+    if not np.isfinite(np.add.reduce(row_max, axis=None)):
         row_max[~np.isfinite(row_max)] = 0
     return row_max
 
