@@ -8,6 +8,8 @@ Usage::
 For each workload (cross-entropy, cross-entropy + gradient, log-softmax, KL, multiclass hinge,
 MSE, L1) on N x K inputs with K = 10 and K = 1000, float32 and float64, it prints the median
 time of each implementation and the ratio ``other / lossutils`` (above 1: lossutils is faster).
+The implementations of a workload are timed in turn, round by round, so that a load that
+changes on a shared machine affects them alike.
 It also measures this machine's single-thread memory read bandwidth and reports the fraction of
 it that the bandwidth-bound losses (MSE, L1) reach, and the import time of lossutils over numpy.
 
@@ -54,6 +56,27 @@ def median_time(fn, *, min_time=0.2, max_repeats=15) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def median_times(fns: dict, *, min_time=0.2, max_repeats=15) -> dict:
+    """Median wall time of each of ``fns`` (name -> callable), called in turn round by round.
+
+    Taking turns, every implementation sees the same load: on a shared machine a load that
+    changes between two separate measurements would otherwise show up in their ratio.
+    """
+    for fn in fns.values():
+        fn()  # warm up caches and allocators
+    times = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() - start < min_time * len(fns)
+                         and rounds < max_repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def read_bandwidth(nbytes=512 * 2**20) -> float:
@@ -200,11 +223,12 @@ def main(argv=None) -> int:
                 n = size // k
                 inputs = make_inputs(n, k, dtype, rng)
                 for name, impls in workloads(*inputs).items():
-                    base = median_time(impls["lossutils"])
+                    medians = median_times(impls)
+                    base = medians["lossutils"]
                     cells = []
                     for other in ("torch", "scipy", "numpy"):
                         if other in impls:
-                            ratio = median_time(impls[other]) / base
+                            ratio = medians[other] / base
                             cells.append(f"{ratio:7.2f}x")
                             if other == "torch":
                                 worst_torch = min(worst_torch or ratio, ratio)

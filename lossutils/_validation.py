@@ -21,6 +21,7 @@ __all__ = [
     "float_dtype",
     "grad_scale",
     "reduce",
+    "sum_tolerance",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -130,7 +131,7 @@ def check_probs(p: np.ndarray, name: str, *, normalised: bool = False, atol=None
         if p.ndim == 0:
             raise ValueError(f"{name} must be a distribution over the last axis, got a scalar.")
         if atol is None:
-            atol = 1e-4 if p.dtype == np.float32 else 1e-6
+            atol = sum_tolerance(p.dtype)
         sums = p.sum(axis=-1)
         if not np.allclose(sums, 1.0, rtol=0, atol=atol):
             worst = sums.flat[np.argmax(np.abs(sums - 1.0))]
@@ -138,6 +139,11 @@ def check_probs(p: np.ndarray, name: str, *, normalised: bool = False, atol=None
                 f"{name} must sum to 1 along the last (class) axis, found a row summing to "
                 f"{float(worst):.6g}; normalise it (p / p.sum(-1, keepdims=True))."
             )
+
+
+def sum_tolerance(dtype) -> float:
+    """How far from 1 the sum of a distribution may be (``check_probs(normalised=True)``)."""
+    return 1e-4 if dtype == np.float32 else 1e-6
 
 
 def check_hinge_target(target: np.ndarray, name: str = "target") -> None:

@@ -22,12 +22,13 @@ References
 
 from __future__ import annotations
 
-import contextlib
+import math
 import numbers
 import operator
 
 import numpy as np
 
+from ._blocks import blocks
 from ._validation import (
     as_float,
     as_labels,
@@ -63,84 +64,103 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-# numpy reduces a short last axis one row at a time, which dominates softmax and
-# cross-entropy for few classes (10 classes: 3-6x slower than the exp). For a 2-D array with
-# few columns, an elementwise maximum over the columns and a matrix-vector product with ones
-# give the same values (the sum of at most this many terms is not pairwise in numpy either).
-_FEW_CLASSES = 64
-_ROWS_PER_BLOCK = 8192  # a block of rows stays in cache while its columns are visited
+def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
+    """``x`` as a 2-D array whose rows are its slices along ``axis`` (a view when possible).
+
+    Also returns the reduced axes and the shape of ``x`` with them moved last, from which
+    :func:`_from_rows` puts a result back in the layout of ``x``.
+    """
+    if x.ndim and axis in (-1, x.ndim - 1):  # the usual class axis: no axes to move
+        return x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), (-1,), x.shape
+    axes = tuple(range(x.ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    moved = np.moveaxis(x, axes, range(-len(axes), 0))
+    kept, reduced = moved.shape[: x.ndim - len(axes)], moved.shape[x.ndim - len(axes) :]
+    return moved.reshape(math.prod(kept), math.prod(reduced)), axes, moved.shape
 
 
-def _few_classes(x: np.ndarray, axis) -> bool:
-    return (
-        x.ndim == 2 and axis in (-1, 1) and 0 < x.shape[1] <= _FEW_CLASSES
-        and x.shape[0] >= _ROWS_PER_BLOCK and x.flags.c_contiguous
-    )
+def _from_rows(values: np.ndarray, axes: tuple, shape: tuple) -> np.ndarray:
+    """Reshape ``values`` to ``shape`` (axes moved last) and move ``axes`` back in place."""
+    if axes == (-1,):
+        return values.reshape(shape)
+    return np.moveaxis(values.reshape(shape), range(-len(axes), 0), axes)
 
 
-def _max(x: np.ndarray, axis) -> np.ndarray:
-    """``x.max(axis, keepdims=True)``; an empty axis gives -inf (no mass) instead of raising."""
-    if not _few_classes(x, axis):
-        return np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    out = np.empty((x.shape[0], 1), dtype=x.dtype)
-    for start in range(0, x.shape[0], _ROWS_PER_BLOCK):
-        block, best = x[start:start + _ROWS_PER_BLOCK], out[start:start + _ROWS_PER_BLOCK, 0]
-        np.copyto(best, block[:, 0])
-        for j in range(1, x.shape[1]):
-            np.maximum(best, block[:, j], out=best)
+def _finite_shift(row_max: np.ndarray) -> np.ndarray:
+    """The shift of a log-sum-exp: ``row_max``, with non-finite maxima replaced by 0 in place.
+
+    Shifting by a non-finite maximum would compute ``inf - inf``; such rows are shifted by 0
+    instead, so that their sum of exponentials is ``inf`` (a ``+inf`` present), 0 (only
+    ``-inf``, or no entries) or ``nan``, and the log-sum-exp ``+inf``, ``-inf`` or ``nan``, as
+    it should be.
+    """
+    # One cheap test per block: the sum is finite unless a maximum is not (or the sum
+    # overflows, which only costs the exact fix below).
+    if not np.isfinite(np.add.reduce(row_max, axis=None)):
+        row_max[~np.isfinite(row_max)] = 0
+    return row_max
+
+
+def _quiet():
+    """Silence the warnings of rows with a non-finite maximum.
+
+    Rows with finite maxima cannot raise any: every shifted score is at most 0, and every sum
+    of exponentials is at least 1. The ``nan`` and infinite results of the other rows are
+    documented, so their warnings are noise.
+    """
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
+    """Split the log-sum-exp of each row of the 2-D ``x`` as ``shift + log_sum``, shape (N,).
+
+    ``shift`` is the row maximum (see :func:`_finite_shift`), so every ``exp(x - shift)`` is at
+    most 1 and ``log_sum`` is small. Callers combine ``x - shift`` with ``log_sum`` directly:
+    adding ``log_sum`` to a large ``shift`` first would round away most of a log-probability
+    close to 0.
+
+    Returns ``shift, log_sum, picked`` where ``picked`` is ``x[n, labels[n]]`` if ``labels``
+    are given (gathered while each block is in cache), else None.
+    """
+    shift, log_sum = np.empty(x.shape[0], x.dtype), np.empty(x.shape[0], x.dtype)
+    picked = None if labels is None else np.empty(x.shape[0], x.dtype)
+    with _quiet():
+        for block in blocks(x):
+            if labels is not None:  # before the scores are overwritten below
+                picked[block.rows] = np.take(block.scores, block.flat_index(labels[block.rows]))
+            block_shift = _finite_shift(block.max())
+            exps = np.subtract(block.scores, block_shift, out=block.result)
+            np.exp(exps, out=exps)
+            shift[block.rows] = block_shift.ravel()
+            np.log(block.sum(exps).ravel(), out=log_sum[block.rows])
+    return shift, log_sum, picked
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-softmax of each row of the 2-D ``x``: ``(x - shift) - log_sum``, block by block."""
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as blocks() needs
+    with _quiet():
+        for block in blocks(x, out):
+            shifted = np.subtract(block.scores, _finite_shift(block.max()), out=block.result)
+            shifted -= np.log(block.sum(np.exp(shifted, out=block.spare)))
     return out
 
 
-def _sum(x: np.ndarray, axis) -> np.ndarray:
-    """``x.sum(axis, keepdims=True)``."""
-    if not _few_classes(x, axis):
-        return x.sum(axis=axis, keepdims=True)
-    return (x @ np.ones(x.shape[1], dtype=x.dtype))[:, None]
+def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) -> np.ndarray:
+    """``total * softmax`` of each row of the 2-D ``x``: rows normalised to sum to ``total``.
 
-
-def _shift_and_log_sum(x: np.ndarray, axis) -> tuple[np.ndarray, np.ndarray]:
-    """Split the log-sum-exp along ``axis`` as ``shift + log_sum`` (both with kept axes).
-
-    ``shift`` is the maximum, so every ``exp(x - shift)`` is at most 1 and ``log_sum`` is
-    small. Callers combine ``x - shift`` with ``log_sum`` directly: adding ``log_sum`` to a large
-    ``shift`` first would round away most of a log-probability close to 0.
+    With ``labels`` (shape (N,)), ``label_weight`` is then subtracted at ``[n, labels[n]]``,
+    while each block is in cache.
     """
-    shift = _max(x, axis)
-    finite = np.isfinite(shift)
-    quiet = contextlib.nullcontext()
-    if not finite.all():
-        # Shifting by a non-finite maximum computes inf - inf. Such slices are shifted by 0:
-        # their sum is then inf (+inf present), 0 (only -inf) or nan, so that the
-        # log-sum-exp is +inf, -inf or nan, as it should be, without numpy's warnings.
-        shift = np.where(finite, shift, 0)
-        quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    with quiet:
-        log_sum = x - shift  # the only full-size temporary: exponentiated and summed in place
-        np.exp(log_sum, out=log_sum)
-        log_sum = _sum(log_sum, axis)
-        np.log(log_sum, out=log_sum)
-    return shift, log_sum
-
-
-def _scaled_softmax(x: np.ndarray, axis, total: float) -> np.ndarray:
-    """``total * softmax(x)``: each slice normalised to sum to ``total`` in a single pass."""
-    row_max = _max(x, axis)
-    with _quiet_unless_finite(row_max):
-        out = x - row_max  # our own array: exponentiated and normalised in place
-        np.exp(out, out=out)
-        out /= _sum(out, axis) / total
+    out = np.empty(x.shape, x.dtype)  # C-contiguous, as blocks() needs
+    with _quiet():
+        for block in blocks(x, out):
+            # A +inf or only -inf in a row makes inf - inf: that row is nan, as documented.
+            exps = np.subtract(block.scores, block.max(), out=block.result)
+            np.exp(exps, out=exps)
+            exps /= block.sum(exps) / total
+            if labels is not None:
+                exps.reshape(-1)[block.flat_index(labels[block.rows])] -= label_weight
     return out
-
-
-def _quiet_unless_finite(values: np.ndarray):
-    """Silence numpy's invalid/divide warnings only if ``values`` holds a non-finite entry.
-
-    Such rows (a ``+inf`` score, or only ``-inf``) make ``inf - inf`` or ``0 / 0`` produce the
-    documented ``nan``; finite input skips ``np.errstate``, which costs microseconds per call.
-    """
-    if np.isfinite(values).all():
-        return contextlib.nullcontext()
-    return np.errstate(invalid="ignore", divide="ignore")
 
 
 def _as_batch_scores(x, name: str) -> np.ndarray:
@@ -333,12 +353,13 @@ def logsumexp(x, *, axis=-1, keepdims=False):
     >>> logsumexp([[0.0, 0.0], [-np.inf, -np.inf]])
     array([0.69314718,       -inf])
     """
-    x = as_float(x, "x")
-    shift, out = _shift_and_log_sum(x, axis)
+    rows, axes, shape = _as_rows(as_float(x, "x"), axis)
+    shift, out, _ = _shift_and_log_sum(rows)
     out += shift
-    if not keepdims:
-        out = np.squeeze(out, axis=axis)[()]
-    return out
+    kept = shape[: len(shape) - len(axes)]
+    if keepdims:
+        return _from_rows(out, axes, (*kept, *(1,) * len(axes)))
+    return out.reshape(kept)[()]
 
 
 def softmax(logits, *, axis=-1):
@@ -389,7 +410,8 @@ def softmax(logits, *, axis=-1):
     >>> softmax([[1.0, 2.0, 3.0]])
     array([[0.09003057, 0.24472847, 0.66524096]])
     """
-    return _scaled_softmax(as_float(logits, "logits"), axis, 1.0)
+    rows, axes, shape = _as_rows(as_float(logits, "logits"), axis)
+    return _from_rows(_scaled_softmax(rows, 1.0), axes, shape)
 
 
 def log_softmax(logits, *, axis=-1):
@@ -432,12 +454,8 @@ def log_softmax(logits, *, axis=-1):
     >>> log_softmax([0.0, 2000.0])  # np.log(softmax(...)) would give -inf
     array([-2000.,     0.])
     """
-    x = as_float(logits, "logits")
-    shift, log_sum = _shift_and_log_sum(x, axis)
-    out = x - shift
-    with _quiet_unless_finite(log_sum):
-        out -= log_sum
-    return out
+    rows, axes, shape = _as_rows(as_float(logits, "logits"), axis)
+    return _from_rows(_log_softmax(rows), axes, shape)
 
 
 def sigmoid(x):
@@ -581,16 +599,14 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
     logits, labels, probs, eps = _cross_entropy_inputs(logits, target, reduction, label_smoothing)
     if probs is not None:
         q = _smoothed(probs, eps)
-        log_p = log_softmax(logits)
+        log_p = _log_softmax(logits)
         # 0 log 0 = 0: a class without target mass adds nothing, even if its logit is -inf.
         terms = np.multiply(q, log_p, out=np.zeros_like(log_p), where=q > 0)
         return reduce(-terms.sum(axis=-1), reduction)
-    shift, log_sum = _shift_and_log_sum(logits, -1)
-    shift, loss = shift[:, 0], log_sum[:, 0]
-    target_logit = logits[np.arange(logits.shape[0]), labels]
+    shift, loss, target_logit = _shift_and_log_sum(logits, labels)
     # lse - (1 - eps) x_y - eps mean(x), written around the shift (see _shift_and_log_sum).
     # Each term is skipped when its weight is 0, where 0 * (-inf logit) would make a nan.
-    with _quiet_unless_finite(loss):  # rows with +inf or only -inf logits: nan
+    with _quiet():  # rows with +inf or only -inf logits: nan
         if eps < 1.0:
             loss += (1.0 - eps) * (shift - target_logit)
         if eps > 0.0:
@@ -643,14 +659,14 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     n, c = logits.shape
     scale = grad_scale(n, reduction)
     # (softmax - q) * scale with the scale folded into the normalisation: one pass fewer.
-    grad = _scaled_softmax(logits, -1, scale)  # our own array: updated in place from here on
     if probs is not None:
+        grad = _scaled_softmax(logits, scale)  # our own array: updated in place from here on
         q = _smoothed(probs, eps)
         grad -= q if scale == 1.0 else scale * q
-    else:
-        grad[np.arange(n), labels] -= scale * (1.0 - eps)
-        if eps:
-            grad -= scale * eps / c
+        return grad
+    grad = _scaled_softmax(logits, scale, labels, scale * (1.0 - eps))
+    if eps:
+        grad -= scale * eps / c
     return grad
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_float, check_probs, check_same_shape, float_dtype
+from ._blocks import blocks
+from ._validation import as_float, check_probs, check_same_shape, float_dtype, sum_tolerance
 
 __all__ = [
     "distribution_cross_entropy",
@@ -61,9 +62,62 @@ def _log_where_positive(x: np.ndarray) -> np.ndarray:
     return np.log(np.where(x > 0, x, 1))
 
 
-def _p_log_q(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """p log q elementwise with 0 log q = 0, also for q = 0 (never 0 * -inf = nan)."""
-    return p * np.where(p > 0, _log0(q), 0)
+def _row_sums(terms, p_in, q_in) -> np.ndarray:
+    """Sum ``terms(p, q)`` over the last axis of the distributions ``p`` and ``q``, validated.
+
+    Works block by block (see :mod:`lossutils._blocks`): ``terms(p, q, out)`` writes the
+    elementwise terms of a block of rows into ``out``, with the warnings of ``log 0``,
+    ``1 / 0``, overflow and ``0 * inf`` silenced. Before that, the block's values are checked
+    (minimum, maximum and row sums, while it is in cache) instead of validating the whole
+    arrays in passes of their own; any doubt sends the inputs through the full validation,
+    which raises its usual error.
+    """
+    p, q = as_float(p_in, "p"), as_float(q_in, "q")
+    check_same_shape(p, q, "p", "q")
+    if p.ndim == 0 or p.shape[-1] == 0:
+        _pair(p_in, q_in)  # a scalar or an empty last axis: raises
+    tolerances = sum_tolerance(p.dtype), sum_tolerance(q.dtype)
+    dtype = float_dtype(p, q)
+    p, q = (a.astype(dtype, copy=False).reshape(-1, a.shape[-1]) for a in (p, q))
+    out = np.empty(p.shape[0], dtype)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for block_p, block_q in zip(blocks(p), blocks(q), strict=True):
+            if not all(map(_maybe_distributions, (block_p, block_q), tolerances)):
+                _pair(p_in, q_in)  # raises the usual error
+            values = terms(block_p.scores, block_q.scores, out=block_p.spare)
+            out[block_p.rows] = block_p.sum(values).ravel()
+    return out.reshape(np.shape(p_in)[:-1])[()]
+
+
+def _maybe_distributions(block, atol: float) -> bool:
+    """Fast test of a block of rows: entries in [0, 1], rows summing to 1 (False for a nan)."""
+    if not (block.scores.min() >= 0 and block.scores.max() <= 1):  # nan: both False
+        return False
+    return bool(np.all(np.abs(block.sum(block.scores) - 1) <= atol))
+
+
+def _cross_entropy_terms(p, q, out):
+    """``-p log q`` with ``0 log q = 0``, also for q = 0; ``-p log p`` for the entropy."""
+    np.log(q, out=out)
+    out *= p
+    np.negative(out, out=out)
+    np.copyto(out, 0, where=p == 0)  # 0 * log 0 = 0 * -inf made a nan
+    return out
+
+
+def _kl_terms(p, q, out):
+    """``p log(p / q)`` with ``0 log(0 / q) = 0``, also for q = 0."""
+    # One log of the ratio instead of log p - log q: half the logs, and no cancellation
+    # between two large logs when p and q are small and close.
+    np.divide(p, q, out=out)
+    np.log(out, out=out)
+    out *= p
+    np.copyto(out, 0, where=p == 0)  # 0 * log(0 / q) made a nan
+    if out.max(initial=0) == np.inf:
+        # p / q overflows for a subnormal q > 0, where log p - log q is still finite.
+        redo = np.isinf(out) & (q > 0)
+        out[redo] = p[redo] * (np.log(p[redo]) - np.log(q[redo]))
+    return out
 
 
 def entropy(p):
@@ -104,9 +158,8 @@ def entropy(p):
     >>> entropy([[1.0, 0.0], [0.9, 0.1]])
     array([0.        , 0.32508297])
     """
-    p = _distribution(p, "p")
     # + 0.0 turns the -0.0 of a certain outcome (-(1 * log 1)) into 0.0.
-    return -_p_log_q(p, p).sum(axis=-1, dtype=p.dtype) + 0.0
+    return _row_sums(_cross_entropy_terms, p, p) + 0.0  # H(p) = H(p, p)
 
 
 def entropy_grad(p):
@@ -176,8 +229,7 @@ def distribution_cross_entropy(p, q):
     >>> distribution_cross_entropy([1.0, 0.0], [0.25, 0.75])  # -log 0.25
     np.float64(1.3862943611198906)
     """
-    p, q = _pair(p, q)
-    return -_p_log_q(p, q).sum(axis=-1, dtype=p.dtype) + 0.0
+    return _row_sums(_cross_entropy_terms, p, q) + 0.0
 
 
 def distribution_cross_entropy_grad(p, q):
@@ -256,9 +308,10 @@ def kl_divergence(p, q):
     is the mathematically correct value (q cannot have generated an outcome it rules out),
     so it is returned rather than hidden by clipping ``q``.
 
-    The terms are :math:`p_k(\log p_k - \log q_k)`, so the result is exactly 0 for
-    ``p == q``; for nearly equal ``p`` and ``q`` rounding can make it negative by a few
-    units of machine epsilon.
+    The terms are computed as :math:`p_k \log(p_k / q_k)` (as ``scipy.special.rel_entr``;
+    :math:`p_k(\log p_k - \log q_k)` where the ratio overflows, for a subnormal
+    :math:`q_k`), so the result is exactly 0 for ``p == q``; for nearly equal ``p`` and ``q``
+    rounding can make it negative by a few units of machine epsilon.
 
     References
     ----------
@@ -274,10 +327,7 @@ def kl_divergence(p, q):
     >>> kl_divergence([0.5, 0.5], [1.0, 0.0])
     np.float64(inf)
     """
-    p, q = _pair(p, q)
-    # log p is masked where p = 0 so that 0 * (log 0 - log 0) never forms -inf - -inf = nan.
-    terms = p * np.where(p > 0, _log_where_positive(p) - _log0(q), 0)
-    return terms.sum(axis=-1, dtype=p.dtype)
+    return _row_sums(_kl_terms, p, q)
 
 
 def kl_divergence_grad(p, q):

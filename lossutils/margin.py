@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 
+from ._blocks import blocks
 from ._validation import (
     as_float,
     as_labels,
@@ -439,7 +440,7 @@ def squared_hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
 
 
 def _multiclass(scores, target, margin, kind):
-    """Validated scores (N, C), labels (N,), margin and the margin matrix s_j - s_y + margin."""
+    """Validated scores (N, C), labels (N,) and margin (in the dtype of the scores)."""
     s = as_float(scores, "scores")
     if s.ndim != 2:
         raise ValueError(
@@ -457,12 +458,22 @@ def _multiclass(scores, target, margin, kind):
         )
     n = s.shape[0]
     y = as_labels(target, s.shape[1], "target", batch=n)
-    m = _margin(margin, s.dtype)
-    rows = np.arange(n)
-    margins = s - s[rows, y][:, None] + m
-    # The true class is not a competitor: its own term (always equal to margin) is excluded.
-    margins[rows, y] = -np.inf if kind == "crammer_singer" else 0
-    return s, y, rows, margins
+    return s, y, _margin(margin, s.dtype)
+
+
+def _block_margins(block, labels: np.ndarray, margin, kind: str):
+    """``s_j - s_y + margin`` for a block of rows (see :mod:`lossutils._blocks`), in place.
+
+    Written into ``block.result``; returns it and the flat index of the true classes, whose
+    entries are set to 0 (Weston-Watkins) or -inf (Crammer-Singer): the true class is not a
+    competitor, and its own term (always equal to the margin) is excluded.
+    """
+    true_class = block.flat_index(labels[block.rows])
+    true_score = block.per_row(np.take(block.scores, true_class))
+    margins = np.subtract(block.scores, true_score, out=block.result)
+    margins += margin
+    margins.reshape(-1)[true_class] = -np.inf if kind == "crammer_singer" else 0
+    return margins, true_class
 
 
 def multiclass_hinge_loss(scores, target, *, margin=1.0, kind="weston_watkins", reduction="mean"):
@@ -532,11 +543,15 @@ def multiclass_hinge_loss(scores, target, *, margin=1.0, kind="weston_watkins", 
     >>> float(multiclass_hinge_loss([[1.0, 1.0, 1.0]], [0]))
     2.0
     """
-    _, _, _, margins = _multiclass(scores, target, margin, kind)
-    if kind == "weston_watkins":
-        per_sample = np.maximum(margins, 0).sum(axis=1)
-    else:
-        per_sample = np.maximum(margins.max(axis=1), 0)
+    s, y, m = _multiclass(scores, target, margin, kind)
+    per_sample = np.empty(s.shape[0], s.dtype)
+    for block in blocks(s):  # a cache-sized block of rows at a time
+        margins, _ = _block_margins(block, y, m, kind)
+        if kind == "weston_watkins":
+            violations = block.sum(np.maximum(margins, 0, out=margins))
+        else:
+            violations = np.maximum(block.max(margins), 0)
+        per_sample[block.rows] = violations.ravel()
     return reduce(per_sample, reduction)
 
 
@@ -585,14 +600,21 @@ def multiclass_hinge_loss_grad(
     array([[-1.,  0.,  1.],
            [ 0.,  1., -1.]])
     """
-    s, y, rows, margins = _multiclass(scores, target, margin, kind)
+    s, y, m = _multiclass(scores, target, margin, kind)
     scale = s.dtype.type(grad_scale(s.shape[0], reduction))
-    if kind == "weston_watkins":
-        grad = (margins > 0).astype(s.dtype)
-    else:
-        worst = margins.argmax(axis=1)
-        grad = np.zeros_like(s)
-        grad[rows, worst] = margins[rows, worst] > 0
-    # Raising a wrong class's score by one raises the loss as much as lowering the true one.
-    grad[rows, y] = -grad.sum(axis=1)
-    return grad * scale
+    grad = np.empty(s.shape, s.dtype)  # C-contiguous, as blocks() needs
+    for block in blocks(s, grad):
+        margins, true_class = _block_margins(block, y, m, kind)
+        if kind == "weston_watkins":
+            block_grad = np.greater(margins, 0, out=margins)  # 1.0 or 0.0, in place
+        else:
+            worst = np.argmax(margins, axis=block.axis)
+            worst_class = block.flat_index(worst)
+            violated = np.take(margins, worst_class) > 0
+            block_grad = margins
+            block_grad.fill(0)
+            block_grad.reshape(-1)[worst_class] = violated
+        # Raising a wrong class's score by one raises the loss as much as lowering the true one.
+        block_grad.reshape(-1)[true_class] = -block.sum(block_grad).ravel()
+        block_grad *= scale
+    return grad
