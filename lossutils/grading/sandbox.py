@@ -1,7 +1,8 @@
 """Run untrusted student code in a bubblewrap sandbox with resource limits.
 
 Every process that runs student code (the nbgrader kernel and the verification process of
-:mod:`lossutils.grading.verify`) is started through :func:`sandbox_argv`, which wraps a command
+:mod:`lossutils.grading.verify`) is started through :func:`sandbox_argv`, or forked, with the
+isolation described in :class:`KernelZygote`, from a zygote started that way. It wraps a command
 line so that it runs
 
 - without network (``--unshare-net``: only a private loopback exists),

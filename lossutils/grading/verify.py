@@ -8,8 +8,8 @@ can reach:
 1. The trusted grader reads, with :mod:`ast`, which ``check("<exercise>", <function>)`` calls
    each test cell of the MASTER makes (never the student's copy of the test cell).
 2. A fresh sandboxed plain-Python process (:mod:`lossutils.grading._verify_runner`, no IPython,
-   no ``lossutils``) runs the master's import lines and the student's own code cells, magics
-   removed.
+   no ``lossutils``; forked from a verification zygote when the grader runs as root) runs the
+   master's import lines and the student's own code cells, magics removed.
 3. The trusted grader builds the cases (hidden ones with the run's seed) and drives the
    exercise's ``call`` itself, with a stand-in function that ships each call's arguments to the
    sandbox as JSON and replays what came back (return value, exception, warnings, printed
