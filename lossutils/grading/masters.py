@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -69,7 +68,7 @@ def master_hash(folder: str) -> str:
     return digest.hexdigest()
 
 
-def _ensure_alembic_on_path() -> None:
+def _prepare_nbgrader() -> None:
     """Make a new nbgrader gradebook cheap to create, and possible without ``PATH`` set up.
 
     nbgrader's ``Gradebook`` records its schema version when it creates a database, by
@@ -78,9 +77,12 @@ def _ensure_alembic_on_path() -> None:
     same version in this process, and ``nbgrader.api`` is pointed at it. The executable's
     folder also goes on ``PATH``, for nbgrader code that still runs the command.
     """
+    global _NBGRADER_ALEMBIC_VERSION
     import nbgrader.api
 
-    nbgrader.api.get_alembic_version = alembic_head
+    if nbgrader.api.get_alembic_version is not alembic_head:
+        _NBGRADER_ALEMBIC_VERSION = nbgrader.api.get_alembic_version
+        nbgrader.api.get_alembic_version = alembic_head
     bindir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if bindir not in path.split(os.pathsep):
@@ -133,14 +135,15 @@ def head_revision(folder: str) -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
+#: nbgrader's own schema lookup, kept when :func:`_prepare_nbgrader` replaces it.
+_NBGRADER_ALEMBIC_VERSION = None
+
+
 def _stock_alembic_version() -> str:
-    """What nbgrader's ``get_alembic_version`` does: run ``alembic heads``."""
-    from nbgrader.dbutil import _temp_alembic_ini
+    """nbgrader's own ``get_alembic_version``: it runs ``alembic heads``."""
+    import nbgrader.api
 
-    with _temp_alembic_ini("sqlite://") as ini:
-        output = subprocess.check_output(["alembic", "-c", ini, "heads"])
-    return output.decode().split("\n")[0].split(" ")[0]
-
+    return (_NBGRADER_ALEMBIC_VERSION or nbgrader.api.get_alembic_version)()
 
 
 def _generate(assignment: str, folder: str, scratch: str, db_url: str) -> str:
@@ -151,7 +154,7 @@ def _generate(assignment: str, folder: str, scratch: str, db_url: str) -> str:
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
 
-    _ensure_alembic_on_path()
+    _prepare_nbgrader()
     shutil.copytree(
         folder, os.path.join(scratch, "source", assignment), ignore=shutil.ignore_patterns(".*")
     )
@@ -175,7 +178,7 @@ def _generate(assignment: str, folder: str, scratch: str, db_url: str) -> str:
 def _has_assignment(db_url: str, assignment: str) -> bool:
     from nbgrader.api import Gradebook, MissingEntry
 
-    _ensure_alembic_on_path()
+    _prepare_nbgrader()
     with Gradebook(db_url, COURSE_ID) as gb:
         try:
             return len(gb.find_assignment(assignment).notebooks) > 0

@@ -811,7 +811,7 @@ class KernelZygote:
                 except OSError as exc:
                     if exc.errno != errno.ENXIO:
                         raise
-                    if time.monotonic() > deadline or not _ForkedKernel(pid, uid, self)._running():
+                    if time.monotonic() > deadline or not _runs_as(pid, uid):
                         raise ZygoteError("the forked process did not open its pipes") from None
                     time.sleep(0.001)
             os.set_blocking(writer, True)
@@ -939,6 +939,19 @@ class SandboxedKernelManager(metaclass=_LazyKernelManager):
     """
 
 
+def _runs_as(pid: int, uid: int) -> bool:
+    """Whether ``pid`` is alive and still of ``uid``: a zygote's child, once reaped, leaves its
+    pid free for reuse."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+
+
 class _ForkedKernel:
     """The part of :class:`subprocess.Popen` jupyter_client uses, for a zygote's kernel."""
 
@@ -953,15 +966,7 @@ class _ForkedKernel:
         return self.returncode
 
     def _running(self) -> bool:
-        """Alive and still ours: the pid could be reused once the zygote reaped the kernel."""
-        try:
-            if os.stat(f"/proc/{self.pid}").st_uid != self.uid:
-                return False
-            with open(f"/proc/{self.pid}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            return False
-        return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+        return _runs_as(self.pid, self.uid)
 
     def wait(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout

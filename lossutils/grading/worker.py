@@ -237,16 +237,16 @@ def _metadata_validator():
     from nbgrader.nbgraderformat.common import BaseMetadataValidator
 
     class _SchemaOnce(BaseMetadataValidator):
-        _checked = None
+        def __init__(self):
+            super().__init__()  # reads the schema
+            cls = jsonschema.validators.validator_for(self.schema)
+            cls.check_schema(self.schema)
+            self._checked = cls(self.schema)
 
         def validate_cell(self, cell):
             meta = cell.metadata.get("nbgrader") if "nbgrader" in cell.metadata else None
             if meta is None or meta.get("schema_version", 0) != self.schema_version:
                 return super().validate_cell(cell)  # nothing to check, or nbgrader's error
-            if self._checked is None:
-                cls = jsonschema.validators.validator_for(self.schema)
-                cls.check_schema(self.schema)
-                type(self)._checked = cls(self.schema)
             error = jsonschema.exceptions.best_match(self._checked.iter_errors(meta))
             if error is not None:
                 raise error
@@ -348,11 +348,8 @@ def _zygote(task: dict):
 def start_zygotes(preload) -> None:
     """Start this thread's kernel zygote and verification zygote for masters importing
     ``preload`` (where forking is supported), as the first submission would."""
-    from .sandbox import zygote_supported
     from .verify import _verification_zygote
 
-    if not zygote_supported():
-        return
     _zygote({"sandbox": True, "master": {"preload": list(preload)}})
     _verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
 
