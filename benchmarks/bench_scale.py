@@ -88,18 +88,21 @@ def build_submissions(source: str, assignment: str, n: int, folder: str) -> str:
     return submitted
 
 
-def _timed_persist(run, totals: dict):
-    """Wrap the coordinator's per-result persistence to add up its time."""
-    persist = run._persist
+def _time_persistence(run, totals: dict) -> None:
+    """Wrap the coordinator's persistence (result files, gradebook and ledger batches)."""
 
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return persist(*args, **kwargs)
-        finally:
-            totals["persist"] += time.perf_counter() - start
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals["persist"] += time.perf_counter() - start
 
-    return timed
+        return wrapper
+
+    run._write_files = timed(run._write_files)
+    run._commit = timed(run._commit)
 
 
 def _cluster_threads(address: str) -> int:
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="bench-scale-")
     out = args.keep or os.path.join(work, "out")
     totals = {"persist": 0.0}
-    run._persist = _timed_persist(run, totals)
+    _time_persistence(run, totals)
     probe = _Probe()
     try:
         submitted = build_submissions(args.source, assignment, args.n, work)

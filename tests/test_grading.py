@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,199 @@ def test_state_replaces_and_student_rows_sum():
     assert rows[0]["status"] == "ok"
     assert rows[1]["status"] == "timeout"
     assert rows[1]["reason"] == "a1: cell 3 ran too long"
+
+
+def _record_with_nbgraders_api(gb, result, timestamp):
+    """The reference for the gradebook writer: nbgrader's own calls, one result at a time."""
+    student, assignment, notebook = result["student"], result["assignment"], result["notebook"]
+    from sqlalchemy.exc import SAWarning
+
+    gb.update_or_create_student(student)
+    extra = {"timestamp": timestamp} if timestamp else {}
+    with warnings.catch_warnings():  # nbgrader's add_submission flushes a half-built row
+        warnings.simplefilter("ignore", SAWarning)
+        gb.update_or_create_submission(assignment, student, **extra)
+    for cell in result["cells"]:
+        grade = gb.find_grade(cell["grade_id"], notebook, assignment, student)
+        grade.auto_score = cell["score"]
+        grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+        if cell["kind"] == "manual":
+            comment = gb.find_comment(cell["grade_id"], notebook, assignment, student)
+            comment.auto_comment = cell["comment"]
+    gb.find_submission_notebook(notebook, assignment, student).flagged = result["status"] != "ok"
+    gb.db.commit()
+
+
+def _gradebook_rows(path):
+    """Everything a grade run writes, keyed by names instead of the random row ids."""
+    db = sqlite3.connect(path)
+    joins = (
+        "JOIN submitted_notebook sn ON x.notebook_id = sn.id "
+        "JOIN notebook n ON sn.notebook_id = n.id "
+        "JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
+        "JOIN assignment a ON sa.assignment_id = a.id "
+        "JOIN base_cell c ON x.cell_id = c.id"
+    )
+    try:
+        return {
+            "students": sorted(db.execute("SELECT id FROM student")),
+            "submissions": sorted(
+                db.execute(
+                    "SELECT sa.student_id, a.name, sa.timestamp FROM submitted_assignment sa "
+                    "JOIN assignment a ON sa.assignment_id = a.id"
+                )
+            ),
+            "notebooks": sorted(
+                db.execute(
+                    "SELECT sa.student_id, a.name, n.name, sn.flagged FROM submitted_notebook sn "
+                    "JOIN notebook n ON sn.notebook_id = n.id "
+                    "JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
+                    "JOIN assignment a ON sa.assignment_id = a.id"
+                )
+            ),
+            "grades": sorted(
+                db.execute(
+                    "SELECT sa.student_id, a.name, n.name, c.name, x.auto_score, x.manual_score, "
+                    f"x.needs_manual_grade, x.extra_credit FROM grade x {joins}"
+                )
+            ),
+            "comments": sorted(
+                db.execute(
+                    "SELECT sa.student_id, a.name, n.name, c.name, x.auto_comment, "
+                    f"x.manual_comment FROM comment x {joins}"
+                ),
+                key=repr,
+            ),
+        }
+    finally:
+        db.close()
+
+
+def test_batched_gradebook_writes_equal_nbgraders_own_calls(tmp_path, monkeypatch):
+    from nbgrader.api import Gradebook
+
+    from lossutils.grading import gradebook
+    from lossutils.grading.gradebook import record_results
+    from lossutils.grading.masters import COURSE_ID
+
+    monkeypatch.setattr(gradebook, "IN_LIMIT", 2)  # the batches below span several IN lists
+
+    source = tmp_path / "source"
+    shutil.copytree(SOURCE / ASSIGNMENT, source / ASSIGNMENT)
+    other = source / "01-other"
+    other.mkdir()
+    shutil.copy(MASTER, other / "01-other.ipynb")
+    master_db = tmp_path / "master.db"
+    cells = {}
+    for name in (ASSIGNMENT, "01-other"):
+        info = load_master(name, str(source), f"sqlite:///{master_db}")
+        cells[name] = [c for c in info["notebooks"][name]["cells"] if c["grade"]]
+    batched, reference = tmp_path / "batched.db", tmp_path / "reference.db"
+    shutil.copy(master_db, batched)
+    shutil.copy(master_db, reference)
+
+    def result(student, assignment, shift, status="ok"):
+        return {
+            "student": student,
+            "assignment": assignment,
+            "notebook": assignment,
+            "status": status,
+            "cells": [
+                {
+                    "grade_id": c["name"],
+                    "kind": "manual" if c["solution"] else "test",
+                    "score": (i + shift) % 3 * 0.5,
+                    "comment": f"{student} {shift}" if c["solution"] else None,
+                }
+                for i, c in enumerate(cells[assignment])
+            ],
+        }
+
+    when = "2026-11-20 09:30:00.000000 UTC"
+    rounds = [
+        [  # new students; one with both assignments in the same batch
+            (result("ada", ASSIGNMENT, 0), when),
+            (result("ada", "01-other", 1), None),
+            (result("bob", ASSIGNMENT, 2, status="timeout"), "2026-11-21 10:00:00 Europe/Paris"),
+        ],
+        [  # regrades (one twice in the batch: the last wins), a newcomer, a new timestamp
+            (result("ada", ASSIGNMENT, 1, status="kernel-died"), "2026-11-22 08:00:00 UTC"),
+            (result("bob", ASSIGNMENT, 0), None),
+            (result("bob", ASSIGNMENT, 1), None),
+            (result("cy", "01-other", 2), "not a time"),
+        ],
+    ]
+    gbs = {path: Gradebook(f"sqlite:///{path}", COURSE_ID) for path in (batched, reference)}
+    try:
+        for number, batch in enumerate(rounds):
+            record_results(gbs[batched], batch)
+            for res, stamp in batch:
+                stamp = stamp if stamp != "not a time" else None  # unreadable: left out
+                _record_with_nbgraders_api(gbs[reference], res, stamp)
+            if number == 0:  # a human grades ada's written answer between the runs
+                for gb in gbs.values():
+                    manual = next(c["name"] for c in cells[ASSIGNMENT] if c["solution"])
+                    gb.find_grade(manual, ASSIGNMENT, ASSIGNMENT, "ada").manual_score = 0.75
+                    gb.db.commit()
+        # a batch that fails part-way leaves the gradebook as it was
+        before = _gradebook_rows(batched)
+        broken = result("cy", ASSIGNMENT, 1)
+        broken["cells"][0]["grade_id"] = "no-such-cell"
+        with pytest.raises(KeyError):
+            record_results(gbs[batched], [(result("dee", ASSIGNMENT, 0), None), (broken, None)])
+        assert _gradebook_rows(batched) == before
+    finally:
+        for gb in gbs.values():
+            gb.close()
+    got, want = _gradebook_rows(batched), _gradebook_rows(reference)
+    assert got == want
+    # and the reference itself says what the writer must do
+    assert [s for (s,) in got["students"]] == ["ada", "bob", "cy"]
+    ada = [g for g in got["grades"] if g[:2] == ("ada", ASSIGNMENT)]
+    assert [g[5] for g in ada].count(0.75) == 1  # the human's score survives the regrade
+    assert all(g[6] for g in ada if g[5] == 0.75)
+    flagged = {(nb[0], nb[1]): nb[3] for nb in got["notebooks"]}
+    assert flagged[("ada", ASSIGNMENT)]
+    assert not flagged[("bob", ASSIGNMENT)]
+    stamps = {(s[0], s[1]): s[2] for s in got["submissions"]}
+    assert stamps[("ada", ASSIGNMENT)].startswith("2026-11-22 08:00:00")
+    assert stamps[("bob", ASSIGNMENT)].startswith("2026-11-21 09:00:00")
+    assert stamps[("cy", "01-other")] is None
+
+
+def test_results_wait_for_the_gradebook_in_bounded_batches(tmp_path, monkeypatch):
+    from lossutils.grading import run
+
+    commits = []
+    monkeypatch.setattr(run, "_commit", lambda gb, state, items: commits.append(items))
+
+    def result(i):
+        return {
+            "student": f"s{i}", "assignment": "a", "notebook": "a", "status": "unreadable",
+            "problems": [{"code": "unreadable", "detail": f"file {i}"}], "cells": [],
+            "autograded": None, "feedback_html": None,
+        }
+
+    batch = run._Batch(str(tmp_path), None, None, Progress(6, None), size=2, wait=3600)
+    assert batch.time_left() is None
+    for i in range(5):
+        batch.add(result(i), f"k{i}", None, f"s{i}")
+    assert [[key for _, key, _ in items] for items in commits] == [["k0", "k1"], ["k2", "k3"]]
+    assert (tmp_path / "autograded" / "s4" / "a" / "a.problem.txt").read_text() == (
+        "unreadable: file 4\n"
+    )  # the files are written at once, only the database rows wait
+    assert 0 < batch.time_left() <= 3600
+    batch.flush(due_only=True)  # not yet due
+    assert len(commits) == 2
+    assert batch.done == 4
+    batch.wait = 0
+    batch.flush(due_only=True)
+    assert [key for _, key, _ in commits[-1]] == ["k4"]
+    assert batch.done == 5
+    assert all("autograded" not in light for items in commits for light, _, _ in items)
+    batch.flush()  # nothing waits: no empty transaction
+    assert len(commits) == 3
+    assert batch.time_left() is None
 
 
 def _ledger(path, n, students_per_row=1):

@@ -1,11 +1,11 @@
 """The run ledger: which submission was graded from which bytes, and its result.
 
 A small SQLite file in the output folder (``state.sqlite``), written only by the coordinator,
-one transaction per result, *after* the gradebook and the files for that result are committed.
-A run killed at any instant therefore leaves every ledger row backed by a complete grade; a
-submission without a row (or whose bytes or master changed) is graded again on the next run,
-and rewriting its grade in the gradebook is idempotent (one row per cell and student). That is
-how an interrupted run loses no grade and doubles none.
+one transaction per batch of results, *after* the files and the gradebook rows of that batch
+are committed. A run killed at any instant therefore leaves every ledger row backed by a
+complete grade; a submission without a row (or whose bytes or master changed) is graded again
+on the next run, and rewriting its grade in the gradebook is idempotent (one row per cell and
+student). That is how an interrupted run loses no grade and doubles none.
 """
 
 from __future__ import annotations
@@ -55,17 +55,29 @@ class State:
 
     def put(self, result: dict, key: str) -> None:
         """Record (or replace) the result of one submission in one transaction."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+        self.put_many([(result, key)])
+
+    def put_many(self, items) -> None:
+        """Record (or replace) several ``(result, key)`` pairs in one transaction."""
+        now = time.time()
+        rows = [
             (
                 result["student"],
                 result["assignment"],
                 result["notebook"],
                 key,
-                time.time(),
+                now,
                 json.dumps(result, sort_keys=True),
-            ),
-        )
+            )
+            for result, key in items
+        ]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def results(self):
         """Every recorded result, ordered by student, assignment, notebook (a generator)."""
