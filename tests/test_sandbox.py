@@ -349,6 +349,66 @@ def test_forked_kernels_share_nothing(zygote):
     assert slots == str(errno.EACCES)  # other kernels' folders cannot even be listed
 
 
+_DRAW = """\
+import gc, os
+import matplotlib.pyplot as plt
+held = [open(os.devnull) for _ in range(40)]  # take the descriptor numbers the zygote used
+fig, ax = plt.subplots()
+ax.plot([0, 1], [1, 0], label=r"$\\log L(\\hat{p})$")
+ax.set(xlabel=r"$p = \\frac{k}{M}$", title="drawn")
+ax.legend()
+plt.show()
+unreachable = gc.collect()
+"""
+
+
+@pytest.mark.grading
+@needs_sandbox
+@needs_zygote
+def test_kernels_forked_after_the_zygote_drew_a_figure_draw_their_own():
+    """The zygote draws a figure before forking (matplotlib's first-figure set-up, once): no
+    font file it opened may be left for a kernel to read or close under a reused descriptor
+    number."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    zygote = sandbox.KernelZygote(Limits(memory_bytes=2**30, max_processes=32),
+                                  preload=["matplotlib.pyplot"])
+    try:
+        assert zygote.warm
+        for _ in range(2):
+            nb = nbformat.v4.new_notebook()
+            nb.cells = [nbformat.v4.new_code_cell(_DRAW), nbformat.v4.new_code_cell(_DRAW)]
+            client = NotebookClient(nb, timeout=30, allow_errors=True, kernel_name="python3",
+                                    kernel_manager_class=sandbox_kernel_manager(zygote=zygote),
+                                    resources={"metadata": {"path": zygote.new_slot(0)}})
+            client.execute()
+            for cell in nb.cells:
+                assert [o["output_type"] for o in cell.outputs] == ["display_data"]
+                assert "image/png" in cell.outputs[0]["data"]
+    finally:
+        zygote.close()
+
+
+@pytest.mark.parametrize("leaves_a_file_open", [False, True])
+def test_a_zygote_whose_warm_up_leaves_a_file_open_starts_again_cold(leaves_a_file_open):
+    code = (
+        "import sys\n"
+        "import lossutils.grading._zygote as zygote\n"
+        "if sys.argv[1] == 'True':\n"
+        "    kept = []\n"
+        "    zygote._warm_matplotlib = lambda: kept.append(open(sys.executable, 'rb'))\n"
+        "sys.argv = ['zygote', 'matplotlib']\n"
+        "zygote.main()\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", code, str(leaves_a_file_open)],
+                            input='{"op": "ping"}\n', capture_output=True, text=True,
+                            timeout=120, check=True)
+    reply = json.loads(answer.stdout)
+    assert "matplotlib" in reply["preloaded"]
+    assert reply["warm"] is not leaves_a_file_open
+
+
 @needs_sandbox
 @needs_zygote
 def test_zygote_refuses_folders_outside_its_slots(zygote, tmp_path):

@@ -2,8 +2,9 @@
 
 Run by :class:`lossutils.grading.sandbox.KernelZygote` inside the bubblewrap sandbox, as the
 sandbox's root with exactly ``CAP_SETUID``, ``CAP_SETGID`` and ``CAP_SYS_ADMIN``. It imports
-ipykernel and the modules the masters import (numpy, matplotlib, lossutils, ...) once, then
-reads one JSON request per line on stdin and answers one JSON line on stdout. It never runs
+ipykernel and the modules the masters import (numpy, matplotlib, lossutils, ...) once, draws
+one throw-away figure when matplotlib is among them (:func:`_warm_matplotlib`), then reads
+one JSON request per line on stdin and answers one JSON line on stdout. It never runs
 student code itself: every kernel is a fork of this clean state that, before it runs anything
 of the student's,
 
@@ -21,7 +22,7 @@ so nothing one student's kernel leaves behind exists when the next one is forked
 
 Protocol (one line each)::
 
-    -> {"op": "ping"}                       <- {"ok": true, "preloaded": [...]}
+    -> {"op": "ping"}               <- {"ok": true, "preloaded": [...], "threads": 1, "warm": W}
     -> {"op": "fork", "uid": U, "workdir": W, "kernel_args": [...], "env": {...},
         "limits": [aspace, cpu, nproc, fsize, nofile], "tmp_bytes": T, "dry": false,
         "keep": [folders under /tmp to bind again, read-only, over the fresh /tmp]}
@@ -231,16 +232,75 @@ KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugg
                   "sqlite3")
 
 
+def _open_files() -> set[str]:
+    """What this process's descriptors point to."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return found
+
+
+def _warm_matplotlib() -> None:
+    """Draw one throw-away figure, so every kernel starts with matplotlib's state built.
+
+    The first figure a process draws imports matplotlib's drawing modules, builds the mathtext
+    grammar and looks up its fonts (about 0.3 s); forked from here, each kernel finds them
+    done. Drawn with the Agg canvas directly: pyplot and the kernel's inline backend are not
+    touched, and no state of any student's exists yet.
+
+    The fonts themselves must not survive: each kernel closes every inherited descriptor, and a
+    font object left from here would later read, or on its deletion close, whatever file the
+    kernel has opened under the same number. So the font caches are emptied and the figure
+    collected; :func:`main` checks that no file opened here is still open.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 2.5))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    grid = [0.0, 0.5, 1.0]
+    left.plot(grid, grid, label="line")
+    left.scatter(grid, grid, label="points")
+    left.bar(grid, grid, width=0.2)
+    left.fill_between(grid, grid, alpha=0.2)
+    left.axhline(0.5, ls="--")
+    left.annotate("note", (0.5, 0.5), xytext=(0.2, 0.8), arrowprops={"arrowstyle": "->"})
+    left.set(xlabel=r"$\hat{p} = \frac{k}{M}$", ylabel=r"$\log L(\mathbf{w})$", title="warm")
+    left.legend()
+    levels = right.contourf([[0.0, 1.0], [1.0, 2.0]])
+    right.clabel(right.contour([[0.0, 1.0], [1.0, 2.0]]))
+    fig.colorbar(levels, ax=right)
+    right.set_xscale("log")
+    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    del fig, left, right, levels
+    import gc
+
+    from matplotlib import font_manager, mathtext
+
+    font_manager._get_font.cache_clear()
+    mathtext.MathTextParser._parse_cached.cache_clear()  # its results hold fonts too
+    gc.collect()  # the figure's renderer and mathtext fonts are in reference cycles
+
+
 def main() -> None:
     """Import the preload list, then serve requests until stdin closes."""
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # as ipykernel_launcher does; IPython puts the cwd back per kernel
-    names = sys.argv[1:]
-    if names[:1] == ["--bare"]:  # a verification zygote: no kernel, only the named modules
-        names = names[1:]
-    else:
+    requested = sys.argv[1:]
+    bare = requested[:1] == ["--bare"]  # a verification zygote: no kernel, only these modules
+    cold = requested[:1] == ["--cold"]  # a kernel zygote whose warm-up left a file open
+    if bare or cold:
+        requested = requested[1:]
+    names = requested
+    if not bare:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        names = [*KERNEL_MODULES, *names]
+        names = [*KERNEL_MODULES, *requested]
     import importlib
 
     preloaded = []
@@ -252,6 +312,16 @@ def main() -> None:
             preloaded.append(name)
         except Exception:  # a master's local module or an optional one: the kernel imports it
             pass
+    warm = "matplotlib" in sys.modules and not (bare or cold)
+    if warm:
+        before = _open_files()
+        try:
+            _warm_matplotlib()
+        except Exception:  # an old or stripped-down matplotlib: the kernels warm up themselves
+            pass
+        if _open_files() - before:  # a font cache this code does not know: start again, cold
+            os.execv(sys.executable, [sys.executable, "-m", "lossutils.grading._zygote",
+                                      "--cold", *requested])
     import threading
 
     # fork() copies only the calling thread: a preloaded module that started a thread would
@@ -270,7 +340,7 @@ def main() -> None:
         elif request.get("op") == "status":
             reply = {"ok": True, "status": _status(int(request["pid"]))}
         else:
-            reply = {"ok": True, "preloaded": preloaded, "threads": threads}
+            reply = {"ok": True, "preloaded": preloaded, "threads": threads, "warm": warm}
         out.write(json.dumps(reply) + "\n")
         out.flush()
 

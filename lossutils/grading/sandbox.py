@@ -665,13 +665,15 @@ class KernelZygote:
     Starting a kernel costs a Python start-up, ipykernel's imports and then the notebook's own
     imports (matplotlib, sympy, ...): about two seconds for the course's notebooks, more than
     many of their cells. The zygote (:mod:`lossutils.grading._zygote`) pays that once per
-    worker: it imports ipykernel and the ``preload`` modules in the sandbox, then forks a
-    kernel per submission. Each kernel gets its own session, mount namespace (a private
-    ``/tmp``), IPC namespace, resource limits and fresh user id before it runs anything, and
-    every process of that user id is killed by :meth:`release` before the next kernel is
-    forked, so nothing passes from one submission to the next. The kernels share the zygote's
-    sandbox: no network, the same read-only system, and one writable folder per kernel under
-    :attr:`slots` (mode 0700, owned by that kernel's user).
+    worker: it imports ipykernel and the ``preload`` modules in the sandbox (and when they
+    include matplotlib, draws one throw-away figure, so that its first-figure set-up is done
+    once too: :attr:`warm`), then forks a kernel per submission. Each kernel gets its own
+    session, mount namespace (a private ``/tmp``), IPC namespace, resource limits and fresh
+    user id before it runs anything, and every process of that user id is killed by
+    :meth:`release` before the next kernel is forked, so nothing passes from one submission
+    to the next. The kernels share the zygote's sandbox: no network, the same read-only
+    system, and one writable folder per kernel under :attr:`slots` (mode 0700, owned by that
+    kernel's user).
 
     With ``bare=True`` it is a *verification* zygote instead: started without ``lossutils``
     in its sandbox (as :mod:`lossutils.grading.verify` requires), it imports only ``preload``
@@ -718,6 +720,7 @@ class KernelZygote:
         try:
             hello = self._request({"op": "ping"})
             self.preloaded = hello["preloaded"]
+            self.warm = hello["warm"]  # it drew a figure before forking (see _zygote)
             if hello["threads"] != 1:
                 raise ZygoteError(f"the zygote runs {hello['threads']} threads after its "
                                   "imports; forking it would be unsafe")
