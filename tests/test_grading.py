@@ -834,7 +834,13 @@ def test_fast_feedback_exporter_highlights_code_like_nbconvert():
     figure.outputs = [nbformat.v4.new_output(
         "display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
     again = nbformat.v4.new_code_cell(graded.source, metadata=graded.metadata)
-    nb.cells = [graded, magics, figure, again]
+    text = nbformat.v4.new_markdown_cell("## Loss\n\nThe *mean* of $(y - \\hat y)^2$ [^1]\n\n"
+                                         "![logo](attachment:logo.png)")
+    text.attachments = {"logo.png": {"image/png": "iVBORw0KGgo="}}
+    other = nbformat.v4.new_markdown_cell(  # the same text with another picture
+        text.source, attachments={"logo.png": {"image/png": "R0lGODlhAQABAAAAACw="}})
+    repeated = nbformat.v4.new_markdown_cell(text.source, attachments=text.attachments)
+    nb.cells = [graded, magics, figure, again, text, other, repeated]
     fast_exporter = _fast_html_exporter()()
     fast, _ = fast_exporter.from_notebook_node(nbformat.from_dict(nb))
     again, _ = fast_exporter.from_notebook_node(nbformat.from_dict(nb))  # from the cache
@@ -847,6 +853,17 @@ def test_fast_feedback_exporter_highlights_code_like_nbconvert():
     assert code_blocks(fast) == code_blocks(again) == code_blocks(stock)
     assert len(re.findall(r"<img alt=\"No description has been provided for this image\"",
                           fast)) == 1
+
+    from bs4 import BeautifulSoup  # nbconvert's dependency: normalise as its last pass does
+
+    def markdown(page):  # the rendered text cells, also cached by source
+        return [BeautifulSoup(fragment, "html.parser").decode().strip() for fragment in
+                re.findall(r'data-mime-type="text/markdown">(.*?)</div>', page, re.S)]
+
+    assert len(markdown(stock)) == 3
+    assert markdown(fast) == markdown(again) == markdown(stock)
+    assert "R0lGODlhAQABAAAAACw=" in markdown(stock)[1]  # the attachment made the difference
+    assert markdown(stock)[0] != markdown(stock)[1]
 
 
 def test_workers_warm_up_with_the_imports_of_the_masters_being_graded(tmp_path):

@@ -110,6 +110,21 @@ def test_check_calls_only_where_check_is_the_course_checker():
     assert check_calls(attacks.load(fixture / "00-fixture.ipynb")) == {}
 
 
+def test_check_calls_are_read_once_per_master_and_safe_to_change():
+    """Each worker parses a master once; what one caller does with the calls (a list per
+    test cell) cannot change what the next caller gets, and another master is read anew."""
+    def master(exercise):
+        cell = _cell("test_x", f'from lossutils.checks import check\ncheck("{exercise}", f)',
+                     grade=True)
+        return {"cells": [cell]}
+
+    first = check_calls(master("softmax"))
+    first["test_x"].append(CheckCall("tampered", "g", False))
+    first["test_y"] = []
+    assert check_calls(master("softmax")) == {"test_x": [CheckCall("softmax", "f", False)]}
+    assert check_calls(master("one_hot")) == {"test_x": [CheckCall("one_hot", "f", False)]}
+
+
 def test_check_calls_of_the_real_master_cover_every_exercise():
     calls = check_calls(attacks.load(MASTER))
     assert set(calls) == {"test_one_hot", "test_softmax", "test_log_softmax",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import os
 import re
 
@@ -24,8 +25,9 @@ def _fast_html_exporter():
     That pass parses the whole page (half the rendering time of a notebook with figures) to
     add ``alt`` text to images and ``tabindex`` to JupyterLab-template elements; the feedback
     template is the classic one, so only the ``alt`` text applies, and a regular expression
-    adds it. Code highlighting is cached by source, since most cells are the same in every
-    submission. If nbconvert's internals differ from what this expects, the stock path runs.
+    adds it. Code highlighting and markdown are cached by source, since most cells are the
+    same in every submission. If nbconvert's internals differ from what this expects, the
+    stock path runs.
     """
     from nbconvert.exporters import HTMLExporter, TemplateExporter
     from nbconvert.filters.highlight import Highlight2HTML
@@ -45,9 +47,26 @@ def _fast_html_exporter():
                 return super().__call__(source, language, metadata)
             return self._cached(source, language)
 
+    from jinja2 import pass_context
+
     highlighters: dict = {}
+    markdown: dict = {}
 
     class _Exporter(HTMLExporter):
+        @pass_context
+        def markdown2html(self, context, source):
+            """nbconvert's filter, cached: most markdown cells are the master's, in every
+            submission (the rendering depends on the source, the cell's attachments and the
+            notebook's folder, and on settings fixed for this exporter)."""
+            cell = context.get("cell", {})
+            key = (source, json.dumps(cell.get("attachments", {}), sort_keys=True),
+                   context.get("resources", {}).get("metadata", {}).get("path", ""))
+            if key not in markdown:
+                if len(markdown) >= 4096:
+                    markdown.clear()
+                markdown[key] = super().markdown2html(context, source)
+            return markdown[key]
+
         def from_notebook_node(self, nb, resources=None, **kw):
             try:
                 langinfo = nb.metadata.get("language_info", {})
@@ -79,6 +98,8 @@ def _exporter():
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
+    # validate the notebook once after the preprocessors, not after each of the thirteen
+    config.HTMLExporter.optimistic_validation = True
     config.HTMLExporter.extra_template_basedirs = [os.path.join(base, "templates")]
     config.HTMLExporter.extra_template_paths = [
         os.path.join(base, "static", "node_modules", "bootstrap", "dist", "css")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import json
 import os
 import re
@@ -165,13 +166,21 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     >>> check_calls({"cells": [cell]})["test_softmax"][1]
     CheckCall(exercise='softmax', function='softmax', hidden=True)
     """
-    found: dict[str, list[CheckCall]] = {}
+    cells = tuple((c["cell_type"], c["source"], c["grade"], c["solution"], c["grade_id"])
+                  for c in _master_cells(master))
+    return {grade_id: list(calls) for grade_id, calls in _check_calls(cells).items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _check_calls(cells: tuple) -> dict[str, tuple[CheckCall, ...]]:
+    """:func:`check_calls` of a master's cells (each worker parses a master once)."""
+    found: dict[str, tuple[CheckCall, ...]] = {}
     real = False
-    for cell in _master_cells(master):
-        if cell["cell_type"] != "code":
+    for cell_type, source, grade, solution, grade_id in cells:
+        if cell_type != "code":
             continue
         try:
-            tree = ast.parse(cell["source"])
+            tree = ast.parse(source)
         except SyntaxError:
             continue
         calls = []
@@ -189,8 +198,8 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
                     if kw.arg == "hidden" and isinstance(kw.value, ast.Constant):
                         hidden = bool(kw.value.value)
                 calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden))
-        if calls and cell["grade"] and not cell["solution"]:
-            found[cell["grade_id"]] = calls
+        if calls and grade and not solution:
+            found[grade_id] = tuple(calls)
     return found
 
 
