@@ -654,3 +654,22 @@ def test_spawned_processes_talk_over_pipes_and_share_nothing(bare_zygote):
     finally:
         second.close()
     assert sandbox._user_processes(second.uid) == []
+
+
+def test_kernel_clients_retry_their_connection_every_10_ms():
+    """A client connects before a new kernel has bound its sockets; ZeroMQ's default retry
+    (100 ms) would hold every kernel's first answer back by that much."""
+    import shutil
+
+    import zmq
+
+    km = sandbox_kernel_manager(sandbox=False)(kernel_name="python3")
+    client = km.client()
+    try:
+        assert client.context is not km.context  # each client makes a context of its own
+        assert client.context.getsockopt(zmq.RECONNECT_IVL) == 10
+        assert km.context.getsockopt(zmq.RECONNECT_IVL) == 10
+    finally:
+        client.context.term()
+        km.context.term()
+        shutil.rmtree(km._ipc_dir, ignore_errors=True)

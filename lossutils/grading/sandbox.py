@@ -1070,6 +1070,16 @@ def _make_kernel_manager_class():
     class _ReadyClient(AsyncKernelClient):
         """nbclient's kernel client, waiting for a new kernel without fixed pauses."""
 
+        def _context_default(self):
+            # The client connects before the kernel binds its sockets: retry every 10 ms, not
+            # ZeroMQ's default 100 ms. (The client makes a context of its own; the kernel
+            # manager's, set the same way below, serves only the manager's control socket.)
+            import zmq
+
+            context = super()._context_default()
+            context.setsockopt(zmq.RECONNECT_IVL, 10)
+            return context
+
         async def wait_for_ready(self, timeout=None):
             await wait_until_ready(self, timeout)
 
