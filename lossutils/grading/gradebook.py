@@ -52,9 +52,9 @@ class _Writer:
         self.db = gb.db
         self.assignments: dict = {}
         self.students: dict = {}
-        #: (assignment, student) -> {notebook name: (submitted notebook, grades, comments)}
+        #: (assignment, student) -> (submission row,
+        #: {notebook name: (submitted notebook, {cell: grade}, {cell: comment})})
         self.submissions: dict = {}
-        self.rows: dict = {}
 
     def preload(self, keys: set) -> None:
         """Load the students and submissions of these ``(assignment, student)`` pairs."""
@@ -79,8 +79,8 @@ class _Writer:
                 .filter(SubmittedAssignment.student_id.in_(chunk))
             ):
                 if (name, row.student_id) in keys:
-                    self.rows[name, row.student_id] = row
-                    by_id[row.id] = self.submissions[name, row.student_id] = {}
+                    by_id[row.id] = {}
+                    self.submissions[name, row.student_id] = (row, by_id[row.id])
         notebooks = {}
         for chunk in _chunks(by_id):
             for nb, name in (
@@ -115,10 +115,11 @@ class _Writer:
         """``{notebook name: (submitted notebook, {cell: grade}, {cell: comment})}``."""
         key = (assignment, student)
         if key not in self.submissions:
-            self.rows[key], self.submissions[key] = self._add(assignment, student)
+            self.submissions[key] = self._add(assignment, student)
+        row, notebooks = self.submissions[key]
         if when is not None:
-            self.rows[key].timestamp = when
-        return self.submissions[key]
+            row.timestamp = when
+        return notebooks
 
     def _add(self, assignment: str, student: str):
         """A new submission mirroring the assignment, as ``Gradebook.add_submission`` builds it."""

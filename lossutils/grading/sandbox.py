@@ -1120,8 +1120,8 @@ def _make_kernel_manager_class():
             super().__init__(**kwargs)
             import zmq
 
-            # The client connects before the kernel binds its sockets; retry every 10 ms,
-            # not ZeroMQ's default 100 ms, so the first answer is not held back.
+            # The manager's own control socket (interrupt and shutdown messages) may also
+            # connect to a kernel that is still starting: retry every 10 ms there too.
             self.context.setsockopt(zmq.RECONNECT_IVL, 10)
 
         async def _async_pre_start_kernel(self, **kw):
