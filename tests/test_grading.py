@@ -733,6 +733,60 @@ def test_formgrader_api_lists_the_submissions(graded, tmp_path):
 
 
 @pytest.mark.grading
+def test_ctrl_c_keeps_what_was_graded_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) mid-run: the results already back are
+    persisted, the coordinator says how to go on and exits with 130, and the next run grades
+    only the rest."""
+    from lossutils.grading.samples import generate_samples
+
+    samples = tmp_path / "all"
+    generate_samples(str(SOURCE), str(samples), extras=False, timeout_sample=False)
+    submitted = tmp_path / "submitted"
+    for student in ("correct", "untouched", "mistake-1", "mistake-2"):
+        for copy in range(3):
+            shutil.copytree(samples / student, submitted / f"{student}-{copy}")
+    out = tmp_path / "out"
+    command = [str(VENV_BIN / "lossutils"), "grade", str(submitted), "--out", str(out),
+               "--source", str(SOURCE), "--workers", "1", "--timeout", "5"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    feedback = out / "feedback"
+    deadline = time.monotonic() + 150
+    try:
+        while not (feedback.exists() and any(feedback.rglob("*.html"))):
+            assert run.poll() is None, "the grading run ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no result within 150 s"
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 130, err
+    assert "interrupted: the grades persisted so far are kept" in err
+    assert "Traceback" not in err
+    db = sqlite3.connect(out / "state.sqlite")
+    kept = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    db.close()
+    assert 1 <= kept < 12  # the result that was back is kept, the rest was not graded
+    gb = sqlite3.connect(out / "gradebook.db")
+    in_gradebook = gb.execute("SELECT COUNT(*) FROM submitted_assignment").fetchone()[0]
+    gb.close()
+    assert in_gradebook == kept
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["run"]["reused"] == kept
+    assert summary["run"]["graded_this_run"] == 12 - kept
+    expected = _expected()
+    got = {r["student"]: (r["score"], r["status"]) for r in summary["submissions"]}
+    assert len(got) == 12
+    assert got == {s: expected[s.rsplit("-", 1)[0]] for s in got}
+
+
+@pytest.mark.grading
 def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
     from lossutils.grading.run import grade
 

@@ -399,6 +399,7 @@ def grade(
             lock.close()
             raise
         workers = workers or pool.workers
+    closing = None
     try:
         from nbgrader.api import Gradebook
 
@@ -459,9 +460,12 @@ def grade(
         graded = 0
         gb = Gradebook(db_url, COURSE_ID)
         try:
-            graded, interrupted = _drive(pending, workers, out, gb, state, progress, pool)
+            graded, interrupted, pool = _drive(pending, workers, out, gb, state, progress, pool)
         finally:
             gb.close()
+        # the workers exit (and stop their zygotes) while the outputs are written
+        closing = threading.Thread(target=pool.shutdown, name="lossutils-pool-shutdown")
+        closing.start()
         # streamed from the ledger whenever they are read: memory stays flat for any class
         results = LedgerResults(
             os.path.join(out, "state.sqlite"),
@@ -484,7 +488,10 @@ def grade(
         paths = write_outputs(out, results, info, run)
         state.close()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if closing is None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            closing.join()
         lock.close()
     failed = [r for r in results if r["status"] in FAILURES]
     exit_code = 130 if interrupted else (1 if failed else 0)
@@ -503,11 +510,12 @@ def grade(
     }
 
 
-def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool]:
+def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool, object]:
     """Run the pending tasks on ``pool``; persist the results in batches as they arrive.
 
     A worker process that dies (not a kernel: the process itself) breaks the whole pool; the
-    tasks it took down are retried once on a fresh pool.
+    tasks it took down are retried once on a fresh pool. Returns the number of results, whether
+    the run was interrupted, and the pool in use at the end (for the caller to shut down).
     """
     bar = Progress(len(pending), progress)
     bar.update(0)
@@ -554,17 +562,18 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool]
                     "\ninterrupted: the grades persisted so far are kept; run the "
                     "same command again to grade the rest\n"
                 )
-            return batch.done, True
+            return batch.done, True, pool
         if broken:
             pool.shutdown(wait=True, cancel_futures=True)
             pool = _new_pool(workers)
-    pool.shutdown(wait=True)
-    return batch.done, False
+    return batch.done, False, pool
 
 
 def _stop(pool) -> None:
-    pool.shutdown(wait=False, cancel_futures=True)
     # the executor has no public way to stop a busy worker; a kernel they started sees its
-    # parent go and exits on its own (ipykernel's parent poller)
-    for process in list(getattr(pool, "_processes", {}).values()):
+    # parent go and exits on its own (ipykernel's parent poller). Taken before the shutdown,
+    # which forgets the worker processes.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
         process.terminate()
