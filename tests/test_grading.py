@@ -626,6 +626,29 @@ def test_diagnoses_reach_results_and_report(graded):
     assert (out / "report-exercises.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_report_leaves_the_callers_matplotlib_alone(tmp_path):
+    """grade() may run in an instructor's notebook: drawing the report must not switch their
+    backend or touch their pyplot figures."""
+    script = f"""
+import json, matplotlib
+matplotlib.use("svg")
+import matplotlib.pyplot as plt
+mine = plt.figure()
+from lossutils.grading.report import write_outputs
+cell = {{"kind": "test", "grade_id": "t1", "score": 0.0, "max_score": 1.0,
+         "check": "l2_loss", "diagnosis": "missing-half"}}
+r = {{"student": "ada", "assignment": "a1", "notebook": "a1", "score": 0.0, "max_score": 1.0,
+      "status": "ok", "problems": [], "cells": [cell]}}
+write_outputs({str(tmp_path)!r}, [r], {{"a1": {{}}}}, {{"seed": 1, "timeout": 5}})
+print(json.dumps([matplotlib.get_backend(), plt.get_fignums(), plt.gcf() is mine]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert json.loads(done.stdout) == ["svg", [1], True]
+    for name in ("report-exercises.png", "report-diagnoses.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.grading
 @pytest.mark.parametrize(
     ("student", "message"),

@@ -106,19 +106,26 @@ class _Totals:
 
 
 def _plots(out: str, totals: _Totals) -> dict[str, str]:
-    """Draw the report's figures as PNG files; return their names relative to ``out``."""
-    import matplotlib
+    """Draw the report's figures as PNG files; return their names relative to ``out``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on Agg canvases of their own, without pyplot: a caller's matplotlib backend and
+    open figures (``grade()`` run from a notebook) stay as they were.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
+
+    def new_axes(rows: int):
+        fig = Figure(figsize=(8, 0.35 * rows + 1.2))
+        FigureCanvasAgg(fig)
+        return fig, fig.add_subplot()
 
     made = {}
     per_exercise = totals.per_exercise
     if per_exercise:
         names = list(per_exercise)
         counts = list(zip(*per_exercise.values(), strict=True))
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
+        fig, ax = new_axes(len(names))
         left = [0] * len(names)
         for values, label, color in zip(
             counts,
@@ -135,11 +142,10 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
         ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "report-exercises.png"), dpi=90)
-        plt.close(fig)
         made["exercises"] = "report-exercises.png"
     if totals.diagnoses:
         top = totals.diagnoses.most_common(12)
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(top) + 1.2))
+        fig, ax = new_axes(len(top))
         ax.barh([f"{c}: {d}" for (c, d), _ in top], [n for _, n in top], color="#5b6abf")
         ax.invert_yaxis()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -147,7 +153,6 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
         ax.set_title("Most frequent diagnoses from the checks")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "report-diagnoses.png"), dpi=90)
-        plt.close(fig)
         made["diagnoses"] = "report-diagnoses.png"
     return made
 
