@@ -142,6 +142,7 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
         ax.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "report-exercises.png"), dpi=90)
+        fig.clear()  # its artists go now, not whenever the figure's reference cycle is collected
         made["exercises"] = "report-exercises.png"
     if totals.diagnoses:
         top = totals.diagnoses.most_common(12)
@@ -153,6 +154,7 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
         ax.set_title("Most frequent diagnoses from the checks")
         fig.tight_layout()
         fig.savefig(os.path.join(out, "report-diagnoses.png"), dpi=90)
+        fig.clear()  # its artists go now, not whenever the figure's reference cycle is collected
         made["diagnoses"] = "report-diagnoses.png"
     return made
 
