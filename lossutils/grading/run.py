@@ -563,6 +563,10 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
                     "same command again to grade the rest\n"
                 )
             return batch.done, True, pool
+        except BaseException:
+            # the pool may be a fresh one (after a broken pool) that the caller never saw
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         if broken:
             pool.shutdown(wait=True, cancel_futures=True)
             pool = _new_pool(workers)
