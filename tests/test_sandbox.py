@@ -386,8 +386,63 @@ def test_kernels_forked_after_the_zygote_drew_a_figure_draw_their_own():
             for cell in nb.cells:
                 assert [o["output_type"] for o in cell.outputs] == ["display_data"]
                 assert "image/png" in cell.outputs[0]["data"]
+        # ... and its Agg renderers share one mathtext parser (_share_mathtext_parser)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(
+            "from matplotlib.backends.backend_agg import RendererAgg\n"
+            "print(RendererAgg(10, 10, 72).mathtext_parser is RendererAgg(20, 30, 100)"
+            ".mathtext_parser)")]
+        client = NotebookClient(nb, timeout=30, allow_errors=True, kernel_name="python3",
+                                kernel_manager_class=sandbox_kernel_manager(zygote=zygote),
+                                resources={"metadata": {"path": zygote.new_slot(0)}})
+        client.execute()
+        assert nb.cells[0].outputs[0]["text"].strip() == "True"
     finally:
         zygote.close()
+
+
+_MATHTEXT = """\
+import hashlib, io, sys
+import matplotlib
+matplotlib.use("Agg")
+from matplotlib import mathtext
+from matplotlib.figure import Figure
+if sys.argv[1] == "shared":
+    from lossutils.grading._zygote import _share_mathtext_parser
+    assert _share_mathtext_parser()
+digests = []
+for _ in range(2):
+    fig = Figure(figsize=(6, 2.5))
+    left, right = fig.subplots(1, 2)
+    left.plot([0, 1], [1, 0], label=r"$\\log L(\\hat{p})$")
+    left.set(xlabel=r"$p = \\frac{k}{M}$", ylabel="$L(p)$", title=r"$\\sum_{m} \\log p_m$")
+    left.legend(fontsize=8)
+    right.set(xlabel="input $x$", ylabel=r"$\\mathbf{w}^\\top x$")
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", bbox_inches="tight")  # as IPython's inline PNG: two renderers
+    digests.append(hashlib.sha256(png.getvalue()).hexdigest())
+print(*digests, mathtext.MathTextParser._parse_cached.cache_info().misses)
+"""
+
+
+def test_a_shared_mathtext_parser_parses_each_label_once_and_draws_the_same_pixels():
+    """The zygote's patch: every label is parsed once per kernel instead of once per renderer
+    (twice per figure shown inline), and the PNG bytes are those matplotlib draws without it."""
+    pytest.importorskip("matplotlib")
+
+    def run(mode):
+        done = subprocess.run([sys.executable, "-c", _MATHTEXT, mode], capture_output=True,
+                              text=True, check=True, cwd=ROOT)
+        first, second, misses = done.stdout.split()
+        return first, second, int(misses)
+
+    own_first, own_second, own_misses = run("own")
+    shared_first, shared_second, shared_misses = run("shared")
+    assert (shared_first, shared_second) == (own_first, own_second)
+    labels = 6  # the distinct $...$ labels of _MATHTEXT
+    assert own_misses >= 2 * 2 * labels  # two figures, each drawn by two renderers
+    assert shared_misses == labels  # once each, for both figures
 
 
 @pytest.mark.parametrize("leaves_a_file_open", [False, True])
