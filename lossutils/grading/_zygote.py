@@ -296,8 +296,9 @@ def _share_mathtext_parser() -> bool:
     second size), so every label of every figure was parsed twice, at 2-10 ms a label
     (pyparsing). The parser keeps nothing but its output type, and a parse is a function of
     the label, dpi, font and hinting, all in the cache key: sharing it changes no pixel (tested)
-    and halves the parsing. Installed here, before any fork: each kernel gets its own copy of
-    the shared parser, with an empty cache. Returns whether it was installed.
+    and halves the parsing. Installed here, before any fork and after the warm-up figure, so no
+    parser is shared yet: each kernel's first renderer makes the kernel's own. Returns whether
+    it was installed.
     """
     import functools
     import threading
