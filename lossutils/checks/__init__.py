@@ -12,12 +12,12 @@ See ``docs/checks.md`` for what a failing check looks like and how to add an exe
 # Importing the exercise modules registers their exercises, in notebook order.
 from . import (  # noqa: F401
     _classification,
+    _derivations,
     _information,
     _likelihood,
     _margin,
     _optim,
     _regression,
-    _symbolic,
 )
 from ._calling import Outcome
 from ._core import (

@@ -421,14 +421,16 @@ def register(exercise: Exercise) -> Exercise:
 
 
 def exercises() -> list[str]:
-    """The registered exercise ids, in notebook order.
+    """The registered exercise ids, in notebook order (a notebook's functions, then its steps).
 
     Examples
     --------
     >>> exercises()[:3]
     ['log_likelihood', 'negative_log_likelihood', 'bernoulli_mle']
     """
-    return [e.id for e in sorted(_REGISTRY.values(), key=lambda e: e.notebook)]
+    ordered = sorted(_REGISTRY.values(),
+                     key=lambda e: (e.notebook, getattr(e, "takes_value", False)))
+    return [e.id for e in ordered]
 
 
 def get_exercise(name: str) -> Exercise:
@@ -515,6 +517,7 @@ def run_check(
     seed: int | None = None,
     *,
     outcomes: Sequence[Outcome] | None = None,
+    given=None,
 ) -> CheckResult:
     """Run the battery of exercise ``name`` on ``fn``, or judge outcomes produced elsewhere.
 
@@ -537,6 +540,10 @@ def run_check(
         One :class:`Outcome` per case of ``get_exercise(name).cases(hidden, seed)``, in order,
         for instance rebuilt with :meth:`Outcome.from_plain` from what a sandboxed process
         shipped back; ``fn`` is then not called, and the verdict is the same as in-process.
+    given : optional
+        For a step of a derivation (whose ``fn`` is the student's expression, not a
+        function): the student's earlier step it may follow from (see
+        :mod:`lossutils.checks._derivation`).
 
     Returns
     -------
@@ -559,6 +566,13 @@ def run_check(
     [check: log_likelihood; diagnosis: product_underflow]
     """
     exercise = get_exercise(name)
+    if getattr(exercise, "takes_value", False):
+        if outcomes is not None:
+            raise ValueError(f"{name}: a derivation step is judged from its value, not from "
+                             "outcomes.")
+        return exercise.run(fn, hidden=hidden, seed=seed, given=given)
+    if given is not None:
+        raise ValueError(f"{name}: `given` is only for the steps of a derivation.")
     if outcomes is None and not callable(fn):
         got = "None" if fn is None else describe_returned(fn)
         message = (
@@ -628,7 +642,7 @@ def _tail(message: str, name: str, diagnosis: str | None) -> str:
     return f"{message}\n[check: {name}; diagnosis: {diagnosis or 'none'}]"
 
 
-def check(name: str, fn, *, hidden: bool = False) -> None:
+def check(name: str, fn, *, hidden: bool = False, given=None) -> None:
     """Check the student's ``fn`` for exercise ``name``: print one line, or raise.
 
     The test cell of every autograded exercise calls this. On success it prints a single
@@ -645,6 +659,9 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
         The student's function, with the signature of the exercise.
     hidden : bool, default False
         Use the hidden battery, seeded from ``LOSSUTILS_GRADING_SEED`` when set.
+    given : optional
+        For a step of a derivation, where ``fn`` is the student's SymPy expression: their
+        earlier step, from which this one may follow (see ``docs/checks.md``).
 
     Raises
     ------
@@ -673,7 +690,7 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
     ...     print(failure.diagnosis)
     overflow
     """
-    result = run_check(name, fn, hidden=hidden)
+    result = run_check(name, fn, hidden=hidden, given=given)
     if not result.passed:
         raise CheckFailed(result.message, exercise=name, diagnosis=result.diagnosis) from None
     print(result.message)
