@@ -17,7 +17,7 @@ help:
 	@echo "make test     set up, then run ruff, unit tests, doctests and notebook tests"
 	@echo "make lab      JupyterLab on course/ (the student notebooks)"
 	@echo "make release  regenerate course/ from solutions/ with nbgrader"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff, and mypy on the reference math"
 	@echo "make bench    run the benchmarks in benchmarks/"
 
 $(STAMP): pyproject.toml
@@ -31,6 +31,7 @@ setup: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest
