@@ -20,8 +20,7 @@ __all__ = ["BLOCK_BYTES", "FEW_CLASSES", "Block", "blocks"]
 
 # About 512 KiB of rows per block. Smaller blocks fit a core's L2 cache but pay the Python
 # overhead of a dozen numpy calls per block too often; larger ones spill out of the L3 cache.
-# Measured on the project's machine (2-core AMD EPYC, 512 KiB L2, 32 MiB L3) for 10^7
-# elements: 512 KiB to 1 MiB is fastest, 20-40 % faster than 128 KiB.
+# The size was chosen by measurement: docs/performance.md, the reference library.
 BLOCK_BYTES = 1 << 19
 
 # numpy reduces a short row one row at a time, which dominates softmax and cross-entropy for
