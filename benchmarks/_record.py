@@ -50,6 +50,7 @@ class Run:
         self.packages = ("numpy", *packages)
         self.started = datetime.datetime.now(datetime.UTC)
         self.load_before = _load_average()
+        self.commit = _commit()  # the code measured: the tree may change while a run lasts
 
     def save(self, values: dict, notes: list[str] | None = None) -> Path | None:
         """Append the record of this run to ``benchmarks/results/<bench>.jsonl``."""
@@ -74,7 +75,7 @@ class Run:
             "load": load,
             "load_average": [self.load_before, _load_average()],
             "versions": versions(self.packages),
-            "commit": _commit(),
+            "commit": self.commit,
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
             "values": values,
             "notes": notes or [],
@@ -83,7 +84,7 @@ class Run:
         path = RESULTS / f"{self.bench}.jsonl"
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
-        print(f"recorded in {path.relative_to(ROOT)}; `make perf-doc` renders docs/performance.md")
+        print(f"recorded in {path}; `make perf-doc` renders docs/performance.md from it")
         return path
 
 

@@ -31,7 +31,7 @@ LOAD = {"idle": "idle", "shared": "under load", None: "not recorded"}
 # --- records --------------------------------------------------------------------------------
 
 def load_records(folder: Path = RESULTS) -> dict[str, list[dict]]:
-    """bench -> its records, oldest first (by date, then by order in the file)."""
+    """bench -> its records, in the order of the files."""
     found: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*.jsonl")):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -42,8 +42,6 @@ def load_records(folder: Path = RESULTS) -> dict[str, list[dict]]:
             except json.JSONDecodeError as exc:
                 raise SystemExit(f"{path}:{number}: not a JSON record ({exc})") from None
             found.setdefault(record["bench"], []).append(record)
-    for records in found.values():
-        records.sort(key=lambda r: r["date"])  # stable: same date keeps the file's order
     return found
 
 
@@ -439,7 +437,8 @@ def render(records: dict[str, list[dict]]) -> str:
     ]
     for bench, write in SECTIONS:
         if records.get(bench):
-            lines += write(records[bench])
+            # oldest first; sorted() is stable, so runs of the same date keep the file's order
+            lines += write(sorted(records[bench], key=lambda r: r["date"]))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
