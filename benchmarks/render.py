@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "performance.md"
 
-LOAD = {"idle": "idle", "shared": "under load", None: "not recorded"}
+LOAD = {"idle": "idle", "shared": "under load", "not recorded": "not recorded"}
 
 
 # --- records --------------------------------------------------------------------------------
@@ -98,37 +98,32 @@ def run_label(record: dict, index: int, count: int) -> str:
     return f"{label} (**newest**)" if index == count - 1 else label
 
 
-def numbered(rows: list[list[str]]) -> list[list[str]]:
-    """Number the rows of a run table, oldest first, as the conditions below refer to them."""
-    return [[str(i), *row] for i, row in enumerate(rows, 1)]
-
-
 def conditions(record: dict) -> str:
-    parts = [LOAD.get(record.get("load"), record.get("load"))]
+    parts = [LOAD[record["load"]]]
     if record["source"] == "transcribed":
         parts.append("transcribed")
     return ", ".join(parts)
 
 
-def table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
+def table(header: list[str], rows: list[list[str]], align: str | None = None, *,
+          numbered: bool = False) -> list[str]:
+    """A markdown table; ``align`` is one letter per column, l(eft) or r(ight). A numbered
+    table (runs, oldest first) starts with the number the notes and conditions refer to."""
     align = align or "l" + "r" * (len(header) - 1)
-    if len(rows) and len(rows[0]) == len(header) + 1:  # numbered()
+    if numbered:
         header, align = ["#", *header], "r" + align
+        rows = [[str(i), *row] for i, row in enumerate(rows, 1)]
     marks = ["---" if a == "l" else "---:" for a in align]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
-def notes_of(record: dict) -> list[str]:
-    return record.get("notes", [])
-
-
 def observation_list(records: list[dict]) -> list[str]:
     lines = []
     for r in observations(records):
         where = f"transcribed from {r['transcribed_from']}" if r["source"] == "transcribed" else ""
-        lines.append(f"- {r['date']}, {LOAD.get(r.get('load'), r.get('load'))}"
+        lines.append(f"- {r['date']}, {LOAD[r['load']]}"
                      f"{', ' + where if where else ''}: {r['text']}")
     return lines
 
@@ -136,7 +131,7 @@ def observation_list(records: list[dict]) -> list[str]:
 def run_notes(records: list[dict]) -> list[str]:
     lines = []
     for number, r in enumerate(runs(records), 1):
-        for note in notes_of(r):
+        for note in r.get("notes", []):
             lines.append(f"- run {number}: {note}")
     return lines
 
@@ -206,7 +201,7 @@ def grading(records: list[dict]) -> list[str]:
         ["run", "date", "submissions", "(a) stock nbgrader, s per notebook (autograde loop "
          "alone)", "(b) `lossutils grade`, s per notebook", "(c) floor, s per notebook",
          "**(a) / (b)**", "(a) loop / (b)", "(b) x workers / (c)", "conditions"],
-        numbered(rows), "llrrrrrrrl",
+        rows, "llrrrrrrrl", numbered=True,
     )
     intro = (
         "`benchmarks/bench_grading.py --assignment ID --n N` grades the same N submissions "
@@ -242,7 +237,7 @@ def scale(records: list[dict]) -> list[str]:
         ["run", "date", "submissions", "wall clock", "s per notebook, wall",
          "s per notebook, one worker", "coordinator per result",
          "coordinator memory (RSS) as results arrive", "peak (VmHWM)", "conditions"],
-        numbered(rows), "lllrrrrlrl",
+        rows, "lllrrrrlrl", numbered=True,
     )
     body += ["", *projection(rs)]
     intro = (
@@ -325,8 +320,8 @@ def reference(records: list[dict]) -> list[str]:
         ])
     body = table(["run", "date", "largest input (elements)",
                   "torch time / lossutils time, all workloads", "read bandwidth, one thread",
-                  "`import lossutils` over `import numpy`", "conditions"], numbered(rows),
-                 "llrrrrl")
+                  "`import lossutils` over `import numpy`", "conditions"], rows, "llrrrrl",
+                 numbered=True)
     newest = rs[-1]
     largest = max(row["n"] * row["k"] for row in newest["values"]["rows"])
     columns = sorted({(row["k"], row["dtype"]) for row in newest["values"]["rows"]})
@@ -368,7 +363,7 @@ def checks(records: list[dict]) -> list[str]:
             cell(r, "median", milliseconds(v.get("median_s"))), conditions(r),
         ])
     body = table(["run", "date", "exercises", "slowest check", "median check", "conditions"],
-                 numbered(rows), "llrrrl")
+                 rows, "llrrrl", numbered=True)
     intro = (
         "`benchmarks/bench_checks.py` runs every exercise's check, visible and hidden battery, "
         "on the model answers of the master notebooks and takes the median of five calls; a "
@@ -384,14 +379,15 @@ def notebooks(records: list[dict]) -> list[str]:
     for i, r in enumerate(rs):
         times = r["values"]["notebooks"]
         rows.append([run_label(r, i, len(rs)), r["date"]]
-                    + [seconds(times.get(n, {}).get("total_s"), 0) + " s" if n in times else "–"
-                       for n in names] + [conditions(r)])
-    body = table(["run", "date", *[f"`{n}`" for n in names], "conditions"], numbered(rows),
-                 "ll" + "r" * len(names) + "l")
+                    + [f"{times[n]['total_s']:.0f} s" if n in times else "–" for n in names]
+                    + [conditions(r)])
+    body = table(["run", "date", *[f"`{n}`" for n in names], "conditions"], rows,
+                 "ll" + "r" * len(names) + "l", numbered=True)
     intro = (
         "`benchmarks/bench_notebooks.py` executes every master notebook top to bottom with its "
         "figures in a fresh kernel, as a student's \"Run all\" would, and takes the median of "
-        "three runs; the table gives seconds with the kernel's start included. The course sets "
+        "its runs (`--repeats`, three by default); the table gives seconds with the kernel's "
+        "start included. The course sets "
         "a budget of twenty seconds per notebook."
     )
     return section("Notebooks", intro, body, records)
