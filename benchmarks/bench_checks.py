@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import io
 import json
 import statistics
 import sys
@@ -23,30 +25,36 @@ from pathlib import Path
 
 from _record import Run, add_arguments
 
-from lossutils.checks import get_exercise, run_check
+from lossutils.checks import run_check
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 1.0  # seconds a check may take
 
 
-def model_answers() -> dict[str, object]:
-    """exercise id -> the master notebook's solution function."""
+def model_answers() -> dict[str, tuple]:
+    """exercise id -> (the master's solution: a function or a step's expression, its ``given``)."""
     found = {}
     for master in sorted(ROOT.glob("solutions/*/*.ipynb")):
         cells = json.loads(master.read_text(encoding="utf-8"))["cells"]
         code = [c for c in cells if c["cell_type"] == "code"]
-        namespace: dict = {}
+        namespace: dict = {"display": lambda *objects: None}  # as IPython, for given cells
         exec(compile("".join(code[0]["source"]), f"{master.name}:setup", "exec"), namespace)
         for cell in code:
             meta = cell["metadata"].get("nbgrader", {})
             source = "".join(cell["source"])
-            if meta.get("solution"):
-                exec(compile(source, f"{master.name}:{meta['grade_id']}", "exec"), namespace)
+            # The solution cells, and the cells that give a derivation its SymPy symbols.
+            if meta.get("solution") or "sp.Symbol(" in source:
+                with contextlib.redirect_stdout(io.StringIO()):  # the demos' prints
+                    exec(compile(source, f"{master.name}:{meta['grade_id']}", "exec"),
+                         namespace)
             elif meta.get("grade"):
                 for node in ast.walk(ast.parse(source)):
                     if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check"
                             and len(node.args) == 2):
-                        found[node.args[0].value] = namespace[node.args[1].id]
+                        given = [namespace[k.value.id] for k in node.keywords
+                                 if k.arg == "given"]
+                        found[node.args[0].value] = (namespace[node.args[1].id],
+                                                     given[0] if given else None)
     return found
 
 
@@ -67,14 +75,15 @@ def main(argv=None) -> int:
     timings = {}
     print(f"{'exercise':<34} {'cases':>5} {'visible':>9} {'hidden':>9} {'hidden/budget':>14}")
     worst = 0.0
-    for name, fn in answers.items():
-        n_cases = len(get_exercise(name).cases(hidden=True, seed=1))
-        result = run_check(name, fn, hidden=True, seed=1)
+    for name, (fn, given) in answers.items():
+        result = run_check(name, fn, hidden=True, seed=1, given=given)
+        n_cases = result.n_cases
         if not result.passed:
             print(f"{name}: the model answer fails its own check:\n{result.message}")
             return 1
-        visible = median_time(lambda name=name, fn=fn: run_check(name, fn))
-        hidden = median_time(lambda name=name, fn=fn: run_check(name, fn, hidden=True, seed=1))
+        visible = median_time(lambda name=name, fn=fn, g=given: run_check(name, fn, given=g))
+        hidden = median_time(lambda name=name, fn=fn, g=given: run_check(
+            name, fn, hidden=True, seed=1, given=g))
         worst = max(worst, visible, hidden)
         timings[name] = {"cases": n_cases, "visible_s": visible, "hidden_s": hidden}
         print(f"{name:<34} {n_cases:>5} {visible * 1e3:7.1f}ms {hidden * 1e3:7.1f}ms "
