@@ -37,6 +37,19 @@ def _symbols():
     s.b = sp.Symbol("b", positive=True)
     s.c = sp.Symbol("c", real=True)
     s.K = sp.Symbol("K", integer=True, positive=True)
+    s.i, s.j, s.k = sp.symbols("i j k", integer=True, positive=True)
+    s.z = sp.IndexedBase("z")
+    s.xs = sp.Symbol("x", real=True)  # 04's point x (a plain symbol there)
+    s.mu_p, s.mu_q = sp.symbols("mu_p mu_q", real=True)
+    s.sigma_p, s.sigma_q = sp.symbols("sigma_p sigma_q", positive=True)
+    s.zs, s.t = sp.symbols("z t", real=True)  # 04's logit and target
+    s.w = sp.Symbol("w", real=True)
+    s.gamma = sp.Symbol("gamma", positive=True)
+    s.grad = sp.IndexedBase("grad")
+    s.g_mean = sp.Symbol("g_mean", real=True)
+    s.gs = sp.Symbol("g", real=True)  # 06's constant gradient
+    s.eta = sp.Symbol("eta", positive=True)
+    s.kk = sp.Symbol("k", integer=True, positive=True)
     return s
 
 
@@ -63,6 +76,36 @@ def _abs():
     return _sum(sp.Abs(S.yhat[S.m] - S.y[S.m]))
 
 
+def _softmax(index, bound=None):
+    """softmax(z)_index; the sum runs over j, or over ``bound`` where j is a free index."""
+    bound = S.j if bound is None else bound
+    return sp.exp(S.z[index]) / sp.Sum(sp.exp(S.z[bound]), (bound, 1, S.K))
+
+
+def _gauss(x, mu, sigma):
+    return sp.exp(-(x - mu) ** 2 / (2 * sigma**2)) / (sigma * sp.sqrt(2 * sp.pi))
+
+
+def _sigmoid(z):
+    return 1 / (1 + sp.exp(-z))
+
+
+def _bce():
+    return -(S.t * sp.log(_sigmoid(S.zs)) + (1 - S.t) * sp.log(1 - _sigmoid(S.zs)))
+
+
+def _hinge(m):
+    return sp.Max(0, 1 - S.y[m] * S.w * S.x[m])
+
+
+def _active(m):
+    return sp.Piecewise((1, S.y[m] * S.w * S.x[m] < 1), (0, True))
+
+
+def _ema_sum(weight):
+    return sp.Sum(weight * S.grad[S.i], (S.i, 1, S.kk))
+
+
 # --------------------------------------------------------------------------- right answers
 
 # Each written differently from the master where a different form exists.
@@ -84,6 +127,36 @@ CORRECT = {
                                            / (2 * S.b))),
     "laplace_l1.l1_slope": _sum((S.c - S.y[S.m]) / sp.Abs(S.c - S.y[S.m])),
     "laplace_l1.c_hat": S.y[(S.M + 1) / 2],
+    "softmax_ce.dlogsoftmax": sp.diff(S.z[S.k] - sp.log(sp.Sum(sp.exp(S.z[S.j]), (S.j, 1, S.K))),
+                                      S.z[S.i]),
+    "softmax_ce.ce_grad": _softmax(S.i) * sp.Sum(S.y[S.k], (S.k, 1, S.K)) - S.y[S.i],
+    "softmax_jacobian.dsoftmax_ii": sp.diff(_softmax(S.i, S.k), S.z[S.i]),
+    "softmax_jacobian.dsoftmax_ij": sp.diff(_softmax(S.i, S.k), S.z[S.j]),
+    "softmax_jacobian.jacobian": sp.Piecewise((_softmax(S.i, S.k) - _softmax(S.i, S.k) ** 2,
+                                               sp.Eq(S.i, S.j)),
+                                              (-_softmax(S.i, S.k) * _softmax(S.j, S.k), True)),
+    "gaussian_kl.log_ratio": sp.log(_gauss(S.xs, S.mu_p, S.sigma_p) / _gauss(S.xs, S.mu_q,
+                                                                               S.sigma_q)),
+    "gaussian_kl.expected_sq": S.sigma_p**2 + S.mu_p**2 - 2 * S.mu_p * S.mu_q + S.mu_q**2,
+    "gaussian_kl.kl": (sp.log(S.sigma_q) - sp.log(S.sigma_p)
+                       + ((S.mu_q - S.mu_p) ** 2 + S.sigma_p**2 - S.sigma_q**2)
+                       / (2 * S.sigma_q**2)),
+    "bce_logits.log_sigmoid": sp.log(_sigmoid(S.zs)),
+    "bce_logits.log_one_minus": sp.log(1 - _sigmoid(S.zs)),
+    "bce_logits.bce": _bce(),
+    "bce_logits.bce_stable": (sp.Max(S.zs, 0) - S.t * S.zs
+                              + sp.log(1 + sp.exp(-sp.Abs(S.zs)))),
+    "svm_slack.xi_opt": sp.Piecewise((1 - S.y[S.m] * S.w * S.x[S.m],
+                                      S.y[S.m] * S.w * S.x[S.m] < 1), (0, True)),
+    "svm_slack.svm_objective": S.w**2 / 2 + S.gamma * _sum(_hinge(S.m)),
+    "hinge_kink.hinge_slope": -S.x[S.m] * S.y[S.m],
+    "hinge_kink.subgradient_sum": _sum(-S.y[S.m] * S.x[S.m] * _active(S.m)),
+    "adam_bias.m_k": sp.Sum((1 - S.mu) * S.mu ** (S.kk - S.i) * S.grad[S.i], (S.i, 1, S.kk)),
+    "adam_bias.expected_m_k": ((1 - S.mu) * sp.Sum(S.mu ** (S.kk - S.i) * S.g_mean,
+                                                   (S.i, 1, S.kk))).doit(),
+    "adam_bias.correction": -1 / (S.mu**S.kk - 1),
+    "momentum_limit.v_k": -S.eta * S.gs * sp.Sum(S.mu**S.i, (S.i, 0, S.kk - 1)),
+    "momentum_limit.v_limit": S.eta * S.gs / (S.mu - 1),
 }
 
 # (step, diagnosis, wrong answer): every catalogued mistake, then generic ones.
@@ -175,6 +248,118 @@ BUGGY = [
     ("laplace_l1.c_hat", "off_by_one", S.y[(S.M - 1) / 2]),
     ("laplace_l1.c_hat", "midrange", (S.y[1] + S.y[S.M]) / 2),
     ("laplace_l1.c_hat", "index_range", S.y[S.M + 1]),
+    ("softmax_ce.dlogsoftmax", "missing_delta", -_softmax(S.i)),
+    ("softmax_ce.dlogsoftmax", "sign", _softmax(S.i) - sp.KroneckerDelta(S.i, S.k)),
+    ("softmax_ce.dlogsoftmax", "softmax_jacobian",
+     sp.diff(_softmax(S.k), S.z[S.i])),
+    ("softmax_ce.dlogsoftmax", "index", sp.KroneckerDelta(S.i, S.k) - _softmax(S.k)),
+    ("softmax_ce.dlogsoftmax", "lost_sum", S.z[S.j] - _softmax(S.i)),
+    ("softmax_ce.ce_grad", "negated", S.y[S.i] - _softmax(S.i)),
+    ("softmax_ce.ce_grad", "missing_label", _softmax(S.i)),
+    ("softmax_ce.ce_grad", "true_class_only", _softmax(S.i) - 1),
+    ("softmax_ce.ce_grad", "unnormalised", sp.exp(S.z[S.i]) - S.y[S.i]),
+    ("softmax_jacobian.dsoftmax_ii", "numerator_only", _softmax(S.i, S.k)),
+    ("softmax_jacobian.dsoftmax_ii", "quotient_sign",
+     _softmax(S.i, S.k) * (1 + _softmax(S.i, S.k))),
+    ("softmax_jacobian.dsoftmax_ii", "unsquared_denominator",
+     (sp.exp(S.z[S.i]) * sp.Sum(sp.exp(S.z[S.j]), (S.j, 1, S.K)) - sp.exp(2 * S.z[S.i]))
+     / sp.Sum(sp.exp(S.z[S.j]), (S.j, 1, S.K))),
+    ("softmax_jacobian.dsoftmax_ij", "zero", 0),
+    ("softmax_jacobian.dsoftmax_ij", "sign", _softmax(S.i, S.k) * _softmax(S.j, S.k)),
+    ("softmax_jacobian.dsoftmax_ij", "one_factor", -_softmax(S.j, S.k)),
+    ("softmax_jacobian.jacobian", "diagonal_only",
+     sp.KroneckerDelta(S.i, S.j) * _softmax(S.i, S.k)),
+    ("softmax_jacobian.jacobian", "off_diagonal_only",
+     -_softmax(S.i, S.k) * _softmax(S.j, S.k)),
+    ("softmax_jacobian.jacobian", "sign",
+     _softmax(S.i, S.k) * (_softmax(S.j, S.k) - sp.KroneckerDelta(S.i, S.j))),
+    ("softmax_jacobian.jacobian", "no_delta", _softmax(S.i, S.k) * (1 - _softmax(S.j, S.k))),
+    ("gaussian_kl.log_ratio", "swapped",
+     sp.log(_gauss(S.xs, S.mu_q, S.sigma_q)) - sp.log(_gauss(S.xs, S.mu_p, S.sigma_p))),
+    ("gaussian_kl.log_ratio", "variance_as_std",
+     sp.log(S.sigma_q / S.sigma_p) - (S.xs - S.mu_p) ** 2 / (2 * S.sigma_p)
+     + (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q)),
+    ("gaussian_kl.log_ratio", "missing_half",
+     sp.log(S.sigma_q / S.sigma_p) - (S.xs - S.mu_p) ** 2 / S.sigma_p**2
+     + (S.xs - S.mu_q) ** 2 / S.sigma_q**2),
+    ("gaussian_kl.log_ratio", "dropped_normalisers",
+     (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q**2) - (S.xs - S.mu_p) ** 2 / (2 * S.sigma_p**2)),
+    ("gaussian_kl.expected_sq", "wrong_distribution",
+     S.sigma_q**2 + (S.mu_q - S.mu_p) ** 2),
+    ("gaussian_kl.expected_sq", "missing_shift", S.sigma_p**2),
+    ("gaussian_kl.expected_sq", "cross_term",
+     (S.sigma_p + S.mu_p - S.mu_q) ** 2),
+    ("gaussian_kl.expected_sq", "std_not_variance", S.sigma_p + (S.mu_q - S.mu_p) ** 2),
+    ("gaussian_kl.kl", "swapped",
+     sp.log(S.sigma_p / S.sigma_q) + (S.sigma_q**2 + (S.mu_q - S.mu_p) ** 2)
+     / (2 * S.sigma_p**2) - sp.Rational(1, 2)),
+    ("gaussian_kl.kl", "missing_half",
+     sp.log(S.sigma_q / S.sigma_p) + (S.sigma_p**2 + (S.mu_q - S.mu_p) ** 2)
+     / (2 * S.sigma_q**2)),
+    ("gaussian_kl.kl", "log_ratio_flipped",
+     sp.log(S.sigma_p / S.sigma_q) + (S.sigma_p**2 + (S.mu_q - S.mu_p) ** 2)
+     / (2 * S.sigma_q**2) - sp.Rational(1, 2)),
+    ("gaussian_kl.kl", "std_for_variance",
+     sp.log(S.sigma_q / S.sigma_p) + (S.sigma_p**2 + (S.mu_q - S.mu_p) ** 2)
+     / (2 * S.sigma_q) - sp.Rational(1, 2)),
+    ("bce_logits.log_sigmoid", "missing_log", _sigmoid(S.zs)),
+    ("bce_logits.log_sigmoid", "sign_inside", -sp.log(1 + sp.exp(S.zs))),
+    ("bce_logits.log_sigmoid", "sign_outside", sp.log(1 + sp.exp(-S.zs))),
+    ("bce_logits.log_sigmoid", "factor", sp.log(_sigmoid(S.zs), 2)),
+    ("bce_logits.log_one_minus", "same_as_log_sigmoid", -sp.log(1 + sp.exp(-S.zs))),
+    ("bce_logits.log_one_minus", "sign_outside", sp.log(1 + sp.exp(S.zs))),
+    ("bce_logits.log_one_minus", "log_of_difference", 1 - sp.log(_sigmoid(S.zs))),
+    ("bce_logits.bce", "negated", -_bce()),
+    ("bce_logits.bce", "targets_swapped",
+     -((1 - S.t) * sp.log(_sigmoid(S.zs)) + S.t * sp.log(1 - _sigmoid(S.zs)))),
+    ("bce_logits.bce", "missing_tz", sp.log(1 + sp.exp(S.zs))),
+    ("bce_logits.bce_stable", "negated", S.t * S.zs - sp.log(1 + sp.exp(S.zs))),
+    ("bce_logits.bce_stable", "targets_swapped",
+     -((1 - S.t) * sp.log(_sigmoid(S.zs)) + S.t * sp.log(1 - _sigmoid(S.zs)))),
+    ("bce_logits.bce_stable", "missing_tz", sp.Max(S.zs, 0) + sp.log(1 + sp.exp(-sp.Abs(S.zs)))),
+    ("bce_logits.bce_stable", "unstable", sp.log(1 + sp.exp(S.zs)) - S.t * S.zs),
+    ("bce_logits.bce_stable", "unstable", _bce()),
+    ("svm_slack.xi_opt", "no_max", 1 - S.y[S.m] * S.w * S.x[S.m]),
+    ("svm_slack.xi_opt", "perceptron", sp.Max(0, -S.y[S.m] * S.w * S.x[S.m])),
+    ("svm_slack.xi_opt", "sign", sp.Max(0, 1 + S.y[S.m] * S.w * S.x[S.m])),
+    ("svm_slack.xi_opt", "missing_label", sp.Max(0, 1 - S.w * S.x[S.m])),
+    ("svm_slack.svm_objective", "missing_half", S.w**2 + S.gamma * _sum(_hinge(S.m))),
+    ("svm_slack.svm_objective", "no_max",
+     S.w**2 / 2 + S.gamma * _sum(1 - S.y[S.m] * S.w * S.x[S.m])),
+    ("svm_slack.svm_objective", "gamma_misplaced", S.gamma * S.w**2 / 2 + _sum(_hinge(S.m))),
+    ("svm_slack.svm_objective", "mean", S.w**2 / 2 + S.gamma * _sum(_hinge(S.m) / S.M)),
+    ("svm_slack.svm_objective", "lost_sum", S.w**2 / 2 + S.gamma * _hinge(S.m)),
+    ("hinge_kink.hinge_slope", "sign", S.y[S.m] * S.x[S.m]),
+    ("hinge_kink.hinge_slope", "missing_x", -S.y[S.m]),
+    ("hinge_kink.hinge_slope", "missing_label", -S.x[S.m]),
+    ("hinge_kink.hinge_slope", "wrt_margin", -1),
+    ("hinge_kink.subgradient_sum", "sign", _sum(S.y[S.m] * S.x[S.m] * _active(S.m))),
+    ("hinge_kink.subgradient_sum", "perceptron_active_set",
+     _sum(sp.Piecewise((-S.y[S.m] * S.x[S.m], S.y[S.m] * S.w * S.x[S.m] < 0), (0, True)))),
+    ("hinge_kink.subgradient_sum", "all_samples", -_sum(S.y[S.m] * S.x[S.m])),
+    ("hinge_kink.subgradient_sum", "kink",
+     -_sum(S.y[S.m] * S.x[S.m] * sp.Heaviside(1 - S.y[S.m] * S.w * S.x[S.m], 2))),
+    ("adam_bias.m_k", "reversed_weights", (1 - S.mu) * _ema_sum(S.mu ** (S.i - 1))),
+    ("adam_bias.m_k", "missing_one_minus_mu", _ema_sum(S.mu ** (S.kk - S.i))),
+    ("adam_bias.m_k", "exponent_off_by_one", (1 - S.mu) * _ema_sum(S.mu ** (S.kk - S.i + 1))),
+    ("adam_bias.expected_m_k", "unbiased", S.g_mean),
+    ("adam_bias.expected_m_k", "power_of_one_minus_mu", S.g_mean * (1 - S.mu) ** S.kk),
+    ("adam_bias.expected_m_k", "missing_one", S.g_mean * S.mu**S.kk),
+    ("adam_bias.expected_m_k", "off_by_one", S.g_mean - S.g_mean * S.mu ** (S.kk + 1)),
+    ("adam_bias.correction", "multiplies_one_minus_mu", 1 - S.mu),
+    ("adam_bias.correction", "not_inverted", 1 - S.mu**S.kk),
+    ("adam_bias.correction", "power_outside", (1 - S.mu) ** -S.kk),
+    ("adam_bias.correction", "no_power", 1 / (1 - S.mu)),
+    ("momentum_limit.v_k", "sign", S.eta * S.gs * (1 - S.mu**S.kk) / (1 - S.mu)),
+    ("momentum_limit.v_k", "off_by_one", -S.eta * S.gs * (1 - S.mu ** (S.kk + 1)) / (1 - S.mu)),
+    ("momentum_limit.v_k", "no_geometric_sum", -S.eta * S.gs * S.kk),
+    ("momentum_limit.v_k", "average_form", -S.eta * S.gs * (1 - S.mu**S.kk)),
+    ("momentum_limit.v_limit", "sign", S.eta * S.gs / (1 - S.mu)),
+    ("momentum_limit.v_limit", "one_step", -S.eta * S.gs),
+    ("momentum_limit.v_limit", "series_from_mu", -S.eta * S.gs * S.mu / (1 - S.mu)),
+    ("momentum_limit.v_limit", "plus", -S.eta * S.gs / (1 + S.mu)),
+    ("momentum_limit.v_limit", "foreign_symbols",
+     -S.eta * S.gs * (1 - S.mu**S.kk) / (1 - S.mu)),
     ("gaussian_mle.sigma2_hat", "index_range", sp.Sum((S.x[S.m] - _mean_x()) ** 2,
                                                        (S.m, 0, S.M - 1)) / S.M),
 ]
@@ -277,7 +462,7 @@ def test_wrong_types_and_symbols_get_a_message_saying_what_was_expected(name):
     exercise = get_exercise(name)
     allowed = exercise.allowed()
     for answer, diagnosis in [(None, "not_set"), ("p * x", "wrong_type"),
-                              ([sp.Integer(1)], "wrong_type"), (0.5, "wrong_type"),
+                              ([sp.Integer(1)], "wrong_type"), (0.5j, "wrong_type"),
                               (sp.Eq(sp.Symbol("q"), 1), "wrong_type"),
                               (sp.Symbol("theta") + 1, "foreign_symbols")]:
         result = run_check(name, answer)
@@ -379,6 +564,31 @@ BY_HAND = {
     "laplace_l1.laplace_nll": [r"M\log(2b)+"],
     "laplace_l1.l1_slope": [r"\sum_m\operatorname{sign}(c-y_m)"],
     "laplace_l1.c_hat": ["y_{K+1}", "y[K+1]", "median", "np.median("],
+    "softmax_ce.dlogsoftmax": [r"\delta_{ki}-\hat y_i"],
+    "softmax_ce.ce_grad": [r"\hat y_i-y_i", r"\operatorname{softmax}(\mathbf z)-\mathbf y",
+                           "softmax(logits)-one_hot(labels)", "predictionminustarget"],
+    "softmax_jacobian.dsoftmax_ii": [r"\hat y_i(1-\hat y_i)"],
+    "softmax_jacobian.dsoftmax_ij": [r"-\hat y_i\hat y_j"],
+    "softmax_jacobian.jacobian": [
+        r"\operatorname{diag}(\hat{\mathbf y})-\hat{\mathbf y}\hat{\mathbf y}^\top",
+        r"\hat y_i(\delta_{ij}-\hat y_j)"],
+    "gaussian_kl.log_ratio": [r"\log\frac{\sigma_q}{\sigma_p}-\frac{(x-\mu_p)^2}"],
+    "gaussian_kl.expected_sq": [r"\sigma_p^2+(\mu_p-\mu_q)^2"],
+    "gaussian_kl.kl": [r"\frac{\sigma_p^2+(\mu_p-\mu_q)^2}{2\sigma_q^2}-\frac12"],
+    "bce_logits.log_sigmoid": [r"\log\sigma(z)=-\log(1+e^{-z})", "-np.logaddexp(0,-z)"],
+    "bce_logits.log_one_minus": [r"\log(1-\sigma(z))=\log\sigma(-z)", "-np.logaddexp(0,z)"],
+    "bce_logits.bce": [r"s(z)-tz"],
+    "bce_logits.bce_stable": [r"\max(z,0)-tz+\log", "np.maximum(z,0)-t*z"],
+    "svm_slack.xi_opt": [r"\xi_m^{\star}=\max(0,", r"\xi_m^\star=\max(0,"],
+    "svm_slack.svm_objective": [r"\tfrac12\lVert\mathbf{w}\rVert^2+\gamma\sum_{m=1}^M\max",
+                                r"+\gamma\sum_{m=1}^M\max\!\big(0,\,1-y_m(\mathbf w^\top"],
+    "hinge_kink.hinge_slope": [r"-y_mx_m"],
+    "hinge_kink.subgradient_sum": [r"\partialh(1)=[-1,0]", r"-\sum_{m=1}^{M}y_mx_m\,H"],
+    "adam_bias.m_k": [r"(1-\mu)\sum_{i=1}^{k}\mu^{k-i}"],
+    "adam_bias.expected_m_k": [r"(1-\mu^k)\,\mathbb E[\mathbf g]", r"(1-\mu^k)\,\bar g"],
+    "adam_bias.correction": [r"\frac{1}{1-\mu^k}", "1/(1-mu**k)"],
+    "momentum_limit.v_k": [r"\frac{1-\mu^k}{1-\mu}"],
+    "momentum_limit.v_limit": [r"\frac{\eta}{1-\mu}", r"-\frac{\eta}{1-\mu}\,\mathbf g"],
 }
 
 

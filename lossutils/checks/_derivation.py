@@ -103,14 +103,19 @@ class Follows:
     ``kind="root"``: the earlier step vanishes when ``param`` takes this step's value
     (through ``transform``, e.g. a square root when the step asks for sigma^2), with the
     parameters in ``at`` (a name to a builder of the symbols) set to the expected estimates.
+    ``kind="formula"``: this step is ``build(symbols, earlier)``, an expression that holds the
+    student's earlier step as a part (built without evaluating it), at the point ``env(point)``
+    when ``env`` is given.
     """
 
     step: str
     kind: str
-    param: str
+    param: str | None = None
     index: str | None = None
     transform: Callable | None = None
     at: dict | None = None
+    build: Callable | None = None
+    env: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ class Step:
         Index symbols that stay free in the answer (a Jacobian's i and j).
     kink : Kink, optional
     stable : Stable, optional
+    draw_params : callable, optional
+        Draws this step's parameters instead of the derivation's ``draw_params``.
     """
 
     name: str
@@ -169,6 +176,7 @@ class Step:
     free_indices: tuple = ()
     kink: Kink | None = None
     stable: Stable | None = None
+    draw_params: Callable | None = None
 
 
 class Derivation:
@@ -207,13 +215,14 @@ class Derivation:
             self._ns = self.symbols.build()
         return self._ns
 
-    def points(self, rng, groups: int, per_group: int = 2) -> list:
+    def points(self, rng, groups: int, per_group: int = 2, draw_params=None) -> list:
         """Random environments: ``groups`` data sets, each with ``per_group`` parameters."""
+        draw_params = draw_params or self.draw_params
         out = []
         for _ in range(groups):
             raw = self.draw(rng)
             data = _environment(raw)
-            out.append([{**data, **_environment(self.draw_params(rng, raw))}
+            out.append([{**data, **_environment(draw_params(rng, raw))}
                         for _ in range(per_group)])
         return out
 
@@ -286,6 +295,10 @@ class DerivationStep(Exercise):
         if value is None:
             raise _Failure(f"{name} is still None: set it to your expression.", "not_set",
                            f"write `{name} = ...` in its cell; {expected}.")
+        if type(value) is int:  # a plain number is an expression without symbols
+            value = sp.Integer(value)
+        elif type(value) is float:
+            value = sp.Float(value)
         if isinstance(value, list | tuple):
             self._refuse(f"{name} is {describe_returned(value)}", expected,
                          "sp.solve returns a list of solutions: take the one you mean, "
@@ -377,7 +390,8 @@ class DerivationStep(Exercise):
 
         seed = resolve_seed(hidden, seed)
         rng = np.random.default_rng([seed, zlib.crc32(self.id.encode())])
-        points = self.derivation.points(rng, 8 if hidden else 5)
+        points = self.derivation.points(rng, 8 if hidden else 5,
+                                        draw_params=self.step.draw_params)
         extra = self._extra_points(rng, points)
         n = sum(len(g) for g in points) + len(extra)
         try:
@@ -503,8 +517,13 @@ class DerivationStep(Exercise):
                 return None
             if rule.kind == "derivative":
                 ok = _derivative_matches(previous, got, points, rule, budget)
-            else:
+            elif rule.kind == "root":
                 ok = self._root_matches(previous, got, points, rule, budget)
+            else:
+                expected = rule.build(self.derivation.ns, previous)
+                moved = [[rule.env(env) if rule.env else env for env in group]
+                         for group in points]
+                ok = _agree(got, self.values(expected, moved, budget), self.step.up_to_constant)
         except (_Failure, NotEvaluable, TooComplex):
             return None
         if not ok:

@@ -6,4 +6,4 @@ expression and the catalogue of mistakes. The expected expressions are built her
 functions, so that they never appear in a notebook's release (a test checks this).
 """
 
-from . import likelihood, regression  # noqa: F401
+from . import classification, information, likelihood, margin, optim, regression  # noqa: F401
