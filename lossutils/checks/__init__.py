@@ -27,6 +27,7 @@ from ._core import (
     Exercise,
     FunctionExercise,
     Mistake,
+    Uses,
     Verdict,
     assess,
     check,
@@ -36,6 +37,7 @@ from ._core import (
     resolve_seed,
     run_check,
 )
+from ._given import GivenFunction, StudentFunction
 from ._plain import from_plain, to_plain
 
 # Tracebacks name the public path, lossutils.checks.CheckFailed.
@@ -47,8 +49,11 @@ __all__ = [
     "CheckResult",
     "Exercise",
     "FunctionExercise",
+    "GivenFunction",
     "Mistake",
     "Outcome",
+    "StudentFunction",
+    "Uses",
     "Verdict",
     "assess",
     "check",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -35,6 +35,7 @@ __all__ = [
     "Exercise",
     "FunctionExercise",
     "Mistake",
+    "Uses",
     "Verdict",
     "assess",
     "check",
@@ -96,6 +97,17 @@ class Case:
     label: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Uses:
+    """In a case's arguments: the student's function given to ``check`` as ``role=...``.
+
+    ``check("train", train, loss_fn=softmax_loss_vectorized)`` grades ``train`` with the
+    student's own loss function: the case holds ``Uses("loss_fn")`` where that goes.
+    """
+
+    role: str
 
 
 @dataclass(frozen=True)
@@ -272,6 +284,10 @@ class Exercise:
         Names of the positional arguments, to show inputs and name a modified one.
     mistakes : sequence of Mistake
         The catalogue of known mistakes, most specific first (ties are broken by order).
+    uses : sequence of str
+        Roles of the student's other functions that the check must be given, e.g.
+        ``("loss_fn", "step_fn")`` for ``check("train", train, loss_fn=..., step_fn=...)``;
+        the cases hold :class:`Uses` placeholders for them.
     """
 
     def __init__(
@@ -282,12 +298,14 @@ class Exercise:
         signature: str,
         arg_names: Sequence[str],
         mistakes: Sequence[Mistake] = (),
+        uses: Sequence[str] = (),
     ):
         self.id = id
         self.notebook = notebook
         self.signature = signature
         self.arg_names = tuple(arg_names)
         self.mistakes = tuple(mistakes)
+        self.uses = tuple(uses)
 
     def __repr__(self) -> str:
         return f"<exercise {self.id!r} ({self.notebook}): {self.signature}>"
@@ -301,9 +319,15 @@ class Exercise:
         rng = np.random.default_rng([seed, zlib.crc32(self.id.encode())])
         return self.make_cases(rng, hidden)
 
-    def call(self, fn, case: Case) -> Outcome:
-        """Run the student's function on one case (safe for untrusted code)."""
-        return call_safely(fn, case.args, case.kwargs, self.arg_names)
+    def call(self, fn, case: Case, uses: Mapping | None = None) -> Outcome:
+        """Run the student's function on one case (safe for untrusted code).
+
+        ``uses`` maps each role of :attr:`uses` to the function that stands in the case's
+        :class:`Uses` placeholders.
+        """
+        args = tuple(uses[a.role] if type(a) is Uses else a for a in case.args)
+        kwargs = {k: uses[v.role] if type(v) is Uses else v for k, v in case.kwargs.items()}
+        return call_safely(fn, args, kwargs, self.arg_names)
 
     def judge(self, case: Case, output, warnings: Sequence[str] = ()) -> Verdict:
         raise NotImplementedError
@@ -515,6 +539,7 @@ def run_check(
     seed: int | None = None,
     *,
     outcomes: Sequence[Outcome] | None = None,
+    uses: Mapping | None = None,
 ) -> CheckResult:
     """Run the battery of exercise ``name`` on ``fn``, or judge outcomes produced elsewhere.
 
@@ -537,6 +562,9 @@ def run_check(
         One :class:`Outcome` per case of ``get_exercise(name).cases(hidden, seed)``, in order,
         for instance rebuilt with :meth:`Outcome.from_plain` from what a sandboxed process
         shipped back; ``fn`` is then not called, and the verdict is the same as in-process.
+    uses : mapping, optional
+        The student's other functions the exercise is graded with, by role (exactly the
+        exercise's ``uses``), e.g. ``{"loss_fn": softmax_loss_vectorized}``.
 
     Returns
     -------
@@ -547,7 +575,8 @@ def run_check(
     Raises
     ------
     ValueError
-        For an unknown exercise, a malformed seed, or as many outcomes as there are cases.
+        For an unknown exercise, a malformed seed, outcomes that are not one per case, or
+        ``uses`` that do not name exactly the exercise's roles.
 
     Examples
     --------
@@ -559,6 +588,14 @@ def run_check(
     [check: log_likelihood; diagnosis: product_underflow]
     """
     exercise = get_exercise(name)
+    uses = dict(uses or {})
+    if outcomes is None and set(uses) != set(exercise.uses):
+        wanted = ", ".join(f"{role}=..." for role in exercise.uses)
+        raise ValueError(
+            f"check({name!r}, ...) takes " + (f"exactly {wanted}" if wanted else "no other "
+            "functions") + f", got {', '.join(sorted(uses)) or 'none'}; the test cell of "
+            "the exercise shows the call."
+        )
     if outcomes is None and not callable(fn):
         got = "None" if fn is None else describe_returned(fn)
         message = (
@@ -569,7 +606,7 @@ def run_check(
                            "not_callable")
     cases = exercise.cases(hidden=hidden, seed=seed)
     if outcomes is None:
-        outcomes = [exercise.call(fn, case) for case in cases]
+        outcomes = [exercise.call(fn, case, uses) for case in cases]
     elif len(outcomes) != len(cases):
         raise ValueError(f"{name}: got {len(outcomes)} outcomes for {len(cases)} cases.")
     verdicts = [assess(exercise, c, o) for c, o in zip(cases, outcomes, strict=True)]
@@ -628,7 +665,7 @@ def _tail(message: str, name: str, diagnosis: str | None) -> str:
     return f"{message}\n[check: {name}; diagnosis: {diagnosis or 'none'}]"
 
 
-def check(name: str, fn, *, hidden: bool = False) -> None:
+def check(name: str, fn, *, hidden: bool = False, **uses) -> None:
     """Check the student's ``fn`` for exercise ``name``: print one line, or raise.
 
     The test cell of every autograded exercise calls this. On success it prints a single
@@ -645,6 +682,10 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
         The student's function, with the signature of the exercise.
     hidden : bool, default False
         Use the hidden battery, seeded from ``LOSSUTILS_GRADING_SEED`` when set.
+    **uses
+        The student's other functions an exercise is graded with, by role: ``train`` runs
+        with the student's own loss and optimizer step,
+        ``check("train", train, loss_fn=softmax_loss_vectorized, step_fn=rmsprop_step)``.
 
     Raises
     ------
@@ -673,7 +714,7 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
     ...     print(failure.diagnosis)
     overflow
     """
-    result = run_check(name, fn, hidden=hidden)
+    result = run_check(name, fn, hidden=hidden, uses=uses)
     if not result.passed:
         raise CheckFailed(result.message, exercise=name, diagnosis=result.diagnosis) from None
     print(result.message)

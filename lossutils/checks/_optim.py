@@ -164,7 +164,7 @@ class StepExercise(Exercise):
             w, state = fed
         return Outcome(steps, error, tuple(texts), "".join(printed), tuple(modified))
 
-    def call(self, fn, case):
+    def call(self, fn, case, uses=None):
         return self._drive(lambda a, k: call_safely(fn, a, k, self.arg_names), case)
 
     def _run_model(self, model, case) -> list:
@@ -620,6 +620,341 @@ register(
                 models=(_ams_model(_ams_not_stored),),
             ),
             *_ADAM_MISTAKES[:3],
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- Nesterov
+
+
+class _LectureNesterov:
+    """The reference: the lecture's Nesterov step, the gradient taken at w + mu v.
+
+    ``lossutils.Nesterov`` works in the look-ahead coordinates (it is given the gradient at
+    the point it returns); this exercise hands the student ``grad_fn`` and keeps the
+    lecture's variables, so the reference takes ``grad_fn`` too and ignores ``g``.
+    """
+
+    def __init__(self, grad_fn, lr, mu):
+        self.grad_fn, self.lr, self.mu = grad_fn, lr, mu
+        self.t, self.v = 0, None
+
+    def step(self, w, g):
+        if self.v is None:
+            self.v = np.zeros_like(w)
+        self.v = self.mu * self.v - self.lr * self.grad_fn(w + self.mu * self.v)
+        self.t += 1
+        return w + self.v
+
+    @property
+    def state(self):
+        return {"t": self.t, "v": self.v.copy()}
+
+
+class LookaheadStepExercise(StepExercise):
+    """A step that computes its own gradients with a checker-made ``grad_fn``.
+
+    A case is ``Case(label, (w0, steps), {"grad_fn": ..., "lr": ..., "mu": ...})`` where
+    ``steps`` has one (empty) row per step: the driver of :class:`StepExercise` runs that
+    many steps, and ``grad_fn`` (a :class:`~lossutils.checks._given.GivenFunction`) is
+    passed to every call.
+    """
+
+    def describe_input(self, case):
+        w0, steps = case.args
+        hyper = {k: v for k, v in case.kwargs.items() if k != "grad_fn"}
+        grad_fn = case.kwargs["grad_fn"]
+        params = grad_fn.params
+        return (f"w = {fmt(w0, 'w = ')}\n"
+                f"grad_fn = {fmt(grad_fn)}\n"
+                f"    with H = {fmt(params['hessian'], '    with H = ')}\n"
+                f"    and w_min = {fmt(params['center'], '    and w_min = ')}\n"
+                f"v starts as {fmt(self.initial_state(w0))}; {len(steps)} steps\n"
+                f"hyperparameters: " + ", ".join(f"{k}={v!r}" for k, v in hyper.items()))
+
+
+def _lookahead_args(w, g, v, hyper):
+    return (w, hyper["grad_fn"], v, hyper["lr"], hyper["mu"]), {}
+
+
+def _spd(rng, n):
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (q * rng.uniform(0.5, 3.0, size=n)) @ q.T
+
+
+def _bowl(rng, n):
+    from ._given import GivenFunction
+
+    return GivenFunction("quadratic_grad", hessian=_spd(rng, n), center=rng.normal(size=n))
+
+
+def _nesterov_cases(rng, hidden):
+    from ._given import GivenFunction
+
+    valley = GivenFunction("quadratic_grad", hessian=np.diag([1.0, 10.0]),
+                           center=np.zeros(2))
+    cases = [
+        Case("the valley f = (w1^2 + 10 w2^2) / 2 of section 3, from (-2, 1)",
+             (np.array([-2.0, 1.0]), np.empty((4, 0))),
+             {"grad_fn": valley, "lr": 0.05, "mu": 0.9}),
+        Case("a tilted bowl, lr = 1", (np.array([1.0, -1.0, 0.5]), np.empty((3, 0))),
+             {"grad_fn": _bowl(rng, 3), "lr": 1.0, "mu": 0.5}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            n, k = int(rng.integers(2, 5)), int(rng.integers(3, 7))
+            hyper = {"grad_fn": _bowl(rng, n), "lr": float(np.round(rng.uniform(0.05, 0.4), 3)),
+                     "mu": float(rng.choice([0.5, 0.9]))}
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=n).astype(dtype), np.empty((k, 0))), hyper))
+    return cases
+
+
+def _nesterov_model(look, *, sign=1.0, lr_scale=True, framework=False, old_v=False):
+    """Nesterov with one mistake switched on: ``look(w, v, mu)`` is where the gradient is taken."""
+
+    def model(w, grad_fn, v, lr, mu):
+        g = grad_fn(look(w, sign * v, mu))
+        new_v = mu * v - sign * (lr if lr_scale else 1.0) * g
+        if framework:
+            return w + mu * new_v - lr * g, new_v
+        return (w + sign * v if old_v else w + sign * new_v), new_v
+
+    return model
+
+
+register(
+    LookaheadStepExercise(
+        "nesterov_step",
+        notebook=NOTEBOOK,
+        signature="nesterov_step(w, grad_fn, v, lr, mu)",
+        arg_names=("w", "grad_fn", "v", "lr", "mu"),
+        optimizer=_LectureNesterov,
+        initial_state=np.zeros_like,
+        call_args=_lookahead_args,
+        cases=_nesterov_cases,
+        state_name="v",
+        mistakes=(
+            Mistake(
+                "gradient_at_w",
+                "you took the gradient at w: that is plain momentum. Nesterov looks ahead: "
+                "the gradient is grad_fn(w + mu * v), at the point momentum is carrying you to.",
+                models=(_nesterov_model(lambda w, v, mu: w),),
+            ),
+            Mistake(
+                "lookahead_without_mu",
+                "the look-ahead point is w + mu * v, not w + v: momentum will carry you by "
+                "mu * v before the new gradient acts.",
+                models=(_nesterov_model(lambda w, v, mu: w + v),),
+            ),
+            Mistake(
+                "framework_form",
+                "you used the frameworks' form in look-ahead coordinates (w + mu v_new - lr g "
+                "with g at w); this exercise keeps the lecture's variables: "
+                "v = mu v - lr grad_fn(w + mu v), then w = w + v.",
+                models=(_nesterov_model(lambda w, v, mu: w, framework=True),),
+            ),
+            Mistake(
+                "velocity_sign",
+                "your velocity has the opposite sign: this exercise uses "
+                "v = mu v - lr grad_fn(w + mu v) and w = w + v.",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, sign=-1.0),),
+            ),
+            Mistake(
+                "old_velocity",
+                "you moved w with the old velocity: compute the new v first, then w = w + v "
+                "with the new v.",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, old_v=True),),
+            ),
+            Mistake(
+                "lr_ignored",
+                "the learning rate is missing: v = mu v - lr * grad_fn(w + mu v).",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, lr_scale=False),),
+            ),
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- AdaGrad, RMSProp
+
+
+def _adagrad_opt(**hyper):
+    from lossutils import AdaGrad
+
+    return AdaGrad(**hyper)
+
+
+def _rmsprop_opt(**hyper):
+    from lossutils import RMSProp
+
+    return RMSProp(**hyper)
+
+
+def _r_state(w0):
+    return {"t": 0, "r": np.zeros_like(w0)}
+
+
+def _adaptive_cases(rng, hidden, *, rho):
+    """Hand-made sequences (with a large eps, where eps inside the root shows), then random.
+
+    ``rho`` is None for AdaGrad (its hyperparameters are lr and eps only).
+    """
+    with_rho = {} if rho is None else {"rho": rho}
+    cases = [
+        Case("lr = 1, eps = 0 from w = 1 with gradients 3, 4",
+             (np.array([1.0]), np.array([[3.0], [4.0]])), {"lr": 1.0, **with_rho, "eps": 0.0}),
+        Case("large eps = 0.1, gradients of different sizes per coordinate",
+             (np.array([1.0, -1.0]), np.array([[0.5, 0.02], [0.1, -0.03], [0.4, 0.05]])),
+             {"lr": 0.1, **with_rho, "eps": 0.1}),
+        Case("default eps" + ("" if rho is None else " and rho"),
+             (np.array([0.5, 1.5, -2.0]), _sequence(rng, (3,), 3, np.float64)), {"lr": 0.05}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            shape = (int(rng.integers(1, 5)),)
+            k = int(rng.integers(3, 7))
+            hyper = {"lr": float(np.round(rng.uniform(0.01, 0.5), 3))}
+            if rho is not None:
+                hyper["rho"] = float(rng.choice([0.5, 0.9, 0.99]))
+            hyper["eps"] = float(rng.choice([1e-8, 1e-3]))
+            grads = _sequence(rng, shape, k, dtype) * dtype(rng.choice([0.1, 1.0, 10.0]))
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=shape).astype(dtype), grads), hyper))
+    return cases
+
+
+def _adaptive_model(accumulate, *, denominator=lambda r, eps: np.sqrt(r) + eps,
+                    after=False, correct=None):
+    """AdaGrad or RMSProp with one mistake switched on.
+
+    ``accumulate(r, g, rho)`` is the new r; ``after`` uses the old r in the step (r updated
+    after the step); ``correct(r, rho, t)`` bias-corrects r as Adam does.
+    """
+
+    def model(w, grad, state, lr, rho=0.9, eps=1e-8):
+        t = state["t"] + 1
+        r = accumulate(state["r"], grad, rho)
+        used = state["r"] if after else r
+        if correct is not None:
+            used = correct(used, rho, t)
+        return w - lr * grad / denominator(used, eps), {"t": t, "r": r}
+
+    return model
+
+
+def _sum_sq(r, g, rho):
+    return r + g * g
+
+
+def _ema_sq(r, g, rho):
+    return rho * r + (1 - rho) * g * g
+
+
+def _adagrad_model(accumulate=_sum_sq, **mistake):
+    model = _adaptive_model(accumulate, **mistake)
+
+    def adagrad(w, grad, state, lr, eps=1e-8):
+        return model(w, grad, state, lr, eps=eps)
+
+    return adagrad
+
+
+def _eps_inside(model):
+    return Mistake(
+        "eps_inside_sqrt",
+        "eps goes outside the square root: w - lr * g / (sqrt(r) + eps).",
+        models=(model(denominator=lambda r, eps: np.sqrt(r + eps)),),
+    )
+
+
+def _missing_sqrt(model):
+    return Mistake(
+        "missing_sqrt",
+        "the square root is missing: divide by sqrt(r) + eps, which has the units of the "
+        "gradient, so that each step is about lr per coordinate.",
+        models=(model(denominator=lambda r, eps: r + eps),),
+    )
+
+
+def _r_after(model):
+    return Mistake(
+        "r_updated_after_step",
+        "you divided by the old r: add this step's g * g to r first, then divide by "
+        "sqrt(r) + eps (with r = 0 the first step would divide by eps alone).",
+        models=(model(after=True),),
+    )
+
+
+def _decayed(rho):
+    return _adagrad_model(lambda r, g, _: rho * r + (1 - rho) * g * g)
+
+
+register(
+    StepExercise(
+        "adagrad_step",
+        notebook=NOTEBOOK,
+        signature="adagrad_step(w, grad, state, lr, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        optimizer=_adagrad_opt,
+        initial_state=_r_state,
+        call_args=_dict_args,
+        cases=lambda rng, hidden: _adaptive_cases(rng, hidden, rho=None),
+        state_name="state",
+        state_fields=("r",),
+        mistakes=(
+            Mistake(
+                "decayed_like_rmsprop",
+                "you decayed r like RMSProp (rho r + (1 - rho) g * g); AdaGrad sums every "
+                "squared gradient: r = r + g * g, so its steps only shrink.",
+                models=tuple(_decayed(rho) for rho in (0.9, 0.99, 0.999)),
+            ),
+            _eps_inside(lambda **m: _adagrad_model(**m)),
+            _missing_sqrt(lambda **m: _adagrad_model(**m)),
+            _r_after(lambda **m: _adagrad_model(**m)),
+            Mistake(
+                "abs_not_square",
+                "r sums the squared gradients, g * g, not their absolute values.",
+                models=(_adagrad_model(lambda r, g, _: r + np.abs(g)),),
+            ),
+        ),
+    )
+)
+
+register(
+    StepExercise(
+        "rmsprop_step",
+        notebook=NOTEBOOK,
+        signature="rmsprop_step(w, grad, state, lr, rho=0.9, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        optimizer=_rmsprop_opt,
+        initial_state=_r_state,
+        call_args=_dict_args,
+        cases=lambda rng, hidden: _adaptive_cases(rng, hidden, rho=0.75),
+        state_name="state",
+        state_fields=("r",),
+        mistakes=(
+            Mistake(
+                "no_decay",
+                "this is AdaGrad's running sum; RMSProp forgets old gradients: "
+                "r = rho r + (1 - rho) g * g.",
+                models=(_adaptive_model(_sum_sq),),
+            ),
+            Mistake(
+                "rho_swapped",
+                "rho and 1 - rho are swapped: rho keeps the old r, r = rho r + (1 - rho) g * g.",
+                models=(_adaptive_model(lambda r, g, rho: (1 - rho) * r + rho * g * g),),
+            ),
+            Mistake(
+                "bias_corrected",
+                "RMSProp has no bias correction (that is Adam's): divide by sqrt(r) + eps "
+                "with r itself, not r / (1 - rho^t).",
+                models=(_adaptive_model(_ema_sq, correct=lambda r, rho, t: r / (1 - rho**t)),),
+            ),
+            _eps_inside(lambda **m: _adaptive_model(_ema_sq, **m)),
+            _missing_sqrt(lambda **m: _adaptive_model(_ema_sq, **m)),
+            _r_after(lambda **m: _adaptive_model(_ema_sq, **m)),
         ),
     )
 )

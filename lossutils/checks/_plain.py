@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._given import FORMULAS, GivenFunction, StudentFunction
+
 __all__ = [
     "Opaque",
     "describe_returned",
@@ -83,12 +85,29 @@ def to_plain(value, _depth: int = 0):
         return {"kind": t.__name__, "items": [to_plain(v, _depth + 1) for v in value]}
     if t is dict and all(type(k) is str for k in value):
         return {"kind": "dict", "items": {k: to_plain(v, _depth + 1) for k, v in value.items()}}
+    if t is GivenFunction:
+        return {"kind": "given", "formula": value.formula,
+                "params": to_plain(value.params, _depth + 1)}
+    if t is StudentFunction:
+        return {"kind": "student_function", "name": value.name}
     return {"kind": "other", "type": _type_name(value)}
 
 
-def from_plain(data):
-    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`."""
+def from_plain(data, resolve=None):
+    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`.
+
+    ``resolve(name)``, if given, replaces a :class:`StudentFunction` by the function it
+    names (the sandbox resolves them among the student's definitions).
+    """
     kind = data["kind"]
+    if kind == "given":
+        params = from_plain(data["params"])
+        if data["formula"] not in FORMULAS or type(params) is not dict:
+            return Opaque("a malformed given function")
+        return GivenFunction(str(data["formula"]), **params)
+    if kind == "student_function":
+        name = str(data["name"])
+        return resolve(name) if resolve is not None else StudentFunction(name)
     if kind == "ndarray":
         dtype = np.dtype(data["dtype"])
         shape = tuple(int(n) for n in data["shape"])
@@ -135,6 +154,8 @@ def fmt(value, prefix: str = "") -> str:
     if type(value) in (tuple, list):
         inner = ", ".join(fmt(v) for v in value)
         return f"({inner})" if type(value) is tuple else f"[{inner}]"
+    if type(value) in (GivenFunction, StudentFunction):
+        return repr(value)
     return f"<{_type_name(value)}>"
 
 
