@@ -12,6 +12,7 @@ See ``docs/checks.md`` for what a failing check looks like and how to add an exe
 # Importing the exercise modules registers their exercises, in notebook order.
 from . import (  # noqa: F401
     _classification,
+    _classifiers,
     _information,
     _likelihood,
     _margin,

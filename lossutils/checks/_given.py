@@ -53,14 +53,14 @@ def _probe_loss(W, X, y, reg, *, labels) -> tuple:
 
     Sample ``i`` of the probe's data set is the one-hot row ``e_i`` with label
     ``labels[i]``. The gradient's first column counts the samples of the batch: 1 for a
-    sample given with its own label, 2 for one given with another sample's label. The loss
-    is the sum of (i + 1) over the batch, plus ``reg``, so the history can be checked too.
+    sample given with its own label, 100 for one given with another sample's label. The
+    loss is the sum of (i + 1) over the batch, plus ``reg``, so the history can be checked.
     """
     X = _float64(X)
     ids = np.argmax(X, axis=1)
     paired = np.asarray(y) == labels[ids]
     grad = np.zeros(np.shape(W), dtype=np.asarray(W).dtype)
-    np.add.at(grad[:, 0], ids, np.where(paired, 1.0, 2.0).astype(grad.dtype))
+    np.add.at(grad[:, 0], ids, np.where(paired, 1.0, 100.0).astype(grad.dtype))
     return float(np.sum(ids + 1) + reg), grad
 
 

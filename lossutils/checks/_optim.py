@@ -261,19 +261,28 @@ class StepExercise(Exercise):
         return None
 
     def _explain_steps(self, case, output, k, ref):
-        """The mistakes whose model reproduces the student's step ``k`` (w, and v if any)."""
-        got = _step_values(output[k], self.state_name == "v")
-        if got is None:
+        """The mistakes whose model reproduces the student's step ``k`` and every later step.
+
+        Two mistakes can agree on the first wrong step (RMSProp's bias correction and
+        AdaGrad's sum both give r = g * g at t = 1), so the later steps decide.
+        """
+        velocity = self.state_name == "v"
+        got = [_step_values(out, velocity) for out in output[k:]]
+        if got[0] is None:
             return ()
         ref_values = np.concatenate([ref[k][0].ravel(), ref[k][1]["v"].ravel()]) \
-            if self.state_name == "v" else ref[k][0]
+            if velocity else ref[k][0]
         dtype = ref[k][0].dtype
         found = []
         for mistake in self.mistakes:
             for model in mistake.models:
-                steps = self._run_model(model, case)
-                m = _step_values(steps[k], self.state_name == "v") if len(steps) > k else None
-                if m is not None and close(got, m, dtype) and not close(m, ref_values, dtype):
+                steps = self._run_model(model, case)[k:]
+                values = [_step_values(s, velocity) for s in steps]
+                if len(values) < len(got) or values[0] is None \
+                        or close(values[0], ref_values, dtype):
+                    continue
+                if all(g is None or (m is not None and close(g, m, dtype))
+                       for g, m in zip(got, values, strict=False)):
                     found.append(mistake)
                     break
         return tuple(found)

@@ -101,7 +101,7 @@ def from_plain(data, resolve=None):
     """
     kind = data["kind"]
     if kind == "given":
-        params = from_plain(data["params"])
+        params = from_plain(data["params"], resolve)
         if data["formula"] not in FORMULAS or type(params) is not dict:
             return Opaque("a malformed given function")
         return GivenFunction(str(data["formula"]), **params)
@@ -121,10 +121,10 @@ def from_plain(data, resolve=None):
     if kind == "NoneType":
         return None
     if kind in ("tuple", "list"):
-        items = [from_plain(v) for v in data["items"]]
+        items = [from_plain(v, resolve) for v in data["items"]]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
-        return {str(k): from_plain(v) for k, v in data["items"].items()}
+        return {str(k): from_plain(v, resolve) for k, v in data["items"].items()}
     return Opaque(str(data.get("type", "object")))
 
 
