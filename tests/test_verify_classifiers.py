@@ -133,6 +133,7 @@ def test_a_missing_helper_is_reported_by_name(books):
      ["f_naive calls f_vectorized"]),
     ("def f_vectorized(W):\n    return f_naive(W)", ["f_vectorized calls f_naive"]),
     ("def f_vectorized(W):\n    return W @ W", []),
+    ("def f_naive(W):\n    # YOUR CODE HERE\n    raise NotImplementedError()", []),
 ])
 def test_the_scan_flags_naive_functions_without_loops(source, details):
     found = [f for f in scan_source(source, "cell") if f.pattern == "naive-without-loop"]

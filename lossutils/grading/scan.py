@@ -363,7 +363,11 @@ def _naive_and_vectorized(tree, cell: str) -> list[Finding]:
         called = {n.func.id for n in ast.walk(node)
                   if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         problems = []
-        if style == "naive" and not any(isinstance(n, _LOOPS) for n in ast.walk(node)):
+        # A body that returns nothing (the release's `raise NotImplementedError()`) fails
+        # its check anyway: nothing to review.
+        answers = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(node))
+        if style == "naive" and answers and not any(isinstance(n, _LOOPS)
+                                                    for n in ast.walk(node)):
             problems.append(f"{node.name} has no loop")
         if other in called:
             problems.append(f"{node.name} calls {other}")
