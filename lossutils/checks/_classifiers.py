@@ -433,23 +433,28 @@ def _loss_cases(rng, hidden, *, kind):
     return cases
 
 
-for _kind, _reference, _mistakes, _kinks in (
-        ("softmax", _softmax_reference, _SOFTMAX_MISTAKES, None),
-        ("svm", _svm_reference, _SVM_MISTAKES, _svm_kinks)):
-    for _style in ("naive", "vectorized"):
-        _name = f"{_kind}_loss_{_style}"
-        register(
-            LossGradExercise(
-                _name,
-                notebook=NOTEBOOK,
-                signature=f"{_name}(W, X, y, reg)",
-                arg_names=("W", "X", "y", "reg"),
-                reference=_reference,
-                cases=functools.partial(_loss_cases, kind=_kind),
-                kinks=_kinks,
-                mistakes=_mistakes,
+def _register_losses():
+    """The naive and the vectorised exercise of each loss share cases, reference, catalogue."""
+    for kind, reference, mistakes, kinks in (
+            ("softmax", _softmax_reference, _SOFTMAX_MISTAKES, None),
+            ("svm", _svm_reference, _SVM_MISTAKES, _svm_kinks)):
+        for style in ("naive", "vectorized"):
+            name = f"{kind}_loss_{style}"
+            register(
+                LossGradExercise(
+                    name,
+                    notebook=NOTEBOOK,
+                    signature=f"{name}(W, X, y, reg)",
+                    arg_names=("W", "X", "y", "reg"),
+                    reference=reference,
+                    cases=functools.partial(_loss_cases, kind=kind),
+                    kinks=kinks,
+                    mistakes=mistakes,
+                )
             )
-        )
+
+
+_register_losses()
 
 
 # --------------------------------------------------------------------------- numerical gradient
