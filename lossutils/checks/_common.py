@@ -10,7 +10,6 @@ __all__ = [
     "DTYPES",
     "case",
     "log_base",
-    "lossutils_ref",
     "mean_instead_of_sum",
     "n_random",
     "sum_instead_of_mean",
@@ -26,23 +25,6 @@ def n_random(hidden: bool) -> int:
 
 def case(label: str, *args, **kwargs) -> Case:
     return Case(label, tuple(args), dict(kwargs))
-
-
-def lossutils_ref(name: str, scale: float = 1.0, **options):
-    """The reference ``scale * lossutils.<name>(*args, **options)``, imported on first use.
-
-    The import is deferred so that ``import lossutils.checks`` does not need the reference
-    modules until a check runs.
-    """
-
-    def reference(*args):
-        import lossutils
-
-        out = getattr(lossutils, name)(*args, **options)
-        return out if scale == 1.0 else scale * out
-
-    reference.__name__ = name
-    return reference
 
 
 def sum_instead_of_mean(*models, what: str = "the loss") -> Mistake:
