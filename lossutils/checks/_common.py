@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ._core import Case, Mistake
@@ -23,11 +26,11 @@ def n_random(hidden: bool) -> int:
     return 4 if hidden else 2
 
 
-def case(label: str, *args, **kwargs) -> Case:
+def case(label: str, *args: Any, **kwargs: Any) -> Case:
     return Case(label, tuple(args), dict(kwargs))
 
 
-def sum_instead_of_mean(*models, what: str = "the loss") -> Mistake:
+def sum_instead_of_mean(*models: Callable, what: str = "the loss") -> Mistake:
     return Mistake(
         "sum_instead_of_mean",
         f"you summed over the batch, but {what} is the mean over the batch (first axis): "
@@ -36,7 +39,7 @@ def sum_instead_of_mean(*models, what: str = "the loss") -> Mistake:
     )
 
 
-def mean_instead_of_sum(*models, what: str = "this quantity") -> Mistake:
+def mean_instead_of_sum(*models: Callable, what: str = "this quantity") -> Mistake:
     return Mistake(
         "mean_instead_of_sum",
         f"you averaged, but {what} is a sum over the samples (as derived in the lecture): "
@@ -45,7 +48,7 @@ def mean_instead_of_sum(*models, what: str = "this quantity") -> Mistake:
     )
 
 
-def log_base(*models) -> Mistake:
+def log_base(*models: Callable) -> Mistake:
     return Mistake(
         "log_base",
         "you used a logarithm in another base (log2 or log10); losses here are in nats: "

@@ -278,7 +278,7 @@ def dtype_advice(obj: Any, expected_dtype: np.dtype) -> str:
     return _DTYPE_ADVICE["float32 for float64"]
 
 
-def close(got: np.ndarray, ref, dtype) -> bool:
+def close(got: np.ndarray, ref: Any, dtype: Any) -> bool:
     """Equal up to the tolerance of ``dtype``; non-finite entries must match exactly."""
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -293,7 +293,7 @@ def close(got: np.ndarray, ref, dtype) -> bool:
     return bool(np.all(np.abs(got[fin] - ref[fin]) <= atol + rtol * np.abs(ref[fin])))
 
 
-def compare(got: np.ndarray, expected, dtype) -> tuple[str, str] | None:
+def compare(got: np.ndarray, expected: Any, dtype: Any) -> tuple[str, str] | None:
     """Finiteness, then values; None when equal, else ``(stage, message)``."""
     ref = np.asarray(expected, dtype=np.float64)
     bad = ~np.isfinite(got) & np.isfinite(ref)
@@ -373,7 +373,7 @@ class Exercise:
         rng = np.random.default_rng([seed, zlib.crc32(self.id.encode())])
         return self.make_cases(rng, hidden)
 
-    def call(self, fn, case: Case) -> Outcome:
+    def call(self, fn: Callable, case: Case) -> Outcome:
         """Run the student's function on one case (safe for untrusted code)."""
         return call_safely(fn, case.args, case.kwargs, self.arg_names)
 

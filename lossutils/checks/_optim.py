@@ -9,6 +9,7 @@ optimizer run on the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,8 +122,19 @@ class StepExercise(Exercise):
         are judged only through the steps they lead to (AMSGrad's ``r_max``).
     """
 
-    def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
-                 state_fields=(), extra_fields=(), **kw):
+    def __init__(
+        self,
+        id: str,
+        *,
+        optimizer: Callable,
+        initial_state: Callable[[np.ndarray], Any],
+        call_args: Callable[[np.ndarray, np.ndarray, Any, dict], tuple[tuple, dict]],
+        cases: Callable[[np.random.Generator, bool], list[Case]],
+        state_name: str,
+        state_fields: Sequence[str] = (),
+        extra_fields: Sequence[str] = (),
+        **kw: Any,
+    ):
         super().__init__(id, **kw)
         self.optimizer = optimizer
         self.initial_state = initial_state
@@ -132,10 +144,10 @@ class StepExercise(Exercise):
         self.state_fields = tuple(state_fields)
         self.extra_fields = tuple(extra_fields)
 
-    def make_cases(self, rng, hidden):
+    def make_cases(self, rng: np.random.Generator, hidden: bool) -> list[Case]:
         return self._cases(rng, hidden)
 
-    def describe_input(self, case):
+    def describe_input(self, case: Case) -> str:
         w0, grads = case.args
         hyper = ", ".join(f"{k}={v!r}" for k, v in case.kwargs.items()) or "the defaults"
         return (f"w = {fmt(w0, 'w = ')}\n"
@@ -167,7 +179,7 @@ class StepExercise(Exercise):
             w, state = fed
         return Outcome(steps, error, tuple(texts), "".join(printed), tuple(modified))
 
-    def call(self, fn, case):
+    def call(self, fn: Callable, case: Case) -> Outcome:
         return self._drive(lambda a, k: call_safely(fn, a, k, self.arg_names), case)
 
     def _run_model(self, model, case) -> list:
@@ -188,7 +200,7 @@ class StepExercise(Exercise):
 
     # -- judging -------------------------------------------------------------
 
-    def reference_steps(self, case):
+    def reference_steps(self, case: Case) -> list[tuple[np.ndarray, dict]]:
         w0, grads = case.args
         opt = self.optimizer(**case.kwargs)
         w, out = w0, []
@@ -197,7 +209,7 @@ class StepExercise(Exercise):
             out.append((w, opt.state))
         return out
 
-    def judge(self, case, output, warnings=()):
+    def judge(self, case: Case, output: Any, warnings: Sequence[str] = ()) -> Verdict:
         ref = self.reference_steps(case)
         if type(output) is not list:  # only the driver builds this list
             return Verdict(False, f"no steps were recorded ({describe_returned(output)}).")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 import lossutils
 
 from ._common import DTYPES, case, mean_instead_of_sum, n_random
-from ._core import FunctionExercise, Mistake, register
+from ._core import Case, FunctionExercise, Mistake, register
 
 NOTEBOOK = "02-gaussian-l2"
 _LOG_2PI = np.log(2 * np.pi)
@@ -229,11 +231,11 @@ class SubgradientExercise(FunctionExercise):
     valid subgradients there.
     """
 
-    def __init__(self, id, *, kinks, **kw):
+    def __init__(self, id: str, *, kinks: Callable, **kw: Any):
         super().__init__(id, **kw)
         self.kinks = kinks
 
-    def adjust_expected(self, case, got, expected):
+    def adjust_expected(self, case: Case, got: np.ndarray, expected: Any) -> Any:
         mask, lo, hi = self.kinks(case, expected)
         if got.shape != np.shape(expected) or not mask.any():
             return expected
