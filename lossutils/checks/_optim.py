@@ -558,13 +558,14 @@ _ADAM_MISTAKES = (
     ),
     Mistake(
         "eps_inside_sqrt",
-        "eps goes outside the square root: w - lr * m_hat / (sqrt(r_hat) + eps).",
+        "eps goes outside the square root: it is added to the root of the second moment, "
+        "to keep the division safe, not to the moment itself.",
         models=(_adam_model(denominator=lambda r_hat, eps: np.sqrt(r_hat + eps)),),
     ),
     Mistake(
         "missing_sqrt",
-        "the square root is missing: divide by sqrt(r_hat) + eps, which has the units of "
-        "the gradient.",
+        "the square root is missing: the step divides by the root of the second moment, "
+        "which has the units of the gradient.",
         models=(_adam_model(denominator=lambda r_hat, eps: r_hat + eps),),
     ),
 )
