@@ -67,7 +67,6 @@ GENERIC = {
     "wrong_dtype": "keep the dtype the contract asks for.",
     "modifies_input": "your function changed its input in place (e.g. `x -= x.max()` or "
     "`state['t'] += 1` on the caller's object); work on new arrays and return them.",
-    "warns": "this exercise asks for a result without warnings.",
     "missing_error": "the contract names inputs that are errors in the caller: check for them "
     "and raise the exception it names, with a message saying what was wrong.",
 }
@@ -732,7 +731,8 @@ def _failure_message(exercise: Exercise, cases: Sequence[Case], outcome: Outcome
             printed[3] = "..."
         lines.append("your function printed:\n" + indent("\n".join(printed)))
     if verdict.advice:
-        label = "Diagnosis" if verdict.diagnosis not in GENERIC else "Hint"
+        catalogued = verdict.diagnosis in {m.id for m in exercise.mistakes}
+        label = "Diagnosis" if catalogued else "Hint"
         if seen_in is not None:
             label += f" (from case {seen_in + 1}, {cases[seen_in].label})"
         lines.append(f"{label}: {verdict.advice}")
