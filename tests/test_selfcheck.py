@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +24,20 @@ def _points(path: Path) -> dict[str, float]:
 
 
 @pytest.mark.grading
-def test_a_downloaded_notebook_is_checked_against_its_own_test_cells(tmp_path, monkeypatch, capsys):
+def test_a_downloaded_notebook_is_checked_against_its_own_test_cells(tmp_path):
     downloads = tmp_path / "Downloads"
     downloads.mkdir()
     copy = downloads / "likelihood (1).ipynb"  # renamed by the browser: the name says nothing
     shutil.copy(RELEASE, copy)
-    monkeypatch.chdir(tmp_path)  # no solutions/ or course/ folder here
-    code = main(["check", str(copy), "--timeout", "30"])
-    out = capsys.readouterr().out
-    assert code == 1  # the untouched release earns nothing
+    # A process of its own, run where there is no solutions/ or course/ folder: the kernel and
+    # verification processes it starts end with it, not with this test session.
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from lossutils.cli import main; "
+         f"sys.exit(main(['check', {str(copy)!r}, '--timeout', '30']))"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    out = done.stdout
+    assert done.returncode == 1, done.stderr  # the untouched release earns nothing
     assert f"checked {copy} as assignment 01-likelihood, against its own test cells\n" in out
     assert "not run: the hidden tests (only the grader has them)\n" in out
     assert "not run: the comparison of your test cells with the released ones" in out
