@@ -195,7 +195,7 @@ def input_dtype(args: Sequence) -> str | None:
 
 def float_value(
     obj: Any, expected: Any, source: str | None = None, any_float: bool = False
-) -> tuple[np.ndarray | np.float64 | None, tuple[str, str] | None]:
+) -> tuple[Any, tuple[str, str] | None]:
     """Validate ``obj`` against the reference value ``expected``; return (array, failure).
 
     ``expected`` is a checker-made numpy scalar or array. On success ``array`` is a float64
@@ -453,7 +453,7 @@ class FunctionExercise(Exercise):
             return Verdict(True)
         stage, message = failure
         message = f"{message}\n{expected_got(expected, output)}"
-        explained = ()
+        explained: tuple[Mistake, ...] = ()
         if got is not None and stage != "dtype":
             explained = self.explain(case, got, expected, warnings)
         advice = dtype_advice(output, exp.dtype) if stage == "dtype" else None
@@ -575,7 +575,7 @@ def resolve_seed(hidden: bool, seed: int | None = None) -> int:
 def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
     """Judge one :class:`Outcome`: an exception, the output, modified inputs, then warnings."""
     if case.raises is not None:
-        return _assess_error(case, outcome)
+        return _assess_error(case.raises, outcome)
     if outcome.error is not None:
         return _raised(outcome.error)
     verdict = exercise.judge(case, outcome.output, warnings=outcome.warnings)
@@ -602,9 +602,9 @@ def _raised(error: str) -> Verdict:
     return Verdict(False, f"your function raised {error} on this input.", diag, GENERIC[diag])
 
 
-def _assess_error(case: Case, outcome: Outcome) -> Verdict:
+def _assess_error(raises: tuple[str, str], outcome: Outcome) -> Verdict:
     """A case whose input the contract calls invalid: the named exception is the answer."""
-    name, why = case.raises
+    name, why = raises
     if outcome.error is not None and outcome.error.startswith(f"{name}("):
         return Verdict(True)
     if outcome.error is not None and outcome.error.startswith("NotImplementedError("):

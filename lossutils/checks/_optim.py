@@ -229,7 +229,7 @@ class StepExercise(Exercise):
                 continue
             stage, message, shown, advice = failure
             message = f"{prefix}: {message}\n{shown}"
-            explained = ()
+            explained: tuple[Mistake, ...] = ()
             if stage in ("finite", "values"):
                 explained = self._explain_steps(case, output, k, ref)
             return self.verdict(message, stage, explained, advice)
