@@ -9,7 +9,12 @@ optimizer run on the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
+
+import lossutils
 
 from ._calling import Outcome, call_safely, exception_text, quiet
 from ._common import DTYPES, case, n_random
@@ -22,6 +27,7 @@ from ._core import (
     Verdict,
     close,
     compare,
+    dtype_advice,
     float_value,
     register,
 )
@@ -36,9 +42,7 @@ __all__ = ["StepExercise"]
 
 
 def _sgd(w, grad, lr):
-    from lossutils import SGD
-
-    return SGD(lr).step(w, grad)
+    return lossutils.SGD(lr).step(w, grad)
 
 
 def _sgd_cases(rng, hidden):
@@ -118,8 +122,19 @@ class StepExercise(Exercise):
         are judged only through the steps they lead to (AMSGrad's ``r_max``).
     """
 
-    def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
-                 state_fields=(), extra_fields=(), **kw):
+    def __init__(
+        self,
+        id: str,
+        *,
+        optimizer: Callable,
+        initial_state: Callable[[np.ndarray], Any],
+        call_args: Callable[[np.ndarray, np.ndarray, Any, dict], tuple[tuple, dict]],
+        cases: Callable[[np.random.Generator, bool], list[Case]],
+        state_name: str,
+        state_fields: Sequence[str] = (),
+        extra_fields: Sequence[str] = (),
+        **kw: Any,
+    ):
         super().__init__(id, **kw)
         self.optimizer = optimizer
         self.initial_state = initial_state
@@ -129,10 +144,10 @@ class StepExercise(Exercise):
         self.state_fields = tuple(state_fields)
         self.extra_fields = tuple(extra_fields)
 
-    def make_cases(self, rng, hidden):
+    def make_cases(self, rng: np.random.Generator, hidden: bool) -> list[Case]:
         return self._cases(rng, hidden)
 
-    def describe_input(self, case):
+    def describe_input(self, case: Case) -> str:
         w0, grads = case.args
         hyper = ", ".join(f"{k}={v!r}" for k, v in case.kwargs.items()) or "the defaults"
         return (f"w = {fmt(w0, 'w = ')}\n"
@@ -164,7 +179,7 @@ class StepExercise(Exercise):
             w, state = fed
         return Outcome(steps, error, tuple(texts), "".join(printed), tuple(modified))
 
-    def call(self, fn, case, uses=None):
+    def call(self, fn: Callable, case: Case, uses: Mapping | None = None) -> Outcome:
         return self._drive(lambda a, k: call_safely(fn, a, k, self.arg_names), case)
 
     def _run_model(self, model, case) -> list:
@@ -185,7 +200,7 @@ class StepExercise(Exercise):
 
     # -- judging -------------------------------------------------------------
 
-    def reference_steps(self, case):
+    def reference_steps(self, case: Case) -> list[tuple[np.ndarray, dict]]:
         w0, grads = case.args
         opt = self.optimizer(**case.kwargs)
         w, out = w0, []
@@ -194,7 +209,7 @@ class StepExercise(Exercise):
             out.append((w, opt.state))
         return out
 
-    def judge(self, case, output, warnings=()):
+    def judge(self, case: Case, output: Any, warnings: Sequence[str] = ()) -> Verdict:
         ref = self.reference_steps(case)
         if type(output) is not list:  # only the driver builds this list
             return Verdict(False, f"no steps were recorded ({describe_returned(output)}).")
@@ -212,18 +227,18 @@ class StepExercise(Exercise):
             failure = self._judge_step(output[k], ref_w, ref_state, k)
             if failure is None:
                 continue
-            stage, message, shown = failure
+            stage, message, shown, advice = failure
             message = f"{prefix}: {message}\n{shown}"
-            explained = ()
+            explained: tuple[Mistake, ...] = ()
             if stage in ("finite", "values"):
                 explained = self._explain_steps(case, output, k, ref)
-            return self.verdict(message, stage, explained)
+            return self.verdict(message, stage, explained, advice)
         return Verdict(True)
 
     def _judge_step(self, out, ref_w, ref_state, k):
         if type(out) is not tuple or len(out) != 2:
             return ("type", f"returned {describe_returned(out)}; expected a tuple "
-                    f"(new_w, new_{self.state_name}).", "")
+                    f"(new_w, new_{self.state_name}).", "", None)
         new_w, new_state = out
         failure = _value_failure(new_w, ref_w, "new_w")
         if failure is not None:
@@ -235,20 +250,20 @@ class StepExercise(Exercise):
     def _judge_state(self, state, ref_w, ref_state, k):
         if type(state) is not dict:
             return ("type", f"returned as state {describe_returned(state)}; expected a new "
-                    "dict with the same keys as the one given.", "")
+                    "dict with the same keys as the one given.", "", None)
         missing = [key for key in ("t", *self.state_fields, *self.extra_fields)
                    if key not in state]
         if missing:
             return ("type", f"the returned state has no key {missing[0]!r}; keep the keys "
-                    f"{['t', *self.state_fields, *self.extra_fields]}.", "")
+                    f"{['t', *self.state_fields, *self.extra_fields]}.", "", None)
         t = state["t"]
         if type(t) not in (int, float) and not is_numpy_scalar(t, "iuf"):
             return ("type", f"state['t'] is {describe_returned(t)}; expected the step count.",
-                    "")
+                    "", None)
         if t != ref_state["t"]:
             return ("values", f"state['t'] is {t!r} after {k + 1} step(s); expected "
                     f"{ref_state['t']} (increment t once per call, before the bias "
-                    "correction).", "")
+                    "correction).", "", None)
         for key in self.state_fields:
             failure = _value_failure(state[key], ref_state[key], f"state[{key!r}]")
             if failure is not None:
@@ -257,27 +272,28 @@ class StepExercise(Exercise):
             value = state[key]
             if type(value) is not np.ndarray or value.shape != ref_w.shape:
                 return ("type", f"state[{key!r}] is {describe_returned(value)}; expected an "
-                        f"array of shape {ref_w.shape}.", "")
+                        f"array of shape {ref_w.shape}.", "", None)
         return None
 
-    def _explain_steps(self, case, output, k, ref):
+    def _explain_steps(self, case: Case, output: list, k: int, ref: list) -> tuple[Mistake, ...]:
         """The mistakes whose model reproduces the student's step ``k`` and every later step.
 
-        Two mistakes can agree on the first wrong step (RMSProp's bias correction and
-        AdaGrad's sum both give r = g * g at t = 1), so the later steps decide.
+        w and the state count: storing the bias-corrected moments, or handing back the old
+        velocity, leaves a step's w right. Two mistakes can agree on the first wrong step
+        (RMSProp's bias correction and AdaGrad's sum both give r = g * g at t = 1), so the
+        later steps decide.
         """
-        velocity = self.state_name == "v"
-        got = [_step_values(out, velocity) for out in output[k:]]
+        got = [self._step_values(out) for out in output[k:]]
         if got[0] is None:
             return ()
-        ref_values = np.concatenate([ref[k][0].ravel(), ref[k][1]["v"].ravel()]) \
-            if velocity else ref[k][0]
-        dtype = ref[k][0].dtype
+        ref_w, ref_state = ref[k]
+        ref_values = self._step_values((ref_w, ref_state["v"] if self.state_name == "v"
+                                        else ref_state))
+        dtype = ref_w.dtype
         found = []
         for mistake in self.mistakes:
             for model in mistake.models:
-                steps = self._run_model(model, case)[k:]
-                values = [_step_values(s, velocity) for s in steps]
+                values = [self._step_values(s) for s in self._run_model(model, case)[k:]]
                 if len(values) < len(got) or values[0] is None \
                         or close(values[0], ref_values, dtype):
                     continue
@@ -287,28 +303,36 @@ class StepExercise(Exercise):
                     break
         return tuple(found)
 
+    def _step_values(self, out: Any) -> np.ndarray | None:
+        """One step's new w and compared state arrays, flattened to float64; None if unusable.
 
-def _value_failure(obj, ref, what):
+        The state is part of what a mistake must reproduce: storing the bias-corrected
+        moments, or handing back the old velocity, leaves this step's w right.
+        """
+        if type(out) is not tuple or len(out) != 2:
+            return None
+        w, state = out
+        if self.state_name == "v":
+            parts = [w, state]
+        elif type(state) is dict and all(key in state for key in self.state_fields):
+            parts = [w, *(state[key] for key in self.state_fields)]
+        else:
+            return None
+        if any(type(p) is not np.ndarray or p.dtype.kind != "f" or p.shape != np.shape(w)
+               for p in parts):
+            return None
+        return np.concatenate([p.astype(np.float64).ravel() for p in parts])
+
+
+def _value_failure(obj: Any, ref: np.ndarray, what: str):
     got, failure = float_value(obj, ref)
     if failure is None:
         failure = compare(got, ref, np.asarray(ref).dtype)
     if failure is None:
         return None
     stage, message = failure
-    return stage, f"{what} {message}", expected_got(ref, obj)
-
-
-def _step_values(out, with_velocity):
-    """The new w of one step (and the new velocity, for momentum) as float64, if valid."""
-    if type(out) is not tuple or len(out) != 2:
-        return None
-    parts = [out[0], out[1]] if with_velocity else [out[0]]
-    if any(type(p) is not np.ndarray or p.dtype.kind != "f" for p in parts):
-        return None
-    if with_velocity and parts[0].shape != parts[1].shape:
-        return None
-    return np.concatenate([p.astype(np.float64).ravel() for p in parts]) if with_velocity \
-        else parts[0].astype(np.float64)
+    advice = dtype_advice(obj, np.asarray(ref).dtype) if stage == "dtype" else None
+    return stage, f"{what} {message}", expected_got(ref, obj), advice
 
 
 def _safe_copy(state):
@@ -334,9 +358,7 @@ def _safe_copy(state):
 
 
 def _momentum_opt(lr, mu):
-    from lossutils import Momentum
-
-    return Momentum(lr, momentum=mu)
+    return lossutils.Momentum(lr, momentum=mu)
 
 
 def _momentum_args(w, g, v, hyper):
@@ -381,6 +403,11 @@ def _mom_old_v(w, g, v, lr, mu):
     return w + v, mu * v - lr * g
 
 
+def _mom_returns_given_v(w, g, v, lr, mu):
+    new_v = mu * v - lr * g
+    return w + new_v, v
+
+
 def _mom_ema(w, g, v, lr, mu):
     v = mu * v - (1 - mu) * lr * g
     return w + v, v
@@ -417,6 +444,12 @@ register(
                 models=(_mom_old_v,),
             ),
             Mistake(
+                "returns_old_velocity",
+                "you returned the velocity you were given, so every step starts again from "
+                "it: return the updated velocity, the one you moved w with.",
+                models=(_mom_returns_given_v,),
+            ),
+            Mistake(
                 "ema_velocity",
                 "you averaged the gradient (a (1 - mu) factor); momentum accumulates it: "
                 "v = mu v - lr grad.",
@@ -430,18 +463,6 @@ register(
 # --------------------------------------------------------------------------- Adam, AMSGrad
 
 _ADAM_DEFAULTS = {"lr": 0.001, "mu": 0.9, "rho": 0.999, "eps": 1e-8}
-
-
-def _adam_opt(**hyper):
-    from lossutils import Adam
-
-    return Adam(**hyper)
-
-
-def _amsgrad_opt(**hyper):
-    from lossutils import AMSGrad
-
-    return AMSGrad(**hyper)
 
 
 def _adam_state(w0):
@@ -484,14 +505,15 @@ def _adam_cases(rng, hidden, *, flips=False):
 
 def _adam_like(w, g, state, lr, mu, rho, eps, *, zero_based=False, correct=lambda m, r, t, mu,
                rho: (m / (1 - mu**t), r / (1 - rho**t)), swap=False, denominator=None,
-               amsgrad=None):
+               amsgrad=None, store_corrected=False):
     """Adam and AMSGrad with one mistake switched on: the catalogue's models."""
     t = state["t"] if zero_based else state["t"] + 1
     a, b = (rho, mu) if swap else (mu, rho)
     m = a * state["m"] + (1 - a) * g
     r = b * state["r"] + (1 - b) * g * g
     m_hat, r_hat = correct(m, r, t, mu, rho)
-    new = {"t": state["t"] + 1, "m": m, "r": r}
+    new = {"t": state["t"] + 1, "m": m_hat, "r": r_hat} if store_corrected \
+        else {"t": state["t"] + 1, "m": m, "r": r}
     if amsgrad is not None:
         num, den, new["r_max"] = amsgrad(state, m, r, m_hat, r_hat, t, rho)
     else:
@@ -507,11 +529,6 @@ def _adam_model(**mistake):
     return model
 
 
-def _ams(state, m, r, m_hat, r_hat, t, rho):
-    r_max = np.maximum(state["r_max"], r_hat)
-    return m_hat, np.sqrt(r_max), r_max
-
-
 def _ams_model(rule):
     return _adam_model(amsgrad=rule)
 
@@ -519,15 +536,22 @@ def _ams_model(rule):
 _ADAM_MISTAKES = (
     Mistake(
         "bias_correction_multiplies",
-        "the bias correction divides by (1 - mu^t) and (1 - rho^t); it does not multiply by "
-        "(1 - mu).",
+        "the bias correction rescales each moment by a factor that depends on the step "
+        "count t; multiplying by (1 - mu) is not it.",
         models=(_adam_model(correct=lambda m, r, t, mu, rho: (m * (1 - mu), r * (1 - rho))),),
     ),
     Mistake(
         "no_bias_correction",
-        "the bias correction is missing: m and r start at 0, so divide them by (1 - mu^t) "
-        "and (1 - rho^t) before the step.",
+        "the bias correction is missing: m and r start at 0 and are biased towards 0 in "
+        "the first steps; correct both before the step.",
         models=(_adam_model(correct=lambda m, r, t, mu, rho: (m, r)),),
+    ),
+    Mistake(
+        "stores_corrected_moments",
+        "the state must keep the raw moving averages m and r; the bias-corrected values "
+        "are for this step's update only (stored, they are corrected again at every later "
+        "step).",
+        models=(_adam_model(store_corrected=True),),
     ),
     Mistake(
         "step_counter",
@@ -543,13 +567,14 @@ _ADAM_MISTAKES = (
     ),
     Mistake(
         "eps_inside_sqrt",
-        "eps goes outside the square root: w - lr * m_hat / (sqrt(r_hat) + eps).",
+        "eps goes outside the square root: it is added to the root of the second moment, "
+        "to keep the division safe, not to the moment itself.",
         models=(_adam_model(denominator=lambda r_hat, eps: np.sqrt(r_hat + eps)),),
     ),
     Mistake(
         "missing_sqrt",
-        "the square root is missing: divide by sqrt(r_hat) + eps, which has the units of "
-        "the gradient.",
+        "the square root is missing: the step divides by the root of the second moment, "
+        "which has the units of the gradient.",
         models=(_adam_model(denominator=lambda r_hat, eps: r_hat + eps),),
     ),
 )
@@ -560,7 +585,7 @@ register(
         notebook=NOTEBOOK,
         signature="adam_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
         arg_names=("w", "grad", "state"),
-        optimizer=_adam_opt,
+        optimizer=lossutils.Adam,
         initial_state=_adam_state,
         call_args=_dict_args,
         cases=_adam_cases,
@@ -596,7 +621,7 @@ register(
         notebook=NOTEBOOK,
         signature="amsgrad_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
         arg_names=("w", "grad", "state"),
-        optimizer=_amsgrad_opt,
+        optimizer=lossutils.AMSGrad,
         initial_state=_amsgrad_state,
         call_args=_dict_args,
         cases=lambda rng, hidden: _adam_cases(rng, hidden, flips=True),
@@ -628,7 +653,7 @@ register(
                 "maximum, r_max = max(r_max, r_hat), so it is carried to the next step.",
                 models=(_ams_model(_ams_not_stored),),
             ),
-            *_ADAM_MISTAKES[:3],
+            *_ADAM_MISTAKES[:4],
         ),
     )
 )

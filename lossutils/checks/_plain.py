@@ -9,6 +9,9 @@ sandbox: they import nothing but numpy and the standard library (and each other)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ._given import FORMULAS, GivenFunction, StudentFunction
@@ -31,7 +34,7 @@ __all__ = [
 _NUMPY_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 
 
-def is_numpy_scalar(obj, kinds: str = "biufc") -> bool:
+def is_numpy_scalar(obj: Any, kinds: str = "biufc") -> bool:
     """Whether ``obj`` is exactly a numpy scalar of one of the dtype ``kinds``."""
     return type(obj) in _NUMPY_SCALARS and np.dtype(type(obj)).kind in kinds
 
@@ -58,7 +61,7 @@ def _type_name(obj) -> str:
 _MAX_DEPTH = 4
 
 
-def to_plain(value, _depth: int = 0):
+def to_plain(value: Any, _depth: int = 0) -> dict:
     """Encode a returned value as JSON-friendly data without calling any of its methods.
 
     Exact numpy arrays, numpy scalars, Python numbers, strings, ``None``, tuples, lists and
@@ -93,7 +96,7 @@ def to_plain(value, _depth: int = 0):
     return {"kind": "other", "type": _type_name(value)}
 
 
-def from_plain(data, resolve=None):
+def from_plain(data: dict, resolve: Callable[[str], Any] | None = None) -> Any:
     """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`.
 
     ``resolve(name)``, if given, replaces a :class:`StudentFunction` by the function it
@@ -131,7 +134,7 @@ def from_plain(data, resolve=None):
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt(value, prefix: str = "") -> str:
+def fmt(value: Any, prefix: str = "") -> str:
     """Short readable form of a checker-made value (arrays, scalars, dicts, tuples).
 
     ``prefix`` is the text the value will follow on its first line, so that the rows of a
@@ -171,7 +174,7 @@ def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def describe_returned(obj) -> str:
+def describe_returned(obj: Any) -> str:
     """What the student returned, for type errors, without calling the object's methods."""
     t = type(obj)
     if t is float:
@@ -191,7 +194,7 @@ def describe_returned(obj) -> str:
     return f"an object of type {_type_name(obj)}"
 
 
-def fmt_output(obj, prefix: str = "") -> str:
+def fmt_output(obj: Any, prefix: str = "") -> str:
     """Show a returned value if it is of a type the checker can print safely."""
     t = type(obj)
     if t is np.ndarray or t in (float, int, bool) or is_numpy_scalar(obj):
@@ -199,7 +202,7 @@ def fmt_output(obj, prefix: str = "") -> str:
     return describe_returned(obj)
 
 
-def expected_got(expected, output) -> str:
+def expected_got(expected: Any, output: Any) -> str:
     """Two aligned lines: the reference value, and what the student returned."""
     return (f"expected: {fmt(expected, 'expected: ')}\n"
             f"got:      {fmt_output(output, 'got:      ')}")
