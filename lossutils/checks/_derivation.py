@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._core import CheckResult, Exercise, _tail, register, resolve_seed
+from ._core import CheckResult, Exercise, register, resolve_seed
 from ._plain import describe_returned
 
 __all__ = ["Derivation", "DerivationStep", "Follows", "Kink", "Stable", "Step", "Symbols"]
@@ -48,8 +48,6 @@ __all__ = ["Derivation", "DerivationStep", "Follows", "Kink", "Stable", "Step", 
 _OPERATIONS = 400_000
 _RTOL = 1e-12
 _FOLLOW_RTOL = 1e-8
-# Diagnoses whose advice is a hint about the form of the answer rather than the mathematics.
-_HINTS = ("not_set", "wrong_type", "too_large", "unsupported", "foreign_symbols")
 
 
 @dataclass(frozen=True)
@@ -421,10 +419,10 @@ class DerivationStep(Exercise):
         except _Failure as failure:
             lines = [f"{self.id}: {failure.message}"]
             if failure.advice:
-                label = "Hint" if failure.diagnosis in _HINTS else "Diagnosis"
-                lines.append(f"{label}: {failure.advice}")
-            message = _tail("\n".join(lines), self.id, failure.diagnosis)
-            return CheckResult(self.id, False, n, 0, message, failure.diagnosis)
+                # As for every exercise: "Diagnosis" names a catalogued mistake.
+                catalogued = failure.diagnosis in {m.id for m in self.mistakes}
+                lines.append(f"{'Diagnosis' if catalogued else 'Hint'}: {failure.advice}")
+            return CheckResult(self.id, False, n, 0, "\n".join(lines), failure.diagnosis)
 
     def _extra_points(self, rng, points) -> list:
         """Points on kinks (with their bounds) and float64 points, drawn after the others."""
