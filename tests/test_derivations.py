@@ -613,3 +613,9 @@ def test_the_release_holds_no_expected_expression(name):
     forms = _forms(exercise.truth()) | set(BY_HAND[name])
     for form in forms:
         assert _squeezed(form) not in text, (name, form)
+
+
+def test_every_step_is_documented_with_its_contract():
+    text = (ROOT / "docs" / "exercises.md").read_text(encoding="utf-8")
+    for name in STEPS:
+        assert f"| `{name}` | `{get_exercise(name).step.name}` |" in text, name

@@ -123,3 +123,23 @@ def test_notebook_scan_follows_aliases_of_given_cells_and_skips_them():
 @pytest.mark.parametrize("nb", [None, [], {"cells": "x"}, {"cells": [None, 3]}])
 def test_malformed_notebooks_scan_to_nothing(nb):
     assert scan_notebook(nb) == []
+
+
+def test_the_reference_library_of_a_given_cell_is_flagged_where_a_solution_uses_it():
+    # 06's setup cell imports lossutils; calling it on SymPy symbols would hand a derivation
+    # step its answer, as calling it on arrays hands a function exercise its result.
+    nb = {"cells": [
+        {"cell_type": "code", "source": "import lossutils\nimport lossutils as lu\n"
+                                        "from lossutils import kl_divergence\n"
+                                        "from lossutils.checks import check",
+         "metadata": {"nbgrader": {"grade_id": "setup", "solution": False}}},
+        {"cell_type": "code",
+         "source": "kl = kl_divergence([p, 1 - p], [q, 1 - q])\n"
+                   "nll = lu.gaussian_nll_loss(y_hat, y, var=1 / beta)\n"
+                   "m_k = lossutils.Adam(lr=eta).step(w, g)\ncheck('x', f)",
+         "metadata": {"nbgrader": {"grade_id": "kl", "solution": True}}},
+    ]}
+    found = [(f.line, f.pattern, f.detail) for f in scan_notebook(nb)]
+    assert found == [(1, "reference-library", "uses lossutils.kl_divergence"),
+                     (2, "reference-library", "uses lossutils"),
+                     (3, "reference-library", "uses lossutils")]

@@ -41,7 +41,8 @@ import numpy as np
 from ._core import CheckResult, Exercise, register, resolve_seed
 from ._plain import describe_returned
 
-__all__ = ["Derivation", "DerivationStep", "Follows", "Kink", "Stable", "Step", "Symbols"]
+__all__ = ["Derivation", "DerivationStep", "Follows", "Kink", "Stable", "Step", "Symbols",
+           "Unshipped"]
 
 # Work allowed for one expression over all points of a check: honest answers need a few
 # thousand operations; the verification codec bounds a tree to 2,000 nodes.
@@ -241,6 +242,20 @@ def _environment(values: dict) -> dict:
     return env
 
 
+class Unshipped:
+    """Stands for an expression that verification could not carry out of the sandbox.
+
+    ``reason`` is ``"too_large"`` (beyond the codec's size budget) or ``"unsupported"``, with
+    ``node`` the type name of the first node outside the codec's allow list; the step judges
+    it as it judges the expression itself in the kernel.
+    """
+
+    __slots__ = ("node", "reason")
+
+    def __init__(self, reason: str, node: str = ""):
+        self.reason, self.node = reason, node
+
+
 class _Failure(Exception):
     def __init__(self, message, diagnosis, advice=""):
         super().__init__(message)
@@ -286,10 +301,14 @@ class DerivationStep(Exercise):
         """``value`` as a checkable expression; raises :class:`_Failure` saying what is wrong."""
         import sympy as sp
 
-        from ._symeval import _UNSUPPORTED, TooComplex, structure
+        from ._symeval import TooComplex, structure
 
         name = role or self.step.name
         expected = f"expected a SymPy expression in {self.allowed()}"
+        if type(value) is Unshipped:
+            if value.reason == "too_large":
+                raise self._too_large(name)
+            raise self._unsupported(name, value.node)
         if value is None:
             raise _Failure(f"{name} is still None: set it to your expression.", "not_set",
                            f"write `{name} = ...` in its cell; {expected}.")
@@ -321,17 +340,26 @@ class DerivationStep(Exercise):
         try:
             found = structure(value)
         except TooComplex:
-            raise _Failure(f"{name} is far larger than any answer to this step.", "too_large",
-                           "simplify it before setting the variable.") from None
+            raise self._too_large(name) from None
         if found.unknown:
-            node = found.unknown[0]
-            reason = _UNSUPPORTED.get(node, f"it holds {node}, which the checker does not "
-                                      "evaluate")
-            raise _Failure(f"{name} cannot be checked: {reason}.", "unsupported",
-                           f"{expected}, built with +, -, *, /, **, sp.log, sp.exp, sp.sqrt, "
-                           "sp.Sum and the functions the notebook uses.")
+            raise self._unsupported(name, found.unknown[0])
         self._check_symbols(found, name)
         return value
+
+    @staticmethod
+    def _too_large(name) -> _Failure:
+        return _Failure(f"{name} is far larger than any answer to this step.", "too_large",
+                        "simplify it before setting the variable.")
+
+    def _unsupported(self, name, node) -> _Failure:
+        from ._symeval import _UNSUPPORTED
+
+        node = node if node.isidentifier() else "a node"
+        reason = _UNSUPPORTED.get(node, f"it holds {node[:40]}, which the checker does not "
+                                  "evaluate")
+        return _Failure(f"{name} cannot be checked: {reason}.", "unsupported",
+                        f"expected a SymPy expression in {self.allowed()}, built with +, -, *, /, "
+                        "**, sp.log, sp.exp, sp.sqrt, sp.Sum and the functions the notebook uses.")
 
     def _refuse(self, what, expected, hint):
         raise _Failure(f"{what}; {expected}.", "wrong_type", hint + ".")

@@ -15,7 +15,10 @@ library. It therefore imports nothing but the standard library and numpy. The tr
    (arguments that name one of the student's functions, as ``train``'s ``loss_fn`` does, are
    resolved among the student's definitions) and answers with the outcome, the arguments as
    the function left them, and the exception's type name and text, all plain data;
-3. ``{"op": "exit"}`` (optional: the grader simply kills the process when it is done).
+3. ``{"op": "values", "names": [...]}`` for the steps of a derivation, whose answers are
+   SymPy expressions bound to names: it answers each one encoded with the codec below, or as
+   plain data when it is not a SymPy object;
+4. ``{"op": "exit"}`` (optional: the grader simply kills the process when it is done).
 
 Only JSON travels; the trusted side validates sizes and judges with the reference itself.
 The SymPy codec below is shared with the trusted side, which decodes with an allow list.
@@ -27,9 +30,16 @@ import math
 
 __all__ = ["SympyTooComplex", "decode_sympy", "encode_sympy"]
 
-# Nodes the codec knows; the decoder rebuilds exactly these and nothing else.
-SYMPY_FUNCTIONS = ("Add", "Mul", "Pow", "log", "exp", "Abs", "sin", "cos", "tan", "sign")
-SYMPY_CONSTANTS = ("pi", "E", "I", "oo", "-oo", "zoo", "nan", "EulerGamma")
+# Nodes the codec knows; the decoder rebuilds exactly these and nothing else. They are the
+# nodes the derivation checks evaluate (lossutils.checks._symeval; a test keeps the two in step):
+# sums over indexed data, Kronecker deltas and the pieces of a subgradient among them.
+SYMPY_FUNCTIONS = ("Add", "Mul", "Pow", "log", "exp", "Abs", "sin", "cos", "tan", "sign",
+                   "sinh", "cosh", "tanh", "Max", "Min", "Heaviside", "KroneckerDelta",
+                   "Piecewise", "ExprCondPair", "Sum", "Product", "Indexed", "Tuple",
+                   "StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan", "Equality",
+                   "Unequality", "And", "Or", "Not")
+SYMPY_CONSTANTS = ("pi", "E", "I", "oo", "-oo", "zoo", "nan", "EulerGamma", "GoldenRatio",
+                   "true", "false")
 SYMPY_ASSUMPTIONS = ("real", "positive", "negative", "nonnegative", "nonpositive", "integer",
                      "finite", "complex")
 _MAX_NODES = 2000
@@ -62,6 +72,8 @@ def encode_sympy(expr, _budget=None, _depth=0) -> dict:
         return {"rat": [str(int(expr.p)), str(int(expr.q))]}
     if isinstance(expr, sp.Float):
         return {"float": str(expr)}
+    if isinstance(expr, sp.IndexedBase):
+        return {"ibase": str(expr.label)}
     for name, value in _constants().items():
         if expr is value:
             return {"const": name}
@@ -75,7 +87,8 @@ def _constants() -> dict:
     import sympy as sp
 
     return {"pi": sp.pi, "E": sp.E, "I": sp.I, "oo": sp.oo, "-oo": sp.S.NegativeInfinity,
-            "zoo": sp.zoo, "nan": sp.nan, "EulerGamma": sp.EulerGamma}
+            "zoo": sp.zoo, "nan": sp.nan, "EulerGamma": sp.EulerGamma,
+            "GoldenRatio": sp.GoldenRatio, "true": sp.true, "false": sp.false}
 
 
 def _degree(node: dict, _depth: int = 0) -> float:
@@ -143,6 +156,11 @@ def _check_tree(node, count, depth) -> None:
         if node["const"] not in SYMPY_CONSTANTS:
             raise ValueError(f"unknown constant {node['const']!r}")
         return
+    if "ibase" in node:
+        if type(node["ibase"]) is not str or not node["ibase"].isidentifier() \
+                or len(node["ibase"]) > 64:
+            raise ValueError("malformed indexed symbol")
+        return
     if "sym" in node:
         name, assumptions = node["sym"], node.get("assumptions", {})
         if type(name) is not str or not name.isidentifier() or len(name) > 64 \
@@ -167,9 +185,20 @@ def _build(node):
         return sp.Float(node["float"])
     if "const" in node:
         return _constants()[node["const"]]
+    if "ibase" in node:
+        return sp.IndexedBase(node["ibase"])
     args = [_build(a) for a in node["args"]]
-    cls = getattr(sp, node["f"])
-    if node["f"] in ("Add", "Mul", "Pow"):
+    name = node["f"]
+    if name == "ExprCondPair":
+        from sympy.functions.elementary.piecewise import ExprCondPair
+
+        return ExprCondPair(*args)
+    if name in ("Sum", "Product"):
+        return getattr(sp, name)(args[0], *args[1:])
+    cls = getattr(sp, name)
+    # Rebuilt as sent: evaluating could turn a small tree into a huge one (2**(10**30)).
+    if name in ("Add", "Mul", "Pow", "Max", "Min", "Piecewise", "StrictLessThan", "LessThan",
+                "StrictGreaterThan", "GreaterThan", "Equality", "Unequality"):
         return cls(*args, evaluate=False)
     return cls(*args)
 
@@ -230,6 +259,10 @@ def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised throug
         op = request["op"]
         if op == "exit":
             return
+        if op == "values":
+            send({"op": "values", "values": {name: _value(core, namespace, name)
+                                             for name in request["names"]}})
+            continue
         if op == "load":
             # The checker's calling helpers, as a package of their own so that their
             # relative imports resolve; the last module is the one that calls.
@@ -302,6 +335,41 @@ def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised throug
         sys.stdout.seek(0)
         sys.stdout.truncate()
         send({"op": "result", **reply})
+
+
+def _value(core, namespace, name):
+    """A name's value for the trusted side: a SymPy tree, plain data, or why it is neither."""
+    if name not in namespace:
+        return {"missing": True}
+    value = namespace[name]
+    if not type(value).__module__.startswith("sympy"):
+        return {"plain": core.to_plain(value)}
+    try:
+        return {"sympy": encode_sympy(value)}
+    except SympyTooComplex:
+        return {"too_large": True}
+    except Exception:  # a node outside the allow list: name its type, for the message
+        return {"unsupported": type(value).__name__ if not hasattr(value, "args")
+                else _first_unsupported(value)}
+
+
+def _first_unsupported(expr, _depth=0) -> str:
+    """The type name of the first node of ``expr`` that the codec does not know."""
+    import sympy as sp
+
+    name = type(expr).__name__
+    if _depth > _MAX_DEPTH or not isinstance(expr, sp.Basic):
+        return name
+    if name not in SYMPY_FUNCTIONS:
+        return name
+    for arg in expr.args:
+        try:
+            encode_sympy(arg)
+        except SympyTooComplex:
+            continue
+        except Exception:
+            return _first_unsupported(arg, _depth + 1)
+    return name
 
 
 def _decode_arg(core, data, namespace):

@@ -258,6 +258,13 @@ class _Scanner(ast.NodeVisitor):
     def visit_Name(self, node):
         if node.id in ("__builtins__", "__loader__", "__spec__"):
             self.add(node, "import-machinery", f"uses {node.id}")
+        # The reference library imported by a given cell (06's setup does): calling it, even
+        # on SymPy symbols to obtain a derivation's expression, is using the reference.
+        target = self.aliases.get(node.id)
+        if isinstance(node.ctx, ast.Load) and target is not None \
+                and target.split(".")[0] == "lossutils" \
+                and not target.startswith("lossutils.checks"):
+            self.add(node, "reference-library", f"uses {target}")
         self.generic_visit(node)
 
     def assigned(self, target, node) -> None:

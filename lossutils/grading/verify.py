@@ -354,8 +354,10 @@ def _used_names(tree) -> set[str]:
 def _bound_names(node) -> set[str]:
     """Names a given (locked) top-level statement binds, if the prelude may run it.
 
-    Imports (not of ``lossutils``, IPython or plotting), function and class definitions, and
-    assignments of literal constants: master code that defines things without doing any work.
+    Imports (not of ``lossutils``, IPython or plotting), function and class definitions,
+    assignments of literal constants, and SymPy symbols made from literals (``p =
+    sp.Symbol("p", positive=True)``, which a derivation's answers are built from): master code
+    that defines things without doing any work.
     """
     if isinstance(node, ast.Import | ast.ImportFrom):
         modules = [a.name for a in node.names] if isinstance(node, ast.Import) \
@@ -369,9 +371,35 @@ def _bound_names(node) -> set[str]:
         try:
             ast.literal_eval(node.value)
         except ValueError:
-            return set()
+            return _symbols_bound(node)
         return {t.id for t in node.targets}
-    return set()
+    return _symbols_bound(node)
+
+
+_SYMPY_CONSTRUCTORS = ("Symbol", "symbols", "IndexedBase")
+
+
+def _symbols_bound(node) -> set[str]:
+    """Names bound by ``a, b = sp.symbols("a b", real=True)`` and the like, with literal args."""
+    if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+        return set()
+    func = node.value.func
+    called = func.attr if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) \
+        else func.id if isinstance(func, ast.Name) else None
+    if called not in _SYMPY_CONSTRUCTORS:
+        return set()
+    try:
+        for value in (*node.value.args, *(k.value for k in node.value.keywords)):
+            ast.literal_eval(value)
+    except ValueError:
+        return set()
+    names = set()
+    for target in node.targets:
+        elements = target.elts if isinstance(target, ast.Tuple) else [target]
+        if not all(isinstance(e, ast.Name) for e in elements):
+            return set()
+        names |= {e.id for e in elements}
+    return names
 
 
 # Display and notebook machinery has no place in a function under test, and the reference
@@ -776,6 +804,19 @@ def verify_submission(
                     except _Fatal as exc:
                         score.passed, score.error = False, str(exc)
                         break
+                if getattr(exercise, "takes_value", False):
+                    # A step of a derivation: the answer is an expression, not a function.
+                    try:
+                        result = _check_step(runner, call, seed, loaded)
+                    except _Fatal as exc:
+                        score.passed, score.error = False, str(exc)
+                        break
+                    if not result.passed:
+                        score.passed, score.message = False, result.message
+                        score.diagnosis = result.diagnosis
+                        break
+                    score.message = result.message
+                    continue
                 broken = [(name, loaded["names"].get(name))
                           for name in (call.function, *(n for _, n in call.uses))
                           if loaded["names"].get(name) != "callable"]
@@ -809,6 +850,59 @@ def verify_submission(
         if runner is not None:
             runner.close()
     return results
+
+
+def _check_step(runner: _Runner, call: CheckCall, seed: int, loaded: dict):
+    """Judge a derivation step: its expression (and the earlier one, ``given``) fetched by name.
+
+    The sandbox sends each value as an allow-listed expression tree or as plain data; the
+    trusted checker judges the rebuilt expression exactly as the kernel's check does.
+    """
+    from lossutils.checks import CheckResult, from_plain, run_check
+    from lossutils.checks._derivation import Unshipped
+
+    given = dict(call.uses).get("given")
+    names = [call.function] + ([given] if given else [])
+    reply = runner.request({"op": "values", "names": names}, runner.call_timeout)
+    values = reply.get("values")
+    if reply.get("op") != "values" or type(values) is not dict \
+            or not all(type(values.get(n)) is dict for n in names):
+        runner._die("protocol")
+    decoded = {}
+    for name in names:
+        data = values[name]
+        if data.get("missing"):
+            decoded[name] = _MISSING
+        elif "sympy" in data:
+            try:
+                decoded[name] = _verify_runner.decode_sympy(data["sympy"])
+            except _verify_runner.SympyTooComplex:
+                decoded[name] = Unshipped("too_large")
+            except (ValueError, TypeError, KeyError, RecursionError):
+                decoded[name] = Unshipped("unsupported")
+        elif data.get("too_large"):
+            decoded[name] = Unshipped("too_large")
+        elif "unsupported" in data:
+            decoded[name] = Unshipped("unsupported", str(data["unsupported"])[:40])
+        elif "plain" in data:
+            try:
+                _validate_plain(data["plain"])
+                decoded[name] = from_plain(data["plain"])
+            except (KeyError, TypeError, ValueError):
+                runner._die("protocol")
+        else:
+            runner._die("protocol")
+    if decoded[call.function] is _MISSING:
+        message = (f"{call.function} is not defined after running the solution cells"
+                   f"{_cell_errors(loaded)}.")
+        return CheckResult(call.exercise, False, 0, 0, message, "not_set")
+    earlier = decoded.get(given) if given else None
+    return run_check(call.exercise, decoded[call.function], hidden=call.hidden,
+                     seed=seed if call.hidden else None,
+                     given=None if earlier is _MISSING else earlier)
+
+
+_MISSING = object()
 
 
 def _load(runner: _Runner, prelude, cells, names) -> dict:

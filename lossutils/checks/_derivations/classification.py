@@ -200,7 +200,7 @@ SOFTMAX_JACOBIAN = Derivation(
             ),
         ),
         Step(
-            "jacobian", "d softmax(z)_i / d z_j for any i and l, in one expression", _jac,
+            "jacobian", "d softmax(z)_i / d z_j for any i and j, in one expression", _jac,
             uses=("K", "z"), free_indices=("i", "j"), draw_params=_any_pair,
             mistakes=(
                 Mistake("diagonal_only", "off the diagonal (j != i) the derivative is not "
