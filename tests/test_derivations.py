@@ -10,6 +10,7 @@ in the notebook, never taken from the checker.
 
 import functools
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -619,3 +620,120 @@ def test_every_step_is_documented_with_its_contract():
     text = (ROOT / "docs" / "exercises.md").read_text(encoding="utf-8")
     for name in STEPS:
         assert f"| `{name}` | `{get_exercise(name).step.name}` |" in text, name
+
+
+# --------------------------------------------------------------------------- the points
+
+# The one-line exercises named when the derivations were introduced; any other exercise whose
+# model solution is a single returned expression counts too (see _one_expression).
+ONE_LINERS = {"log_likelihood", "negative_log_likelihood", "bernoulli_mle", "l2_loss",
+              "l2_loss_grad", "l1_loss", "l1_loss_grad", "hinge_loss", "one_hot", "sgd_step"}
+
+
+def _one_expression(source: str) -> bool:
+    """Whether a solution cell's function returns one expression and does nothing else.
+
+    Docstrings, conversions of the inputs (``x = np.asarray(x)``), ``with np.errstate(...)``
+    and input validation (``if ...: raise``) do not count as work.
+    """
+    import ast
+
+    function = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
+    statements = []
+    pending = list(function.body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.With):
+            pending = node.body + pending
+        elif not _no_work(node):
+            statements.append(node)
+    return len(statements) == 1 and isinstance(statements[0], ast.Return)
+
+
+def _no_work(node) -> bool:
+    import ast
+
+    docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    validation = isinstance(node, ast.If) and all(isinstance(s, ast.Raise) for s in node.body)
+    conversion = (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                  and ast.unparse(node.value.func) == "np.asarray")
+    return docstring or validation or conversion
+
+
+def _exercises_and_points(nb: dict):
+    """(grade id, points, kind) of every autograded exercise: "step" or "function"."""
+    cells = {c["metadata"].get("nbgrader", {}).get("grade_id"): c for c in nb["cells"]}
+    for grade_id, cell in cells.items():
+        meta = cell["metadata"].get("nbgrader", {})
+        if cell["cell_type"] != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        source = "".join(cell["source"])
+        kind = "step" if re.search(r'check\("[a-z_0-9]+\.', source) else "function"
+        solution = cells.get(grade_id.removeprefix("test_"))
+        yield grade_id, float(meta["points"]), kind, "".join(solution["source"])
+
+
+@pytest.mark.parametrize("notebook", sorted({get_exercise(n).notebook for n in STEPS}))
+def test_one_expression_exercises_earn_at_most_a_quarter_of_the_points(notebook):
+    nb = json.loads((ROOT / "solutions" / notebook / f"{notebook}.ipynb").read_text("utf-8"))
+    total = one = 0.0
+    for grade_id, points, kind, solution in _exercises_and_points(nb):
+        total += points
+        if kind == "function" and (grade_id.removeprefix("test_") in ONE_LINERS
+                                   or _one_expression(solution)):
+            one += points
+            assert points == 1, f"{grade_id}: a one-expression exercise is worth 1 point"
+    assert one <= total / 4, (notebook, one, total)
+
+
+def test_the_one_expression_rule_recognises_the_one_liners():
+    assert _one_expression("def f(p):\n    '''doc'''\n    p = np.asarray(p)\n"
+                           "    with np.errstate(divide='ignore'):\n"
+                           "        return np.sum(np.log(p))")
+    assert _one_expression("def f(y, c):\n    if y.min() < 0:\n        raise ValueError('no')\n"
+                           "    return np.eye(c)[y]")
+    assert not _one_expression("def f(z):\n    e = np.exp(z - z.max())\n    return e / e.sum()")
+
+
+@pytest.mark.parametrize("notebook", [f"0{i}" for i in range(1, 7)])
+def test_every_notebook_has_two_derivations_of_several_steps(notebook):
+    derivations = {}
+    for name in STEPS:
+        exercise = get_exercise(name)
+        if exercise.notebook.startswith(notebook):
+            derivations.setdefault(exercise.derivation.id, []).append(name)
+    assert len(derivations) >= 2
+    assert all(len(steps) >= 2 for steps in derivations.values())
+
+
+def test_a_form_undefined_at_the_data_is_decided_symbolically():
+    # y (y - 1) / (y (y - 1)) is 1 wherever it is defined, and undefined for every flip in
+    # {0, 1}: numerically it cannot be judged, symbolically it is the right estimate
+    y = S.y[S.m]
+    answer = _sum(y * (y**2 - y) / (y**2 - y)) / S.M
+    result = run_check("bernoulli_mle.p_hat", answer)
+    assert result.passed, result.message
+    wrong = _sum((y**2 - y) / (y**2 - y)) / S.M  # = 1 wherever defined
+    assert not run_check("bernoulli_mle.p_hat", wrong).passed
+
+
+@pytest.mark.parametrize(("name", "earlier", "answer", "given"), [
+    # the shift missing from E_p[(x - mu_q)^2]: the closed form built on it
+    ("gaussian_kl.kl", "gaussian_kl.expected_sq",
+     sp.log(S.sigma_q / S.sigma_p) + S.sigma_p**2 / (2 * S.sigma_q**2) - sp.Rational(1, 2),
+     S.sigma_p**2),
+    # the geometric sum without (1 - mu): the correction built on it
+    ("adam_bias.correction", "adam_bias.expected_m_k", (1 - S.mu) / (1 - S.mu**S.kk),
+     S.g_mean * (1 - S.mu**S.kk) / (1 - S.mu)),
+    # the geometric sum with 1 + mu: its limit is the wrong limit, taken correctly
+    ("momentum_limit.v_limit", "momentum_limit.v_k", -S.eta * S.gs / (1 + S.mu),
+     -S.eta * S.gs * (1 - S.mu**S.kk) / (1 + S.mu)),
+    # a hinge without the max: the objective built on it
+    ("svm_slack.svm_objective", "svm_slack.xi_opt",
+     S.w**2 / 2 + S.gamma * _sum(1 - S.y[S.m] * S.w * S.x[S.m]),
+     1 - S.y[S.m] * S.w * S.x[S.m]),
+])
+def test_a_step_built_on_a_wrong_earlier_step_passes(name, earlier, answer, given):
+    assert not run_check(earlier, given).passed
+    result = run_check(name, answer, given=given)
+    assert result.passed, result.message

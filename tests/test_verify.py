@@ -128,7 +128,10 @@ def test_check_calls_are_read_once_per_master_and_safe_to_change():
 def test_check_calls_of_the_real_master_cover_every_exercise():
     calls = check_calls(attacks.load(MASTER))
     assert set(calls) == {"test_one_hot", "test_softmax", "test_log_softmax",
-                          "test_cross_entropy", "test_cross_entropy_grad"}
+                          "test_cross_entropy", "test_cross_entropy_grad",
+                          # the steps of the notebook's two derivations
+                          "test_dlogsoftmax", "test_ce_grad", "test_dsoftmax_ii",
+                          "test_dsoftmax_ij", "test_jacobian"}
     assert all([c.hidden for c in cs] == [False, True] for cs in calls.values())
 
 
@@ -155,10 +158,13 @@ def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_one
     nb["cells"].append(_cell("setup", "import os\nos._exit(3)"))
     nb["cells"].append(_cell("softmax", "def softmax(x):\n    return 2 * x", solution=True))
     prelude, cells = code_to_verify(nb, books.full)
-    assert prelude == ["import numpy as np"]
+    # numpy, and the SymPy symbols the derivation steps are built from
+    assert prelude[:2] == ["import numpy as np", "import sympy as sp"]
+    assert all(" = sp." in line or line.endswith("= None") for line in prelude[2:])
     labels = [label for label, _ in cells]
     added = f"cell {len(nb['cells']) - 4}"
-    assert labels == ["one_hot", "softmax", "log_softmax", "cross_entropy",
+    assert labels == ["one_hot", "softmax", "log_softmax", "cross_entropy", "dlogsoftmax",
+                      "ce_grad", "dsoftmax_ii", "dsoftmax_ij", "jacobian",
                       "cross_entropy_grad", added]
     # Only the definitions of a cell the student added run; a cell without any is left out.
     assert dict(cells)[added] == "helper = 1\nimport math\ndef twice(x):\n    return 2 * x"
@@ -173,7 +179,9 @@ def test_prelude_holds_the_given_helpers_the_student_uses_and_nothing_else(books
             "    return softmax_naive(logits - logits.max(axis=-1, keepdims=True))\n")
     prelude, _ = code_to_verify(books.submission({"softmax": uses}), books.full)
     assert prelude[0] == "import numpy as np"
-    assert [p.split("(")[0] for p in prelude[1:]] == ["def softmax_naive"]
+    # besides the derivations' SymPy symbols, only the helper the student's softmax calls
+    assert [p.split("(")[0] for p in prelude[1:] if " = sp." not in p
+            and not p.endswith("= None") and p != "import sympy as sp"] == ["def softmax_naive"]
     master = {"cells": [
         _cell("setup", "import numpy as np\nimport matplotlib.pyplot as plt\nimport os\n"
               "from lossutils import softmax as ref\nLIMIT = 10\nrng = np.random.default_rng(0)\n"

@@ -425,8 +425,9 @@ class DerivationStep(Exercise):
             budget = Budget(_OPERATIONS)
             try:
                 got = self.values(expr, points, budget)
-                ok = _agree(got, self.values(self.truth(), points, Budget(10 * _OPERATIONS)),
-                            self.step.up_to_constant)
+                truth = self.values(self.truth(), points, Budget(10 * _OPERATIONS))
+                ok = _agree(got, truth, self.step.up_to_constant) or (
+                    _inconclusive(got, truth) and self._symbolically_equal(expr))
                 if ok:
                     self._check_extra(expr, extra, budget)
             except NotEvaluable as exc:
@@ -451,6 +452,35 @@ class DerivationStep(Exercise):
                 catalogued = failure.diagnosis in {m.id for m in self.mistakes}
                 lines.append(f"{'Diagnosis' if catalogued else 'Hint'}: {failure.advice}")
             return CheckResult(self.id, False, n, 0, "\n".join(lines), failure.diagnosis)
+
+    def _symbolically_equal(self, expr) -> bool:
+        """The second opinion where evaluation was undefined or borderline at some points.
+
+        Both expressions, with the sums written out for a small number of terms, are
+        simplified and compared; only for small expressions with small numbers, so that
+        rebuilding the student's expression can never evaluate something huge.
+        """
+        import sympy as sp
+
+        from ._symeval import structure
+
+        if not _small_numbers(expr) or structure(expr).nodes > 300:
+            return False
+        ns = self.derivation.ns
+        count = self.derivation.symbols.count
+        mine = {s.name: s for s in (getattr(ns, n) for n in self.derivation.symbols.scalars)}
+        renamed = expr.xreplace({s: mine[s.name] for s in expr.free_symbols
+                                 if isinstance(s, sp.Symbol) and s.name in mine})
+        terms = {mine[count]: 3} if count in mine else {}
+        difference = (renamed.subs(terms) - self.truth().subs(terms)).doit()
+        if structure(difference).nodes > 600:
+            return False
+        simplified = sp.simplify(difference)
+        if simplified == 0:
+            return True
+        found = structure(simplified)
+        params = set(self.derivation.symbols.params)
+        return self.step.up_to_constant and not (found.symbols | found.indexed) & params
 
     def _extra_points(self, rng, points) -> list:
         """Points on kinks (with their bounds) and float64 points, drawn after the others."""
@@ -537,10 +567,10 @@ class DerivationStep(Exercise):
             budget = Budget(_OPERATIONS)
             before = earlier.values(previous, points, budget)
             if _agree(before, earlier.values(earlier.truth(), points, Budget(_OPERATIONS)),
-                      earlier.step.up_to_constant) or not _varies(before):
-                # A right earlier step leaves this one to be right on its own; a constant one
-                # explains nothing.
-                return None
+                      earlier.step.up_to_constant):
+                return None  # a right earlier step leaves this one to be right on its own
+            if rule.kind == "root" and not _varies(before):
+                return None  # every value, or none, is a root of a constant
             if rule.kind == "derivative":
                 ok = _derivative_matches(previous, got, points, rule, budget)
             elif rule.kind == "root":
@@ -637,6 +667,27 @@ def _agree(got, truth, up_to_constant: bool) -> bool:
         offsets = [g - t for g, t in zip(g_group, t_group, strict=True)]
         scale = max(1, *(abs(v) for v in (*g_group, *t_group)))
         if any(abs(o - offsets[0]) > _RTOL * scale for o in offsets[1:]):
+            return False
+    return True
+
+
+def _inconclusive(got, truth) -> bool:
+    """Undefined where the answer is defined at some points, or equal but for rounding."""
+    pairs = [(g, t) for gg, tg in zip(got, truth, strict=True)
+             for g, t in zip(gg, tg, strict=True)]
+    undefined = [not _finite(g) and _finite(t) for g, t in pairs]
+    agree = [_close(g, t, 1e-6) for g, t in pairs]
+    defined_elsewhere = all(u or a for u, a in zip(undefined, agree, strict=True))
+    borderline = all(agree) and not all(_close(g, t) for g, t in pairs)
+    return (any(undefined) and defined_elsewhere) or borderline
+
+
+def _small_numbers(expr) -> bool:
+    """Every integer and rational of ``expr`` below 100 (no sum or power can blow up)."""
+    import sympy as sp
+
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Rational) and (abs(node.p) > 100 or node.q > 100):
             return False
     return True
 
