@@ -412,11 +412,29 @@ def test_prairielearn_without_a_notebook_is_not_gradable(tmp_path):
     (tmp_path / "tests").mkdir()
     os.symlink(SOURCE / ASSIGNMENT, tmp_path / "tests" / ASSIGNMENT)
     (tmp_path / "student").mkdir()
-    assert run(str(tmp_path), stream=io.StringIO()) == 0
-    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    # a link to the master is not the student's notebook (graded, it would earn every point)
+    os.symlink(SOURCE / ASSIGNMENT / NOTEBOOK, tmp_path / "student" / NOTEBOOK)
+
+    def results():
+        assert run(str(tmp_path), stream=io.StringIO()) == 0
+        found = json.loads((tmp_path / "results" / "results.json").read_text())
+        check_prairielearn_fields(found)
+        assert found["gradable"] is False
+        return found
+
+    assert "submit exactly one notebook" in results()["format_errors"][0]
+    # too large to read: refused before anything runs, as `lossutils grade` would
+    (tmp_path / "student" / NOTEBOOK).unlink()
+    with open(tmp_path / "student" / NOTEBOOK, "wb") as fh:
+        fh.truncate(20_000_001)
+    assert "over the 20000000-byte limit" in results()["format_errors"][0]
+
+
+def test_a_grader_failure_costs_no_prairielearn_attempt():
+    results = prairielearn_results(_outcome(status="grader-error"))
     check_prairielearn_fields(results)
     assert results["gradable"] is False
-    assert "submit exactly one notebook" in results["format_errors"][0]
+    assert "grader itself failed" in results["message"]
 
 
 # ------------------------------------------------------------------ LMS files from the run

@@ -27,6 +27,8 @@ __all__ = ["Exercise", "Outcome", "grade_notebook", "single_master"]
 
 #: Statuses of a notebook that never ran: the platforms treat it as not gradable, not as 0.
 UNREADABLE = ("missing-notebook", "unreadable", "wrong-format")
+#: Largest notebook graded (the default of ``lossutils grade --max-mb``).
+MAX_NOTEBOOK_BYTES = 20_000_000
 #: Longest text kept from one cell's message; every platform gets its summary, not a log.
 MAX_MESSAGE = 4000
 _VISIBLE_SUFFIX = "--visible-checks"
@@ -93,7 +95,9 @@ def find_notebook(folder: str, notebook: str) -> tuple[str | None, str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .ipynb_checkpoints
-        found += [os.path.join(root, f) for f in sorted(files) if f.endswith(".ipynb")]
+        # a symlink could name any file of the grader's, the master included: never followed
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if f.endswith(".ipynb") and not os.path.islink(os.path.join(root, f))]
     exact = [p for p in found if os.path.basename(p) == notebook + ".ipynb"]
     if len(exact) == 1:
         return exact[0], ""
@@ -234,6 +238,13 @@ def grade_notebook(
         outcome.seconds = time.monotonic() - start
         return outcome
     outcome.notebook = os.path.relpath(path, submission)
+    size = os.path.getsize(path)
+    if size > MAX_NOTEBOOK_BYTES:  # as `lossutils grade` says it, without copying it twice
+        outcome.status = "unreadable"
+        outcome.messages.append(
+            f"unreadable: the file is {size} bytes, over the {MAX_NOTEBOOK_BYTES}-byte limit")
+        outcome.seconds = time.monotonic() - start
+        return outcome
     work = tempfile.mkdtemp(prefix="lossutils-platform-")
     try:
         masters = os.path.join(work, "source")

@@ -42,6 +42,13 @@ MAX_BYTES = 100_000
 
 def prairielearn_results(outcome: Outcome) -> dict:
     """The ``results.json`` PrairieLearn reads, from a graded notebook."""
+    if outcome.status == "grader-error":  # our failure: the student keeps the attempt
+        return {
+            "gradable": False,
+            "format_errors": ["the grader itself failed on this notebook; tell your instructor"],
+            "message": "The grader itself failed on this notebook, so this attempt does not "
+                       "count. Please tell your instructor.",
+        }
     if not outcome.gradable:
         errors = outcome.messages or [outcome.status]
         return {
