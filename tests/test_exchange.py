@@ -24,8 +24,6 @@ ASSIGNMENT = "00-fixture"
 BIN = Path(sys.executable).parent
 COURSE = "lossutils"
 
-pytestmark = pytest.mark.grading
-
 
 def _points() -> tuple[dict[str, float], float]:
     """Autograded points per test cell, and every point of the notebook, from the master."""
@@ -55,6 +53,7 @@ def _run(command: list[str], cwd: Path, env: dict) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.grading
 def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path):
     from lossutils.grading.samples import generate_samples
 
@@ -123,3 +122,35 @@ def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path):
             assert secret not in pages[student]
     assert "[check: softmax; diagnosis: no-max-shift]" in pages["bob"]
     assert "diagnosis: no-max-shift" not in pages["alice"]
+
+
+def test_release_files_are_copied_only_from_regular_small_files(tmp_path):
+    from lossutils.platforms.exchange import add_release_files
+
+    out, submitted = tmp_path / "out", tmp_path / "submitted"
+    pages = {}
+    for student in ("ann", "ben", "cy"):
+        (submitted / student / ASSIGNMENT).mkdir(parents=True)
+        page = Path("feedback") / student / ASSIGNMENT / f"{ASSIGNMENT}.html"
+        (out / page).parent.mkdir(parents=True)
+        (out / page).write_text("<html></html>")
+        pages[student] = page
+    (tmp_path / "instructor-secret.txt").write_text("the instructor's file")
+    for student, secret in (("ann", "a" * 128), ("ben", None), ("cy", "c" * 5000)):
+        folder = submitted / student / ASSIGNMENT
+        (folder / "timestamp.txt").write_text("2026-01-01 10:00:00.000000 UTC")
+        if secret is None:  # a link to a file of the grader's machine: never followed
+            (folder / "submission_secret.txt").symlink_to(tmp_path / "instructor-secret.txt")
+        else:
+            (folder / "submission_secret.txt").write_text(secret)
+    (out / "results.json").write_text(json.dumps({
+        "run": {"submissions": str(submitted)},
+        "submissions": [{"student": s, "assignment": ASSIGNMENT, "feedback": str(p)}
+                        for s, p in pages.items()],
+    }))
+    assert add_release_files(str(out)) == 1
+    ann = out / pages["ann"].parent
+    assert (ann / "submission_secret.txt").read_text() == "a" * 128
+    assert (ann / "timestamp.txt").read_text().startswith("2026-01-01")
+    for student in ("ben", "cy"):  # a symlink, and a secret too large to be nbgrader's
+        assert not (out / pages[student].parent / "submission_secret.txt").exists()

@@ -163,6 +163,7 @@ def build_autograder(assignment: str, out: str, *, source: str = "solutions",
                 manual += float(meta.get("points", 0))
     wheel_name, wheel_files = _wheel()
     folder = os.path.join(source, assignment)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"
     with zipfile.ZipFile(tmp, "w") as zf:
         _add(zf, "setup.sh", _SETUP.format(wheel=wheel_name).encode(), executable=True)
