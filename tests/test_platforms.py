@@ -52,7 +52,7 @@ PL_TEST = {"name", "description", "points", "max_points", "message", "output", "
 def _outcome(**overrides) -> Outcome:
     exercise = Exercise("test_softmax", "softmax", 0.0, 3.0, True, True,
                         "softmax: 13/13 cases passed",
-                        "passed the checks of your notebook but not the hidden checks",
+                        "passed the checks in your notebook but not the hidden checks",
                         detail="CheckFailed: softmax: case 7 (hidden) failed. input: [1e4]")
     fields = dict(assignment=ASSIGNMENT, notebook=NOTEBOOK, status="ok", score=0.0,
                   max_score=3.0, exercises=[exercise], written=[("a-shift", 1.0)])

@@ -157,9 +157,9 @@ def _verdict(full: dict, visible: dict, has_hidden: bool) -> str:
     if (full["score"] or 0.0) >= full["max_score"]:
         return "passed every check, hidden ones included" if has_hidden else "passed every check"
     if (visible["score"] or 0.0) < visible["max_score"]:
-        first = "failed the checks of your notebook (see its output)"
+        first = "failed the checks in your notebook"
     elif has_hidden:
-        first = "passed the checks of your notebook but not the hidden checks drawn at grading time"
+        first = "passed the checks in your notebook but not the hidden checks drawn at grading time"
     else:
         first = "did not pass when checked again outside your notebook"
     if verified.get("error"):
