@@ -317,7 +317,54 @@ def fill_template(
         rows, key_column or KEYS[lms][key]
     )
     report = Report(skipped=list(layout.skipped))
+    targets = _targets(points, assignments, per_exercise)
+    where = _place(targets, layout, dict(columns or {}), lms, report)
+    report.columns = {t: layout.header[c] for t, c in where.items()}
+    _check_points_possible(points, targets, where, layout, report)
 
+    by_key = _rows_by_key(rows, layout, key, cells, report)
+    students = {_fold(s, key): s for s in points}
+    report.not_in_file = sorted(s for f, s in students.items() if f not in by_key)
+    fmt = _number_format(rows, where.values(), cells.delimiter)
+    pending: list[str] = []
+    for value, found in sorted(by_key.items(), key=lambda kv: kv[1][0]):
+        if len(found) > 1:  # reported as ambiguous
+            continue
+        r = found[0]
+        student = students.get(value)
+        mine = points.get(student, {}) if student is not None else {}
+        missing = []
+        for target, col in where.items():
+            assignment, cell = targets[target]
+            got = mine.get(assignment)
+            if got is None or (cell is not None and cell not in got.cells):
+                missing.append(target)
+                continue
+            try:
+                cells.set(r, col, fmt(got.cells[cell][0] if cell else got.score))
+            except IndexError:
+                missing.append(f"{target} (the row is shorter than the header)")
+                continue
+            report.filled += 1
+            waiting = [c for c in got.pending if cell is None or c == cell]
+            if waiting:
+                pending.append(f"{student} {assignment}: {', '.join(waiting)}")
+        report.students_matched += len(missing) < len(where)
+        if missing:
+            report.without_grade.append(
+                f"{_display(rows[r], layout)} ({rows[r][layout.key_column].strip()}): "
+                + ", ".join(missing)
+            )
+    if pending:
+        report.warnings.append(
+            "written answers not graded by hand yet (counted as 0; grade them in nbgrader's "
+            "formgrader and export again): " + "; ".join(pending)
+        )
+    return cells.render(), report
+
+
+def _targets(points, assignments, per_exercise: bool) -> dict[str, tuple[str, str | None]]:
+    """What to export: target name -> (assignment, grade cell, or None for the assignment)."""
     wanted = sorted({a for per in points.values() for a in per})
     if assignments:
         unknown = sorted(set(assignments) - set(wanted))
@@ -327,7 +374,6 @@ def fill_template(
                 f"(it has: {', '.join(wanted) or 'none'})"
             )
         wanted = sorted(set(assignments))
-    # target -> (assignment, grade cell or None)
     targets: dict[str, tuple[str, str | None]] = {}
     for assignment in wanted:
         if not per_exercise:
@@ -337,11 +383,13 @@ def fill_template(
                         for c in per[assignment].cells})
         for cell in names:
             targets[f"{assignment}: {exercise_name(cell)}"] = (assignment, cell)
+    return targets
 
-    # which column each target goes to
+
+def _place(targets, layout: _Layout, explicit: dict, lms: str, report: Report) -> dict[str, int]:
+    """The column of each target: named with --column, else the one whose title matches."""
     where: dict[str, int] = {}
-    explicit = dict(columns or {})
-    for target in targets:
+    for target, (assignment, cell) in targets.items():
         if target in explicit:
             header = explicit.pop(target)
             if header not in layout.header:
@@ -350,11 +398,10 @@ def fill_template(
                 )
             where[target] = layout.header.index(header)
             continue
-        wanted_names = {canonical(target)}
-        assignment, cell = targets[target]
+        names = {canonical(target)}
         if cell is not None:
-            wanted_names.add(canonical(assignment + cell))
-        hits = [c for c, names in layout.gradeable.items() if wanted_names & set(names)]
+            names.add(canonical(assignment + cell))
+        hits = [c for c, titles in layout.gradeable.items() if names & set(titles)]
         if len(hits) == 1:
             where[target] = hits[0]
         elif hits:
@@ -380,35 +427,43 @@ def fill_template(
             )
             for target in names:
                 del where[target]
-    report.columns = {t: layout.header[c] for t, c in where.items()}
+    return where
 
+
+def _check_points_possible(points, targets, where, layout: _Layout, report: Report) -> None:
+    """Warn where Canvas's "Points Possible" differs from the notebook's points."""
     for target, col in where.items():
         possible = layout.points_possible.get(col, "").strip().replace(",", ".")
         assignment, cell = targets[target]
         ours = {p[assignment].cells[cell][1] if cell else p[assignment].max_score
-                for p in points.values() if assignment in p and (cell is None or cell in
-                                                                  p[assignment].cells)}
+                for p in points.values()
+                if assignment in p and (cell is None or cell in p[assignment].cells)}
         try:
-            if possible and ours and abs(float(possible) - max(ours)) > 1e-9:
-                report.warnings.append(
-                    f"{target}: Canvas's 'Points Possible' for {layout.header[col]!r} is "
-                    f"{possible}, the notebook's maximum is {max(ours):g}"
-                )
-        except ValueError:
-            pass  # not a number (a letter-grade column): Canvas decides
+            differs = bool(possible and ours) and abs(float(possible) - max(ours)) > 1e-9
+        except ValueError:  # not a number (a letter-grade column): Canvas decides
+            continue
+        if differs:
+            report.warnings.append(
+                f"{target}: Canvas's 'Points Possible' for {layout.header[col]!r} is "
+                f"{possible}, the notebook's maximum is {max(ours):g}"
+            )
 
-    # match students
-    def display(row: list[str]) -> str:
-        name = " ".join(row[i].strip() for i in layout.name_columns if i < len(row)).strip()
-        return name or "(no name)"
 
+def _display(row: list[str], layout: _Layout) -> str:
+    name = " ".join(row[i].strip() for i in layout.name_columns if i < len(row)).strip()
+    return name or "(no name)"
+
+
+def _rows_by_key(rows, layout: _Layout, key: str, cells: CsvCells, report: Report):
+    """Student rows by their (folded) key; rows without a key and repeated keys reported."""
     by_key: dict[str, list[int]] = {}
     for r in layout.student_rows:
         row = rows[r]
         value = row[layout.key_column].strip() if layout.key_column < len(row) else ""
         if not value:
             report.without_grade.append(
-                f"{display(row)} (line {cells.line(r)}): no {layout.header[layout.key_column]}"
+                f"{_display(row, layout)} (line {cells.line(r)}): "
+                f"no {layout.header[layout.key_column]}"
             )
             continue
         by_key.setdefault(_fold(value, key), []).append(r)
@@ -418,47 +473,7 @@ def fill_template(
                 f"{layout.header[layout.key_column]} {rows[found[0]][layout.key_column].strip()!r}"
                 f" is on {len(found)} rows (lines {', '.join(str(cells.line(r)) for r in found)})"
             )
-    students = {_fold(s, key): s for s in points}
-    report.not_in_file = sorted(s for f, s in students.items() if f not in by_key)
-    fmt = _number_format(rows, where.values(), cells.delimiter)
-    pending: list[str] = []
-    for value, found in sorted(by_key.items(), key=lambda kv: kv[1][0]):
-        if len(found) > 1:
-            continue
-        r = found[0]
-        row = rows[r]
-        student = students.get(value)
-        mine = points.get(student, {}) if student is not None else {}
-        missing = []
-        wrote = False
-        for target, col in where.items():
-            assignment, cell = targets[target]
-            got = mine.get(assignment)
-            if got is None or (cell is not None and cell not in got.cells):
-                missing.append(target)
-                continue
-            score = got.cells[cell][0] if cell else got.score
-            try:
-                cells.set(r, col, fmt(score))
-            except IndexError:
-                missing.append(f"{target} (the row is shorter than the header)")
-                continue
-            report.filled += 1
-            wrote = True
-            waiting = got.pending if cell is None else [c for c in got.pending if c == cell]
-            if waiting:
-                pending.append(f"{student} {assignment}: {', '.join(waiting)}")
-        report.students_matched += wrote
-        if missing and where:
-            report.without_grade.append(
-                f"{display(row)} ({row[layout.key_column].strip()}): {', '.join(missing)}"
-            )
-    if pending:
-        report.warnings.append(
-            "written answers not graded by hand yet (counted as 0; grade them in nbgrader's "
-            "formgrader and export again): " + "; ".join(pending)
-        )
-    return cells.render(), report
+    return by_key
 
 
 def _fold(value: str, key: str) -> str:
