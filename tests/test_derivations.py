@@ -600,7 +600,10 @@ def _squeezed(text: str) -> str:
 @functools.cache
 def _release_text(notebook: str) -> str:
     nb = json.loads((ROOT / "course" / notebook / f"{notebook}.ipynb").read_text("utf-8"))
-    return _squeezed("\n".join("".join(c["source"]) for c in nb["cells"]))
+    # the cells, and their ids, which the feedback pages show too
+    return _squeezed("\n".join("".join(c["source"]) + c.get("id", "")
+                                + str(c["metadata"].get("nbgrader", {}).get("grade_id", ""))
+                                for c in nb["cells"]))
 
 
 def test_every_step_has_hand_written_forms_to_look_for():
