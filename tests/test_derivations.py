@@ -712,12 +712,19 @@ def test_every_notebook_has_two_derivations_of_several_steps(notebook):
 def test_a_form_undefined_at_the_data_is_decided_symbolically():
     # y (y - 1) / (y (y - 1)) is 1 wherever it is defined, and undefined for every flip in
     # {0, 1}: numerically it cannot be judged, symbolically it is the right estimate
-    y = S.y[S.m]
-    answer = _sum(y * (y**2 - y) / (y**2 - y)) / S.M
+    answer = _sum(_undefined_at_flips(S.y[S.m])) / S.M
+    assert evaluate(answer, {"M": 2, "y": {1: 0.0, 2: 1.0}}, Budget(100)) != 0.5  # nan
     result = run_check("bernoulli_mle.p_hat", answer)
     assert result.passed, result.message
-    wrong = _sum((y**2 - y) / (y**2 - y)) / S.M  # = 1 wherever defined
+    wrong = _sum(_undefined_at_flips(1)) / S.M  # 1 wherever it is defined
     assert not run_check("bernoulli_mle.p_hat", wrong).passed
+
+
+def _undefined_at_flips(factor):
+    """``factor * (y^2 - y) / (y^2 - y)``, kept as typed (SymPy would cancel it)."""
+    y = S.y[S.m]
+    zero = y**2 - y
+    return sp.Mul(factor, zero, sp.Pow(zero, -1, evaluate=False), evaluate=False)
 
 
 @pytest.mark.parametrize(("name", "earlier", "answer", "given"), [
@@ -740,3 +747,16 @@ def test_a_step_built_on_a_wrong_earlier_step_passes(name, earlier, answer, give
     assert not run_check(earlier, given).passed
     result = run_check(name, answer, given=given)
     assert result.passed, result.message
+
+
+def test_the_symbolic_second_opinion_is_bounded():
+    from lossutils.checks._derivation import _expanded_terms
+
+    binomials = sp.Mul(*[(S.y[i] + S.p) for i in range(1, 21)], evaluate=False)
+    assert _expanded_terms(binomials) >= 2000  # would expand into 2**20 terms
+    assert 8 <= _expanded_terms((S.p + 1) ** 3 * (S.M + S.p)) <= 16  # an upper bound
+    # undefined at every point (0/0 for flips in {0, 1}) and far too big to expand: refused
+    # without simplifying
+    answer = sp.Add(_sum(_undefined_at_flips(S.y[S.m])) / S.M, binomials,
+                    sp.Mul(-1, binomials, evaluate=False), evaluate=False)
+    assert not run_check("bernoulli_mle.p_hat", answer).passed

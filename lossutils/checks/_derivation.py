@@ -457,14 +457,16 @@ class DerivationStep(Exercise):
         """The second opinion where evaluation was undefined or borderline at some points.
 
         Both expressions, with the sums written out for a small number of terms, are
-        simplified and compared; only for small expressions with small numbers, so that
-        rebuilding the student's expression can never evaluate something huge.
+        simplified and compared; only for small expressions with small numbers whose
+        expansion stays small, so that rebuilding or simplifying the student's expression can
+        never take long.
         """
         import sympy as sp
 
         from ._symeval import structure
 
-        if not _small_numbers(expr) or structure(expr).nodes > 300:
+        if not _small_numbers(expr) or structure(expr).nodes > 150 \
+                or _expanded_terms(expr) > _SYMBOLIC_TERMS:
             return False
         ns = self.derivation.ns
         count = self.derivation.symbols.count
@@ -473,9 +475,11 @@ class DerivationStep(Exercise):
                                  if isinstance(s, sp.Symbol) and s.name in mine})
         terms = {mine[count]: 3} if count in mine else {}
         difference = (renamed.subs(terms) - self.truth().subs(terms)).doit()
-        if structure(difference).nodes > 600:
+        if structure(difference).nodes > 400 or _expanded_terms(difference) > _SYMBOLIC_TERMS:
             return False
-        simplified = sp.simplify(difference)
+        simplified = sp.cancel(sp.together(sp.expand_log(difference)))
+        if simplified != 0 and structure(simplified).nodes <= 60:
+            simplified = sp.simplify(simplified)
         if simplified == 0:
             return True
         found = structure(simplified)
@@ -680,6 +684,28 @@ def _inconclusive(got, truth) -> bool:
     defined_elsewhere = all(u or a for u, a in zip(undefined, agree, strict=True))
     borderline = all(agree) and not all(_close(g, t) for g, t in pairs)
     return (any(undefined) and defined_elsewhere) or borderline
+
+
+# Terms an expression may have once expanded for the symbolic second opinion to run.
+_SYMBOLIC_TERMS = 2000
+
+
+def _expanded_terms(expr, cap: int = 10 * _SYMBOLIC_TERMS) -> int:
+    """An upper bound of the number of terms of ``expr`` expanded (capped at ``cap``)."""
+    import sympy as sp
+
+    if isinstance(expr, sp.Add):
+        return min(cap, sum(_expanded_terms(a, cap) for a in expr.args))
+    if isinstance(expr, sp.Mul):
+        product = 1
+        for arg in expr.args:
+            product = min(cap, product * _expanded_terms(arg, cap))
+        return product
+    if isinstance(expr, sp.Pow) and isinstance(expr.exp, sp.Integer):
+        base = _expanded_terms(expr.base, cap)
+        return cap if base > 1 and abs(int(expr.exp)) > 64 else min(cap, base ** abs(int(
+            expr.exp)))
+    return min(cap, max([1] + [_expanded_terms(a, cap) for a in getattr(expr, "args", ())]))
 
 
 def _small_numbers(expr) -> bool:
