@@ -462,7 +462,7 @@ def test_no_message_shows_the_expected_expression(name):
 def test_wrong_types_and_symbols_get_a_message_saying_what_was_expected(name):
     exercise = get_exercise(name)
     allowed = exercise.allowed()
-    for answer, diagnosis in [(None, "not_set"), ("p * x", "wrong_type"),
+    for answer, diagnosis in [(None, "not_implemented"), ("p * x", "wrong_type"),
                               ([sp.Integer(1)], "wrong_type"), (0.5j, "wrong_type"),
                               (sp.Eq(sp.Symbol("q"), 1), "wrong_type"),
                               (sp.Symbol("theta") + 1, "foreign_symbols")]:

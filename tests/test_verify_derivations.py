@@ -113,7 +113,7 @@ def test_honest_steps_pass_and_untouched_ones_score_nothing(books):
                                                      "test_p_hat": True}
     blank = _verify(books["release"], books)
     assert not any(v.passed for v in blank.values())
-    assert {v.diagnosis for v in blank.values()} == {"not_set"}
+    assert {v.diagnosis for v in blank.values()} == {"not_implemented"}
 
 
 @pytest.mark.grading

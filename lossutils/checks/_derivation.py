@@ -310,7 +310,10 @@ class DerivationStep(Exercise):
                 raise self._too_large(name)
             raise self._unsupported(name, value.node)
         if value is None:
-            raise _Failure(f"{name} is still None: set it to your expression.", "not_set",
+            # None is what the release sets: the step is not done yet, like a function that
+            # still raises NotImplementedError.
+            raise _Failure(f"{name} is still None: set it to your expression.",
+                           "not_implemented",
                            f"write `{name} = ...` in its cell; {expected}.")
         if type(value) is int:  # a plain number is an expression without symbols
             value = sp.Integer(value)

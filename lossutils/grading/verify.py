@@ -807,7 +807,7 @@ def verify_submission(
                 if getattr(exercise, "takes_value", False):
                     # A step of a derivation: the answer is an expression, not a function.
                     try:
-                        result = _check_step(runner, call, seed, loaded)
+                        result = _check_step(runner, call, seed)
                     except _Fatal as exc:
                         score.passed, score.error = False, str(exc)
                         break
@@ -852,13 +852,13 @@ def verify_submission(
     return results
 
 
-def _check_step(runner: _Runner, call: CheckCall, seed: int, loaded: dict):
+def _check_step(runner: _Runner, call: CheckCall, seed: int):
     """Judge a derivation step: its expression (and the earlier one, ``given``) fetched by name.
 
     The sandbox sends each value as an allow-listed expression tree or as plain data; the
     trusted checker judges the rebuilt expression exactly as the kernel's check does.
     """
-    from lossutils.checks import CheckResult, from_plain, run_check
+    from lossutils.checks import from_plain, run_check
     from lossutils.checks._derivation import Unshipped
 
     given = dict(call.uses).get("given")
@@ -872,7 +872,9 @@ def _check_step(runner: _Runner, call: CheckCall, seed: int, loaded: dict):
     for name in names:
         data = values[name]
         if data.get("missing"):
-            decoded[name] = _MISSING
+            # Not defined by the student's cells: in the kernel the release's own cell set it
+            # to None, and the step says so in both places.
+            decoded[name] = None
         elif "sympy" in data:
             try:
                 decoded[name] = _verify_runner.decode_sympy(data["sympy"])
@@ -892,17 +894,9 @@ def _check_step(runner: _Runner, call: CheckCall, seed: int, loaded: dict):
                 runner._die("protocol")
         else:
             runner._die("protocol")
-    if decoded[call.function] is _MISSING:
-        message = (f"{call.function} is not defined after running the solution cells"
-                   f"{_cell_errors(loaded)}.")
-        return CheckResult(call.exercise, False, 0, 0, message, "not_set")
-    earlier = decoded.get(given) if given else None
     return run_check(call.exercise, decoded[call.function], hidden=call.hidden,
                      seed=seed if call.hidden else None,
-                     given=None if earlier is _MISSING else earlier)
-
-
-_MISSING = object()
+                     given=decoded.get(given) if given else None)
 
 
 def _load(runner: _Runner, prelude, cells, names) -> dict:
