@@ -686,15 +686,16 @@ def grade_submission(task: dict) -> dict:
     result["status"] = codes[0] if codes else "ok"
     result["score"] = sum(r["score"] or 0.0 for r in records)
     result["max_score"] = sum(r["max_score"] for r in records)
-    if nb is not None:
-        import nbformat
+    import nbformat
 
-        if task.get("keep_notebook", True):
-            result["autograded"] = nbformat.writes(nb)
-        if task.get("feedback", True):
-            try:
-                result["feedback_html"] = _feedback_html(nb, task, records, problems)
-            except Exception as exc:  # feedback is a courtesy; the grade stands without it
-                problems.append(_problem("grader-error", f"feedback failed: {exc}"[:500]))
+    if nb is not None and task.get("keep_notebook", True):
+        result["autograded"] = nbformat.writes(nb)
+    if task.get("feedback", True):
+        # without a notebook (unreadable, missing, wrong format) the page says why it scored 0
+        shown = nb if nb is not None else nbformat.v4.new_notebook()
+        try:
+            result["feedback_html"] = _feedback_html(shown, task, records, problems)
+        except Exception as exc:  # feedback is a courtesy; the grade stands without it
+            problems.append(_problem("grader-error", f"feedback failed: {exc}"[:500]))
     result["seconds"] = round(time.monotonic() - start, 3)
     return result
