@@ -222,7 +222,7 @@ class Browser:
                 self._write({"id": 0, "method": "Fetch.continueRequest", "sessionId":
                              event["sessionId"], "params": {"requestId": params["requestId"]}})
             else:
-                if load is not None:
+                if load is not None and url not in load.blocked:
                     load.blocked.append(url)
                 self._write({"id": 0, "method": "Fetch.failRequest", "sessionId":
                              event["sessionId"], "params": {"requestId": params["requestId"],
