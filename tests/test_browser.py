@@ -32,8 +32,9 @@ _spec.loader.exec_module(chromium)
 
 pytestmark = [
     pytest.mark.grading,
+    pytest.mark.needs_chromium,
     pytest.mark.skipif(chromium.chromium_path() is None,
-                       reason="Chromium is not installed (apt-get install chromium)"),
+                       reason="chromium missing: apt-get install chromium"),
 ]
 
 # A student id is a folder name: anything but "/" and NUL.
@@ -53,7 +54,8 @@ print({PLANTED["stdout"]!r})
 display(HTML("<b>bold</b><img src=x onerror=\\"window.__pwned='html img'\\">"
              + {PLANTED["html-output"]!r}))
 display(Javascript("window.__pwned = 'javascript output'"))
-display(SVG('<svg xmlns="http://www.w3.org/2000/svg" onload="window.__pwned=1"><circle r="4"/></svg>'))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg" onload="window.__pwned=1">'
+            '<circle r="4"/></svg>'))
 display(Markdown("<img src=x onerror=\\"window.__pwned='markdown output'\\">"))
 """
 

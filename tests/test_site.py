@@ -31,8 +31,9 @@ _spec = importlib.util.spec_from_file_location("lossutils_tests_chromium",
 chromium = sys.modules.setdefault("lossutils_tests_chromium",
                                   importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(chromium)
-needs_chromium = pytest.mark.skipif(chromium.chromium_path() is None,
-                                    reason="Chromium is not installed (apt-get install chromium)")
+needs_chromium = [pytest.mark.needs_chromium,
+                  pytest.mark.skipif(chromium.chromium_path() is None,
+                                     reason="chromium missing: apt-get install chromium")]
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +212,7 @@ def _ids(path: Path) -> set[str]:
 
 
 @pytest.mark.notebooks
-@needs_chromium
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", [pytest.param(p, marks=needs_chromium) for p in PAGES])
 def test_page_loads_offline_with_math_images_and_links(site, browser, page):
     out, _ = site
     load = browser.load((out / page).as_uri())
