@@ -182,8 +182,8 @@ def _execute(path: str, timeout: int) -> tuple[object, list[CellPlan], list[str]
     outputs, the plan, and a line for every such cell that failed anyway (shown without
     output: the analysis missed a dependency, or the notebook is broken)."""
     import nbformat
-    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     plans = plan_cells(nb)
@@ -195,10 +195,11 @@ def _execute(path: str, timeout: int) -> tuple[object, list[CellPlan], list[str]
         folder = os.path.join(work, "nb")
         shutil.copytree(os.path.dirname(path), folder)
         # Unix sockets rather than TCP ports: nothing listens on the network while cells run
-        kernel = KernelManager(kernel_name="python3", transport="ipc",
-                               ip=os.path.join(work, "kernel"))
-        NotebookClient(part, km=kernel, timeout=timeout, allow_errors=True,
-                       resources={"metadata": {"path": folder}}).execute()
+        config = Config()
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = os.path.join(work, "kernel")
+        NotebookClient(part, config=config, kernel_name="python3", timeout=timeout,
+                       allow_errors=True, resources={"metadata": {"path": folder}}).execute()
     problems = []
     for i, cell in zip(runnable, part.cells, strict=True):
         errors = [o for o in cell.outputs if o.output_type == "error"]

@@ -18,6 +18,7 @@ import base64
 import fcntl
 import json
 import os
+import pathlib
 import queue
 import shutil
 import subprocess
@@ -329,13 +330,18 @@ class Browser:
 
 
 def main(argv: list[str]) -> int:
-    """``screenshot URL OUT.png [WIDTH HEIGHT]``: what the screenshots in docs/ are taken with."""
+    """``screenshot PAGE OUT.png [WIDTH HEIGHT]``: what the screenshots in docs/ are taken with
+    (PAGE is a file, or a URL; a ``#fragment`` scrolls to it)."""
     if len(argv) not in (3, 5) or argv[0] != "screenshot":
-        sys.stderr.write("usage: python tests/chromium.py screenshot URL OUT.png [WIDTH HEIGHT]\n")
+        sys.stderr.write("usage: python tests/chromium.py screenshot PAGE OUT.png [WIDTH HEIGHT]\n")
         return 2
     width, height = (int(argv[3]), int(argv[4])) if len(argv) == 5 else (1000, 700)
+    url = argv[1]
+    if not urllib.parse.urlsplit(url).scheme:
+        path, _, fragment = url.partition("#")
+        url = pathlib.Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
     with Browser(width=width, height=height) as browser:
-        load = browser.load(argv[1])
+        load = browser.load(url)
         browser.screenshot(argv[2])
     print(load)
     return 0 if not (load.errors or load.blocked) else 1
