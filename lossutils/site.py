@@ -259,11 +259,13 @@ class _Links:
             target = posixpath.normpath(posixpath.join(here, urllib.parse.unquote(parts.path)))
             if target.split("/")[0] in (SOURCE, "..", ".git"):
                 raise SiteError(f"{source} links to {url}, outside what the site may publish")
-            if target not in self.pages:
-                if not os.path.isfile(os.path.join(self.root, target)):
-                    raise SiteError(f"{source} links to {url}, which does not exist")
+            if target in self.pages:
+                target = _site_path(target)
+            elif os.path.isfile(os.path.join(self.root, target)):
                 self.copies.add(target)
-            new = posixpath.relpath(_site_path(target), page_dir or ".")
+            else:
+                raise SiteError(f"{source} links to {url}, which does not exist")
+            new = posixpath.relpath(target, page_dir or ".")
             if parts.fragment:
                 new += "#" + parts.fragment
             return f'{attr}="{html.escape(new)}"'
@@ -340,8 +342,7 @@ def _mark(nb, plans: list[CellPlan]) -> None:
 
                 cell.outputs[i] = nbformat.v4.new_output(
                     "display_data", data={"text/markdown": (
-                        "*An interactive control: run the notebook to use it; the figure "
-                        "above shows its starting point.*")})
+                        "*An interactive control: run the notebook to use it.*")})
 
 
 def _hub_link(notebook: str, hub: str | None, repo: str | None, branch: str) -> str:
@@ -392,7 +393,7 @@ def build_site(out: str = "build/site", root: str = ".", *, hub: str | None = No
     Parameters
     ----------
     out : str
-        The site's folder; an earlier site there is removed first.
+        The site's folder; an earlier site there is replaced (any other folder is refused).
     root : str
         The repository root (``course/``, ``README.md``, ``docs/``).
     hub, repo : str, optional
@@ -418,6 +419,8 @@ def build_site(out: str = "build/site", root: str = ".", *, hub: str | None = No
     from lossutils._mathjax import copy_mathjax
 
     start = time.monotonic()
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isdir(os.path.join(out, MATHJAX)):
+        raise SiteError(f"{out} exists and is not a site built here; pass another --out")
     ids = _notebook_ids(root)
     if not ids:
         raise SiteError(f"no notebooks in {os.path.join(root, RELEASE)}/")

@@ -235,3 +235,32 @@ def test_page_loads_offline_with_math_images_and_links(site, browser, page):
             from urllib.parse import unquote
 
             assert {fragment, unquote(fragment)} & _ids(path), f"{page}: no anchor for {link}"
+
+
+def test_build_refuses_a_folder_that_is_not_a_site(tmp_path):
+    from lossutils.site import SiteError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SiteError, match="is not a site built here"):
+        build_site(str(tmp_path), str(ROOT))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_links_between_pages_are_rewritten_and_other_files_copied(tmp_path):
+    from lossutils.site import SiteError, _Links
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "figure.png").write_bytes(b"png")
+    (tmp_path / "notes.md").write_text("not a page")
+    links = _Links(str(tmp_path), {"course/README.md", "docs/a.md", "course/01/01.ipynb"})
+    page = ('<a href="a.md#two-words">a</a> <a href="../course/01/01.ipynb">nb</a> '
+            '<img src="figure.png"> <a href="../notes.md">n</a> <a href="https://x.org/a.md">w</a>'
+            ' <a href="#here">h</a> <a href="../course/README.md">home</a>')
+    assert links.rewrite(page, "docs/b.md") == (
+        '<a href="a.html#two-words">a</a> <a href="../course/01/01.html">nb</a> '
+        '<img src="figure.png"> <a href="../notes.md">n</a> <a href="https://x.org/a.md">w</a>'
+        ' <a href="#here">h</a> <a href="../index.html">home</a>')
+    assert links.copies == {"docs/figure.png", "notes.md"}
+    for bad in ("../solutions/01/01.ipynb", "missing.md"):
+        with pytest.raises(SiteError, match="links to"):
+            links.rewrite(f'<a href="{bad}">x</a>', "docs/b.md")
