@@ -150,13 +150,16 @@ def plan_cells(nb) -> list[CellPlan]:
     needs: dict[str, set[str]] = {}  # name -> exercises it depends on
     modules: set[str] = set()
     plans = []
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         grading = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code":
             role = "answer" if grading.get("solution") else "text"
             plans.append(CellPlan(role, False))
             continue
-        reads, binds, changes, imports = _names(cell.source)
+        try:
+            reads, binds, changes, imports = _names(cell.source)
+        except SyntaxError as exc:
+            raise SiteError(f"code cell {i} is not valid Python: {exc}") from None
         modules |= imports
         if grading.get("solution"):
             for name in binds:
