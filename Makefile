@@ -10,7 +10,7 @@ EXTRAS := course,test
 # nbgrader and Jupyter start helper executables (alembic, kernels) found on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup test test-fast lint demo lab release site bench clean
+.PHONY: help setup test test-fast lint demo lab release site bench perf-doc clean
 
 help:
 	@echo "make demo     set up, then grade the bundled sample submissions (the main job)"
@@ -18,8 +18,9 @@ help:
 	@echo "make lab      JupyterLab on course/ (the student notebooks)"
 	@echo "make release  regenerate course/ from solutions/ with nbgrader"
 	@echo "make site     the course web site in build/site/ (static, reads offline)"
-	@echo "make lint     ruff"
-	@echo "make bench    run the benchmarks in benchmarks/"
+	@echo "make lint     ruff, and mypy on the reference math"
+	@echo "make bench    run the benchmarks in benchmarks/ (each records its run)"
+	@echo "make perf-doc write docs/performance.md from the benchmarks' records"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -32,6 +33,7 @@ setup: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest
@@ -57,6 +59,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_checks.py
 	$(BIN)/python benchmarks/bench_notebooks.py
 	$(BIN)/python benchmarks/bench_grading.py
+
+perf-doc:
+	$(PYTHON) benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) demo-output grading-work build .pytest_cache .ruff_cache .hypothesis
