@@ -114,8 +114,9 @@ def _words(text: str) -> str:
     return " " + " ".join(re.findall(r"\w+", text)) + " "
 
 
-def _master_secrets() -> list[tuple[str, str, str]]:
-    """(kind, where, words) of every solution region, model answer and hidden test."""
+def _master_secrets() -> list[tuple[str, str, str, bool]]:
+    """(kind, where, words, whole) of every solution region, model answer and hidden test;
+    ``whole`` is False for one line of a solution region."""
     # what any release shows students anyway (a line of a solution may be a demo's line too)
     public = _words("\n".join(c.source for n in NOTEBOOKS for c in nbformat.read(
         ROOT / "course" / n / f"{n}.ipynb", as_version=4).cells))
@@ -127,13 +128,16 @@ def _master_secrets() -> list[tuple[str, str, str]]:
             grading = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "markdown" and grading.get("solution"):
                 parts = [cell.source, *re.split(r"(?<=[.;:?!])\s+|\n", cell.source)]
-                secrets += [("model answer", where, w) for w in map(_words, parts)
+                secrets += [("model answer", where, w, True) for w in map(_words, parts)
                             if len(w.split()) >= 6 and w not in public]
             for kind, body in re.findall(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n(.*?)### END \1",
                                          cell.source, re.S):
                 kind = "solution" if kind == "SOLUTION" else "hidden test"
-                lines = [body, *body.splitlines()] if kind == "solution" else [body]
-                secrets += [(kind, where, w) for w in map(_words, lines)
+                parts = [(body, True)]
+                if kind == "solution":
+                    parts += [(line, False) for line in body.splitlines()]
+                secrets += [(kind, where, w, whole) for w, whole in
+                            ((_words(part), whole) for part, whole in parts)
                             if len(w.split()) >= (4 if kind == "hidden test" else 5)
                             and w not in public]
     return secrets
@@ -161,11 +165,13 @@ def _haystacks(folder: Path) -> dict[str, str]:
 def _leaks(folder: Path) -> list[str]:
     found = []
     haystacks = _haystacks(folder)
-    for kind, where, words in _master_secrets():
+    for kind, where, words, whole in _master_secrets():
         for rel, text in haystacks.items():
-            # docs/exercises.md documents the form of a hidden test with an example line;
-            # hidden tests are looked for in what comes from the notebooks
-            if kind == "hidden test" and not rel.startswith("course/"):
+            # The docs state the form of a hidden test (with an example) and the contract of
+            # each exercise (a line of it may read like a line of the solution): hidden tests
+            # and single solution lines are looked for in what comes from the notebooks, whole
+            # solutions and model answers everywhere.
+            if (kind == "hidden test" or not whole) and not rel.startswith("course/"):
                 continue
             if words in text:
                 found.append(f"{kind} of {where} in {rel}: {words.strip()[:80]}")
@@ -173,7 +179,7 @@ def _leaks(folder: Path) -> list[str]:
 
 
 def test_masters_have_secrets_to_look_for():
-    kinds = {kind for kind, _, _ in _master_secrets()}
+    kinds = {kind for kind, _, _, _ in _master_secrets()}
     assert kinds == {"solution", "model answer", "hidden test"}
 
 
