@@ -106,7 +106,7 @@ def _time_persistence(run, totals: dict) -> None:
 
 
 def _cluster_threads(address: str) -> int:
-    from lossutils.grading.distributed import connect
+    from lossutils.grading.executors.dask import connect
 
     executor = connect(address)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lossutils.grading.distributed import ClusterError, connect, pack_task, run_packed
+from lossutils.grading.executors.dask import ClusterError, connect, pack_task, run_packed
 from lossutils.grading.masters import load_master
 from lossutils.grading.worker import grade_submission, make_task
 

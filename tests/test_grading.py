@@ -899,7 +899,7 @@ def test_fast_feedback_exporter_highlights_code_like_nbconvert():
     import nbformat
     from nbconvert.exporters import HTMLExporter
 
-    from lossutils.grading.feedback import _fast_html_exporter
+    from lossutils.grading.worker.feedback import _fast_html_exporter
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}

@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.grading,
     pytest.mark.skipif(not sandbox_available(), reason="bubblewrap is not available"),
     pytest.mark.skipif(not _WIRED, reason="the grading worker does not call verification "
-                       "and the sandboxed kernel yet (lossutils/grading/worker.py)"),
+                       "and the sandboxed kernel yet (lossutils/grading/worker/)"),
 ]
 
 # Attacks that earn the points inside the kernel: verification must take them back and flag

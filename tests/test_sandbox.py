@@ -408,7 +408,7 @@ matplotlib.use("Agg")
 from matplotlib import mathtext
 from matplotlib.figure import Figure
 if sys.argv[1] == "shared":
-    from lossutils.grading._zygote import _share_mathtext_parser
+    from lossutils.grading.sandbox._zygote import _share_mathtext_parser
     assert _share_mathtext_parser()
 digests = []
 for _ in range(2):
@@ -449,7 +449,7 @@ def test_a_shared_mathtext_parser_parses_each_label_once_and_draws_the_same_pixe
 def test_a_zygote_whose_warm_up_leaves_a_file_open_starts_again_cold(leaves_a_file_open):
     code = (
         "import sys\n"
-        "import lossutils.grading._zygote as zygote\n"
+        "import lossutils.grading.sandbox._zygote as zygote\n"
         "if sys.argv[1] == 'True':\n"
         "    kept = []\n"
         "    zygote._warm_matplotlib = lambda: kept.append(open(sys.executable, 'rb'))\n"

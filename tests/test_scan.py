@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lossutils.grading.scan import PATTERNS, Finding, scan_notebook, scan_source
+from lossutils.grading.verify.scan import PATTERNS, Finding, scan_notebook, scan_source
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossutils.grading import _verify_runner as runner
 from lossutils.grading.sandbox import Limits, sandbox_available, zygote_supported
 from lossutils.grading.verify import (
     CheckCall,
@@ -27,6 +26,7 @@ from lossutils.grading.verify import (
     strip_magics,
     verify_submission,
 )
+from lossutils.grading.verify import _runner as runner
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTER = ROOT / "solutions" / "03-cross-entropy" / "03-cross-entropy.ipynb"

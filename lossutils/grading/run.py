@@ -108,7 +108,7 @@ def _init_worker(parent: int) -> None:
     import nbformat  # noqa: F401
     import nbgrader.preprocessors  # noqa: F401
 
-    from .feedback import _exporter
+    from .worker.feedback import _exporter
 
     _exporter()
 
@@ -391,7 +391,7 @@ def grade(
         for _ in range(workers):
             pool.submit(_warm_up)
     else:
-        from .distributed import connect
+        from .executors.dask import connect
 
         try:
             pool = connect(scheduler, sandboxed=sandbox)

@@ -356,7 +356,7 @@ def main() -> None:
         except Exception:  # an old or stripped-down matplotlib: the kernels warm up themselves
             pass
         if _open_files() - before:  # a font cache this code does not know: start again, cold
-            os.execv(sys.executable, [sys.executable, "-m", "lossutils.grading._zygote",
+            os.execv(sys.executable, [sys.executable, "-m", "lossutils.grading.sandbox._zygote",
                                       "--cold", *requested])
     if "matplotlib" in sys.modules and not bare:
         _share_mathtext_parser()

@@ -664,7 +664,7 @@ class KernelZygote:
 
     Starting a kernel costs a Python start-up, ipykernel's imports and then the notebook's own
     imports (matplotlib, sympy, ...): about two seconds for the course's notebooks, more than
-    many of their cells. The zygote (:mod:`lossutils.grading._zygote`) pays that once per
+    many of their cells. The zygote (:mod:`lossutils.grading.sandbox._zygote`) pays that once per
     worker: it imports ipykernel and the ``preload`` modules in the sandbox (and when they
     include matplotlib, draws one throw-away figure, so that its first-figure set-up is done
     once too: :attr:`warm`), then forks a kernel per submission. Each kernel gets its own
@@ -711,7 +711,7 @@ class KernelZygote:
             with open(_zygote.__file__, encoding="utf-8") as fh:
                 argv = [sys.executable, "-I", "-c", fh.read(), "--bare", *self.preload]
         else:
-            argv = [sys.executable, "-m", "lossutils.grading._zygote", *self.preload]
+            argv = [sys.executable, "-m", "lossutils.grading.sandbox._zygote", *self.preload]
         plan = _plan(argv, workdir=self._home, limits=limits, seed=None, env=None,
                      with_lossutils=not bare, ro_binds=(), rw_binds=[self.slots], uid=None,
                      zygote=True)

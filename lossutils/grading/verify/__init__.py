@@ -7,7 +7,7 @@ can reach:
 
 1. The trusted grader reads, with :mod:`ast`, which ``check("<exercise>", <function>)`` calls
    each test cell of the MASTER makes (never the student's copy of the test cell).
-2. A fresh sandboxed plain-Python process (:mod:`lossutils.grading._verify_runner`, no IPython,
+2. A fresh sandboxed plain-Python process (:mod:`lossutils.grading.verify._runner`, no IPython,
    no ``lossutils``; forked from a verification zygote when the grader runs as root) runs the
    master's import lines and the student's own code cells, magics removed.
 3. The trusted grader builds the cases (hidden ones with the run's seed) and drives the
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _verify_runner
-from .sandbox import Limits, exit_signal, kill_tree, require_sandbox, sandbox_argv
+from ..sandbox import Limits, exit_signal, kill_tree, require_sandbox, sandbox_argv
+from . import _runner as _verify_runner
 
 __all__ = [
     "PROBLEM_CODES",
@@ -389,7 +389,7 @@ def _verification_zygote(limits: Limits, prelude: Sequence[str]):
     submission. The zygote runs in a sandbox without ``lossutils`` and never imports it; each
     fork is isolated like a forked kernel (see :class:`~lossutils.grading.sandbox.KernelZygote`).
     """
-    from .sandbox import ZygoteError, kernel_zygote, zygote_supported
+    from ..sandbox import ZygoteError, kernel_zygote, zygote_supported
 
     if not zygote_supported() or _ZYGOTE_FAILED:
         return None
@@ -420,7 +420,7 @@ class _Runner:
     """
 
     def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float, zygote=None):
-        from .sandbox import ZygoteError, _sandbox_uid
+        from ..sandbox import ZygoteError, _sandbox_uid
 
         self.limits = limits
         self.call_timeout = call_timeout
@@ -887,7 +887,7 @@ def apply_verification(
 ) -> dict:
     """Verify a graded submission and fold the outcome into the worker's result.
 
-    Runs the static scan (:func:`lossutils.grading.scan.scan_notebook`) and
+    Runs the static scan (:func:`lossutils.grading.verify.scan.scan_notebook`) and
     :func:`verify_submission`, then :func:`reconcile`; adds the problems, the scan findings
     (``result["scan"]``) and recomputes ``result["score"]``. ``result["status"]`` is left to
     the caller, who orders problem codes.

@@ -25,8 +25,8 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-from .verify import DEFAULT_LIMITS as VERIFY_LIMITS
-from .verify import PROBLEM_CODES as VERIFY_CODES
+from ..verify import DEFAULT_LIMITS as VERIFY_LIMITS
+from ..verify import PROBLEM_CODES as VERIFY_CODES
 
 __all__ = ["PROBLEM_CODES", "grade_submission", "make_task", "parse_diagnosis"]
 
@@ -334,7 +334,7 @@ def _zygote(task: dict):
     kernel in a sandbox of its own, which is exactly as isolated (results say ``"kernel":
     "started"`` instead of ``"forked"``).
     """
-    from .sandbox import ZygoteError, kernel_zygote, zygote_supported
+    from ..sandbox import ZygoteError, kernel_zygote, zygote_supported
 
     if not task.get("sandbox", True) or not zygote_supported() or _ZYGOTE_FAILED:
         return None
@@ -348,7 +348,7 @@ def _zygote(task: dict):
 def start_zygotes(preload) -> None:
     """Start this thread's kernel zygote and verification zygote for masters importing
     ``preload`` (where forking is supported), as the first submission would."""
-    from .verify import _verification_zygote
+    from ..verify import _verification_zygote
 
     _zygote({"sandbox": True, "master": {"preload": list(preload)}})
     _verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
@@ -377,7 +377,7 @@ def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict
             super().on_cell_executed(**kwargs)
             done.add(kwargs["cell_index"])
 
-    from .sandbox import sandbox_kernel_manager
+    from ..sandbox import sandbox_kernel_manager
 
     # The kernel runs in the sandbox (no network, no repository, limits; see SECURITY.md);
     # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown.
@@ -647,7 +647,7 @@ def grade_submission(task: dict) -> dict:
             _clip_outputs(nb, task["max_output_chars"])
         records = _score_cells(nb, master, done, bool(executed))
         if executed:
-            from .verify import apply_verification
+            from ..verify import apply_verification
 
             # The final score of every checked exercise is the one verified outside the
             # student's kernel; disagreement is flagged as suspected tampering.

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import uuid
 
-from .discover import UsageError
+from ..discover import UsageError
 
 __all__ = ["ClusterError", "DaskExecutor", "connect", "pack_task", "run_packed"]
 
@@ -138,8 +138,8 @@ def _prepare_worker(sandboxed: bool) -> dict:
 
     import lossutils
 
-    from .feedback import _exporter
-    from .sandbox import SandboxUnavailable, require_sandbox
+    from ..sandbox import SandboxUnavailable, require_sandbox
+    from ..worker.feedback import _exporter
 
     _exporter()
     info = {
@@ -238,7 +238,7 @@ class DaskExecutor(cf.Executor):
             )
         error = inner.exception()
         if isinstance(error, KilledWorker) and task is not None:
-            from .run import _failure_result
+            from ..run import _failure_result
 
             return _failure_result(
                 task,
