@@ -322,7 +322,7 @@ def grade(
     max_bytes: int = 20_000_000,
     max_output_chars: int = 20_000,
     sandbox: bool = True,
-    progress=sys.stderr,
+    progress=True,
 ) -> dict:
     """Grade a folder of submissions into ``out``; see ``docs/grading.md``.
 
@@ -357,8 +357,8 @@ def grade(
         Run student code (kernels and verification) in the bubblewrap sandbox. False only
         for ``--unsandboxed`` grading inside a throw-away container (see SECURITY.md).
     progress : bool or file
-        Where the progress bar goes: ``True`` for ``sys.stderr``, a file, or ``False``/``None``
-        for nowhere.
+        Where the progress bar goes: ``True`` (default) for ``sys.stderr`` as it is when the
+        run starts, a file, or ``False``/``None`` for nowhere.
 
     Returns
     -------
