@@ -18,13 +18,17 @@ from lossutils.grading import sandbox
 from lossutils.grading.sandbox import (
     Limits,
     SandboxUnavailable,
+    bwrap,
     exit_signal,
+    kernel,
+    processes,
     require_sandbox,
     run_sandboxed,
     sandbox_argv,
     sandbox_available,
     sandbox_kernel_manager,
 )
+from lossutils.grading.sandbox import zygote as zygote_module
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_sandbox = pytest.mark.skipif(not sandbox_available(),
@@ -49,7 +53,7 @@ def test_limits_must_be_positive():
 
 
 def test_unavailable_sandbox_names_the_flag(monkeypatch):
-    monkeypatch.setattr(sandbox, "_probe", lambda: "bwrap is not installed")
+    monkeypatch.setattr(bwrap, "_probe", lambda: "bwrap is not installed")
     assert not sandbox.sandbox_available()
     with pytest.raises(SandboxUnavailable, match=r"not available: bwrap is not installed\. "
                                                  r"(.|\n)*pass --unsandboxed to grade"):
@@ -59,14 +63,14 @@ def test_unavailable_sandbox_names_the_flag(monkeypatch):
 def test_argv_binds_python_and_lossutils_but_not_the_repository(tmp_path):
     cmd = sandbox_argv([sys.executable, "-c", "pass"], workdir=str(tmp_path), seed=9)
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a in ("--ro-bind", "--bind")]
-    assert sandbox.lossutils_path() in binds
+    assert bwrap.lossutils_path() in binds
     assert str(tmp_path.resolve()) in binds
     assert not any(b in (str(ROOT), "/", "/root", "/home", "/work") for b in binds)
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
         assert flag in cmd
     assert cmd[cmd.index("--setenv", cmd.index("LOSSUTILS_GRADING_SEED") - 1) + 2] == "9"
     hidden = sandbox_argv([sys.executable], workdir=str(tmp_path), with_lossutils=False)
-    assert sandbox.lossutils_path() not in [hidden[i + 1] for i, a in enumerate(hidden)
+    assert bwrap.lossutils_path() not in [hidden[i + 1] for i, a in enumerate(hidden)
                                             if a == "--ro-bind"]
 
 
@@ -335,7 +339,7 @@ def test_forked_kernels_share_nothing(zygote):
 
     planter_uid, created = run(_PLANT)
     assert created == "True"
-    assert sandbox._user_processes(int(planter_uid)) == []  # the daemon died with its kernel
+    assert processes.user_processes(int(planter_uid)) == []  # the daemon died with its kernel
     uid, caps, tmp, shm, module, env, others, slots = run(_LOOK)
     assert uid != planter_uid
     assert int(uid) >= 1_000_000_000
@@ -536,8 +540,9 @@ def test_forked_processes_still_see_a_python_that_lives_under_tmp(monkeypatch):
         env = Path(checkout) / "env" / "lib"
         env.mkdir(parents=True)
         (env / "marker.py").write_text("VALUE = 42\n")
-        real = sandbox.python_paths
-        monkeypatch.setattr(sandbox, "python_paths", lambda: [*real(), str(env.parent)])
+        real = bwrap.python_paths
+        for module in (bwrap, zygote_module):
+            monkeypatch.setattr(module, "python_paths", lambda: [*real(), str(env.parent)])
         z = sandbox.KernelZygote(Limits(memory_bytes=2**30, max_processes=16), bare=True)
         try:
             assert str(env.parent) in z.keep  # (with this checkout's own, if it is under /tmp)
@@ -555,7 +560,7 @@ def test_forked_processes_still_see_a_python_that_lives_under_tmp(monkeypatch):
                 sys.exit(0 if (marker.VALUE, writable, top)
                          == (42, False, {tops!r}) else 9)
             """)
-            runner = z.spawn(sandbox._sandbox_uid(), probe)
+            runner = z.spawn(bwrap.sandbox_uid(), probe)
             try:
                 assert runner.wait(timeout=20) == 0
             finally:
@@ -611,7 +616,7 @@ def _reply(msg_id, msg_type="kernel_info_reply"):
 def _wait(client, timeout=None):
     import asyncio
 
-    asyncio.run(sandbox.wait_until_ready(client, timeout))
+    asyncio.run(kernel.wait_until_ready(client, timeout))
 
 
 def test_ready_on_the_reply_to_this_request_and_a_first_iopub_message():
@@ -686,7 +691,7 @@ sys.stdin.readline()  # wait to be killed
 @needs_zygote
 def test_spawned_processes_talk_over_pipes_and_share_nothing(bare_zygote):
     def spawn(line):
-        runner = bare_zygote.spawn(sandbox._sandbox_uid(), _SPAWNED)
+        runner = bare_zygote.spawn(bwrap.sandbox_uid(), _SPAWNED)
         runner.stdin.write(line.encode() + b"\n")
         runner.stdin.flush()
         os.set_blocking(runner.stdout.fileno(), True)
@@ -708,7 +713,7 @@ def test_spawned_processes_talk_over_pipes_and_share_nothing(bare_zygote):
         assert second.wait(timeout=10) == -signal.SIGKILL
     finally:
         second.close()
-    assert sandbox._user_processes(second.uid) == []
+    assert processes.user_processes(second.uid) == []
 
 
 def test_kernel_clients_retry_their_connection_every_10_ms():

@@ -332,15 +332,16 @@ def attack_results(books, tmp_path_factory, request):
 @needs_sandbox
 @needs_zygote
 def test_verification_forks_from_a_zygote_that_never_imported_lossutils(books):
-    from lossutils.grading import sandbox
+    from lossutils.grading.sandbox import bwrap
+    from lossutils.grading.sandbox import zygote as zygote_module
 
     done = _verify(books.submission(), books.master)
     assert all(score.passed for score in done.values())
-    [zygote] = [z for (_, _, bare), z in sandbox._ZYGOTES.items() if bare]
+    [zygote] = [z for (_, _, bare), z in zygote_module._ZYGOTES.items() if bare]
     assert "numpy" in zygote.preloaded
     assert not any(name.split(".")[0] == "lossutils" for name in zygote.preloaded)
     probe = "import sys; sys.exit(7 if any(m.startswith('lossutils') for m in sys.modules) else 3)"
-    runner = zygote.spawn(sandbox._sandbox_uid(), probe)
+    runner = zygote.spawn(bwrap.sandbox_uid(), probe)
     try:
         assert runner.wait(timeout=10) == 3  # nothing of lossutils in the forked process
     finally:

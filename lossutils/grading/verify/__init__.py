@@ -420,7 +420,8 @@ class _Runner:
     """
 
     def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float, zygote=None):
-        from ..sandbox import ZygoteError, _sandbox_uid
+        from ..sandbox import ZygoteError
+        from ..sandbox.bwrap import sandbox_uid
 
         self.limits = limits
         self.call_timeout = call_timeout
@@ -430,7 +431,7 @@ class _Runner:
         self.tmp = None
         if zygote is not None:
             try:
-                self.proc = zygote.spawn(_sandbox_uid(), _RUNNER_SOURCE)
+                self.proc = zygote.spawn(sandbox_uid(), _RUNNER_SOURCE)
                 return
             except ZygoteError as exc:  # start this one on its own; later ones too
                 _ZYGOTE_FAILED.append(str(exc))
