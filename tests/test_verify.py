@@ -312,7 +312,7 @@ def attack_results(books, tmp_path_factory, request):
     Twice: with a verification process started per submission, and forked from the
     verification zygote (where the grader runs as root).
     """
-    from lossutils.grading import verify
+    from lossutils.grading.verify import channel
 
     base, found = _code_attacks(tmp_path_factory)
     results = {}
@@ -324,7 +324,7 @@ def attack_results(books, tmp_path_factory, request):
             done = _verify(books.submission(attack.cells), books.master)
             results[attack.name] = (attack, done, time.monotonic() - start)
     if request.param == "forked":
-        assert verify._ZYGOTE_FAILED == []
+        assert channel.ZYGOTE_FAILED == []
     return base, results
 
 

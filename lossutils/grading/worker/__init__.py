@@ -348,10 +348,10 @@ def _zygote(task: dict):
 def start_zygotes(preload) -> None:
     """Start this thread's kernel zygote and verification zygote for masters importing
     ``preload`` (where forking is supported), as the first submission would."""
-    from ..verify import _verification_zygote
+    from ..verify.channel import verification_zygote
 
     _zygote({"sandbox": True, "master": {"preload": list(preload)}})
-    _verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
+    verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
 
 
 def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
