@@ -26,10 +26,11 @@ import pytest
 
 from lossutils.grading.discover import UsageError, find_submissions
 from lossutils.grading.masters import load_master
+from lossutils.grading.progress import Progress
 from lossutils.grading.report import student_rows
-from lossutils.grading.run import Progress
 from lossutils.grading.state import State
-from lossutils.grading.worker import grade_submission, make_task, parse_diagnosis
+from lossutils.grading.worker import grade_submission, make_task
+from lossutils.grading.worker.score import parse_diagnosis
 
 SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 ASSIGNMENT = "00-fixture"
@@ -416,10 +417,10 @@ def test_batched_gradebook_writes_equal_nbgraders_own_calls(tmp_path, monkeypatc
 
 
 def test_results_wait_for_the_gradebook_in_bounded_batches(tmp_path, monkeypatch):
-    from lossutils.grading import run
+    from lossutils.grading import persist
 
     commits = []
-    monkeypatch.setattr(run, "_commit", lambda gb, state, items: commits.append(items))
+    monkeypatch.setattr(persist, "commit", lambda gb, state, items: commits.append(items))
 
     def result(i):
         return {
@@ -428,7 +429,7 @@ def test_results_wait_for_the_gradebook_in_bounded_batches(tmp_path, monkeypatch
             "autograded": None, "feedback_html": None,
         }
 
-    batch = run._Batch(str(tmp_path), None, None, Progress(6, None), size=2, wait=3600)
+    batch = persist.Batch(str(tmp_path), None, None, Progress(6, None), size=2, wait=3600)
     assert batch.time_left() is None
     for i in range(5):
         batch.add(result(i), f"k{i}", None, f"s{i}")
@@ -944,8 +945,7 @@ def test_fast_feedback_exporter_highlights_code_like_nbconvert():
 
 
 def test_workers_warm_up_with_the_imports_of_the_masters_being_graded(tmp_path):
-    from lossutils.grading.masters import list_masters
-    from lossutils.grading.run import _preload
+    from lossutils.grading.masters import list_masters, preload_for
 
     other = tmp_path / "01-other"
     other.mkdir()
@@ -958,8 +958,8 @@ def test_workers_warm_up_with_the_imports_of_the_masters_being_graded(tmp_path):
     (tmp_path / "02-broken" / "02-broken.ipynb").write_text("{not json")
     masters = list_masters(str(tmp_path))
     # the fixture imports os and numpy in its set-up cell
-    assert _preload(str(tmp_path), [ASSIGNMENT], masters) == ["os", "numpy"]
-    assert _preload(str(tmp_path), [ASSIGNMENT, "01-other", "02-broken"], masters) == [
+    assert preload_for(str(tmp_path), [ASSIGNMENT], masters) == ["os", "numpy"]
+    assert preload_for(str(tmp_path), [ASSIGNMENT, "01-other", "02-broken"], masters) == [
         "os", "numpy", "scipy.special", "sympy"]
 
 
@@ -977,7 +977,7 @@ def test_metadata_check_agrees_with_nbgraders(change):
     import nbformat
     from nbgrader.nbgraderformat import MetadataValidator
 
-    from lossutils.grading.worker import _metadata_validator
+    from lossutils.grading.worker.sanitize import _metadata_validator
 
     nb = nbformat.read(str(MASTER), as_version=4)
     if change is not None:

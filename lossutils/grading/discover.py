@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
-__all__ = ["UsageError", "find_submissions"]
+__all__ = ["UsageError", "file_hash", "find_submissions"]
 
 
 class UsageError(ValueError):
     """The command line asks for something the folders cannot give; the message says why."""
+
+
+def file_hash(path: str | None) -> str:
+    """sha256 of a submitted file, or ``"missing"`` (the ledger's record of which bytes were
+    graded)."""
+    if path is None or not os.path.isfile(path):
+        return "missing"
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _visible(folder: str) -> list[str]:

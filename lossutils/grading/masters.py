@@ -20,7 +20,15 @@ import shutil
 import sys
 import tempfile
 
-__all__ = ["COURSE_ID", "MasterMismatch", "list_masters", "load_master", "master_hash"]
+__all__ = [
+    "COURSE_ID",
+    "MasterMismatch",
+    "list_masters",
+    "load_master",
+    "master_hash",
+    "preload_for",
+    "preload_modules",
+]
 
 #: The course id of the repository's nbgrader_config.py; formgrader filters by it.
 COURSE_ID = "lossutils"
@@ -363,3 +371,17 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
         "files": files,
         "notebooks": notebooks,
     }
+
+
+def preload_for(source: str, assignments, masters: dict) -> list[str]:
+    """The modules the masters of ``assignments`` import (what their zygotes preload)."""
+    found: list[str] = []
+    for assignment in assignments:
+        for notebook in masters.get(assignment, ()):
+            path = os.path.join(source, assignment, notebook + ".ipynb")
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    found += preload_modules(json.load(fh))
+            except (OSError, ValueError):  # load_master reports a broken master
+                pass
+    return list(dict.fromkeys(found))

@@ -13,298 +13,24 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import json
-import multiprocessing
 import os
 import secrets
-import shutil
-import signal
 import sys
 import threading
 import time
 
-from .discover import UsageError, find_submissions
-from .masters import COURSE_ID, list_masters, load_master
+from .discover import UsageError, file_hash, find_submissions
+from .executors.local import LocalPool
+from .masters import COURSE_ID, list_masters, load_master, preload_for
+from .persist import Batch, lock_output, write_course_files
+from .problems import FAILURES
+from .progress import Progress
 from .sandbox import require_sandbox
 from .state import LedgerResults, State
 
-__all__ = ["FAILURES", "Progress", "grade"]
-
-#: Statuses that count as "failed to grade" for the exit code: the submission got a score, but
-#: not from running the student's answers to the end. Wrong answers and restored test cells
-#: are ordinary grades.
-FAILURES = (
-    "missing-notebook",
-    "unreadable",
-    "wrong-format",
-    "kernel-died",
-    "timeout",
-    "verification-failed",
-    "grader-error",
-)
-
-_LIGHT_DROP = ("autograded", "feedback_html")
+__all__ = ["grade"]
 
 
-class Progress:
-    """A plain-text progress bar with an ETA, on a terminal, or one line per 10% elsewhere.
-
-    Parameters
-    ----------
-    total : int
-        Number of submissions to grade in this run.
-    stream : file, optional
-        Where to draw; ``None`` draws nothing.
-
-    Examples
-    --------
-    >>> import io
-    >>> buf = io.StringIO()
-    >>> bar = Progress(4, buf)
-    >>> bar.update(2, "ada 02-gaussian-l2")
-    >>> "2/4" in buf.getvalue()
-    True
-    """
-
-    def __init__(self, total: int, stream=None):
-        self.total, self.stream, self.start = total, stream, time.monotonic()
-        self._tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
-        self._last_decile = -1
-
-    def update(self, done: int, label: str = "") -> None:
-        """Redraw after ``done`` submissions; ``label`` names the last one."""
-        if self.stream is None or self.total == 0:
-            return
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (self.total - done) if done else float("nan")
-        eta_text = "--:--" if eta != eta else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
-        width = 30
-        filled = int(width * done / self.total)
-        line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-            f"{100 * done // self.total:3d}%  ETA {eta_text}  {label[:40]}"
-        )
-        if self._tty:
-            self.stream.write("\r" + line.ljust(110))
-            if done == self.total:
-                self.stream.write("\n")
-        else:
-            decile = 10 * done // self.total
-            if decile == self._last_decile:
-                return
-            self._last_decile = decile
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def _init_worker(parent: int) -> None:
-    """Per-process set-up: the heavy imports once, and no orphans if the coordinator dies."""
-    import logging
-
-    # Ctrl-C is the coordinator's to handle; it stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.getLogger("traitlets").setLevel(logging.ERROR)
-    import nbclient  # noqa: F401
-    import nbformat  # noqa: F401
-    import nbgrader.preprocessors  # noqa: F401
-
-    from .worker.feedback import _exporter
-
-    _exporter()
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:  # coordinator killed (kill -9): stop grading for it
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _warm_up() -> None:
-    """A no-op task: submitting it makes the pool start a worker (and its imports) now."""
-
-
-def _preload(source: str, assignments, masters: dict) -> list[str]:
-    """The modules the masters of ``assignments`` import (what their zygotes preload)."""
-    from .masters import preload_modules
-
-    found: list[str] = []
-    for assignment in assignments:
-        for notebook in masters.get(assignment, ()):
-            path = os.path.join(source, assignment, notebook + ".ipynb")
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    found += preload_modules(json.load(fh))
-            except (OSError, ValueError):  # load_master reports a broken master
-                pass
-    return list(dict.fromkeys(found))
-
-
-def _start_zygotes(preload: list[str]) -> None:
-    """A warm-up task: start this worker's kernel and verification zygotes now.
-
-    Best effort: the first submission starts (or restarts) whatever this could not.
-    """
-    from .worker import start_zygotes
-
-    try:
-        start_zygotes(preload)
-    except Exception:  # the grading path reports its own failures
-        pass
-
-
-def _new_pool(workers: int):
-    return cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(os.getpid(),),
-    )
-
-
-def _run_task(task: dict) -> dict:
-    from .worker import grade_submission
-
-    return grade_submission(task)
-
-
-def _file_hash(path: str | None) -> str:
-    if path is None or not os.path.isfile(path):
-        return "missing"
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: str, data: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _write_course_files(out: str, source: str, assignments, db_url: str) -> None:
-    """Make the output folder an nbgrader course root, so formgrader and export run there."""
-    for assignment in assignments:
-        dest = os.path.join(out, "source", assignment)
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(os.path.join(source, assignment), dest, ignore=shutil.ignore_patterns(".*"))
-    config = (
-        '"""Written by `lossutils grade`: run `nbgrader formgrader` or `nbgrader export` here."""\n'
-        "c = get_config()  # noqa: F821\n"
-        "c.CourseDirectory.root = '.'\n"
-        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
-        "c.CourseDirectory.source_directory = 'source'\n"
-        "c.CourseDirectory.autograded_directory = 'autograded'\n"
-        "c.CourseDirectory.feedback_directory = 'feedback'\n"
-        f"c.CourseDirectory.db_url = {db_url!r}\n"
-    )
-    _write_atomic(os.path.join(out, "nbgrader_config.py"), config)
-
-
-def _write_files(out: str, result: dict) -> dict:
-    """Write a result's notebook and feedback page; return the result without them."""
-    rel = os.path.join(result["student"], result["assignment"])
-    for folder, field, ext in (
-        ("autograded", "autograded", ".ipynb"),
-        ("feedback", "feedback_html", ".html"),
-    ):
-        path = os.path.join(out, folder, rel, result["notebook"] + ext)
-        if result.get(field) is not None:
-            _write_atomic(path, result[field])
-        elif os.path.exists(path):  # a regrade that no longer produces it: drop the stale copy
-            os.remove(path)
-    # formgrader lists a submission as autograded only when its autograded folder exists, so
-    # an unreadable one gets the folder and a note instead of a notebook
-    note = os.path.join(out, "autograded", rel, result["notebook"] + ".problem.txt")
-    if result.get("autograded") is None:
-        _write_atomic(note, "".join(f"{p['code']}: {p['detail']}\n" for p in result["problems"]))
-    elif os.path.exists(note):
-        os.remove(note)
-    light = {k: v for k, v in result.items() if k not in _LIGHT_DROP}
-    light["feedback"] = (
-        os.path.join("feedback", rel, result["notebook"] + ".html")
-        if result.get("feedback_html") is not None
-        else None
-    )
-    return light
-
-
-def _commit(gb, state: State, items: list) -> None:
-    """Gradebook rows, then ledger rows, of ``(light result, key, timestamp)`` items."""
-    from .gradebook import record_results
-
-    record_results(gb, [(light, timestamp) for light, _, timestamp in items])
-    state.put_many([(light, key) for light, key, _ in items])
-
-
-class _Batch:
-    """Results whose files are written, waiting for their gradebook and ledger transaction.
-
-    A result waits at most ``wait`` seconds, and at most ``size`` results wait: the
-    coordinator's cost per result falls with the batch (one commit instead of three per
-    notebook), while a killed run still loses at most the last second of grades.
-    """
-
-    def __init__(self, out: str, gb, state: State, bar: Progress, size=64, wait=1.0):
-        self.out, self.gb, self.state, self.bar = out, gb, state, bar
-        self.size, self.wait = size, wait
-        self.items: list = []
-        self.first = 0.0
-        self.done = 0
-        self.label = ""
-
-    def add(self, result: dict, key: str, timestamp, label: str) -> None:
-        if not self.items:
-            self.first = time.monotonic()
-        self.items.append((_write_files(self.out, result), key, timestamp))
-        self.label = label
-        if len(self.items) >= self.size:
-            self.flush()
-
-    def time_left(self) -> float | None:
-        """Seconds until the waiting results are due, ``None`` when none wait."""
-        if not self.items:
-            return None
-        return max(0.0, self.first + self.wait - time.monotonic())
-
-    def flush(self, due_only: bool = False) -> None:
-        if not self.items or (due_only and self.time_left() > 0):
-            return
-        _commit(self.gb, self.state, self.items)
-        self.done += len(self.items)
-        self.items = []
-        self.bar.update(self.done, self.label)
-
-
-def _failure_result(task: dict, detail: str) -> dict:
-    """The result of a task whose worker process itself died (twice)."""
-    from .worker import grade_submission
-
-    # grading a missing file yields the all-zero cell records of this notebook
-    result = grade_submission(dict(task, path=None, feedback=False))
-    result["problems"] = [{"code": "grader-error", "detail": detail}]
-    result["status"] = "grader-error"
-    result["hash"] = _file_hash(task["path"])
-    return result
-
-
-def _lock(out: str):
-    import fcntl
-
-    handle = open(os.path.join(out, ".lock"), "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UsageError(
-            f"another `lossutils grade` is writing to {out}; wait for it or use another --out"
-        ) from None
-    return handle
 
 
 def grade(
@@ -383,13 +109,12 @@ def grade(
         require_sandbox()
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
-    lock = _lock(out)
+    lock = lock_output(out)
     if scheduler is None:
         workers = workers or os.cpu_count() or 1
         # workers start (and import nbgrader) while this process prepares the masters
-        pool = _new_pool(workers)
-        for _ in range(workers):
-            pool.submit(_warm_up)
+        pool = LocalPool(workers)
+        pool.warm_up()
     else:
         from .executors.dask import connect
 
@@ -416,11 +141,9 @@ def grade(
         needed = sorted({e["assignment"] for e in entries})
         if scheduler is None and sandbox:
             # the workers start their zygotes while this process prepares the masters
-            preload = _preload(source, needed, masters)
-            for _ in range(workers):
-                pool.submit(_start_zygotes, preload)
+            pool.start_zygotes(preload_for(source, needed, masters))
         info = {a: load_master(a, source, db_url) for a in needed}
-        _write_course_files(out, source, needed, db_url)
+        write_course_files(out, source, needed, db_url)
         state = State(os.path.join(out, "state.sqlite"))
         if seed is None:
             stored = state.get_meta("seed")
@@ -436,7 +159,7 @@ def grade(
         for entry in entries:
             master = info[entry["assignment"]]
             key = hashlib.sha256(
-                f"{_file_hash(entry['path'])}:{master['hash']}".encode()
+                f"{file_hash(entry['path'])}:{master['hash']}".encode()
             ).hexdigest()
             if (
                 entry["student"] in regrade
@@ -517,9 +240,11 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
     tasks it took down are retried once on a fresh pool. Returns the number of results, whether
     the run was interrupted, and the pool in use at the end (for the caller to shut down).
     """
+    from .worker import failure_result, grade_submission
+
     bar = Progress(len(pending), progress)
     bar.update(0)
-    batch = _Batch(out, gb, state, bar)
+    batch = Batch(out, gb, state, bar)
     queue = list(reversed(pending))
     attempts: dict[int, int] = {}
     while queue:
@@ -530,7 +255,7 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
                 # keep a bounded number in flight, so memory stays flat for any class size
                 while queue and len(running) < 2 * workers and not broken:
                     item = queue.pop()
-                    running[pool.submit(_run_task, item[0])] = item
+                    running[pool.submit(grade_submission, item[0])] = item
                 if not running:
                     break
                 finished, _ = cf.wait(
@@ -546,7 +271,7 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
                         if attempts[id(item)] < 2:
                             queue.append(item)
                             continue
-                        result = _failure_result(
+                        result = failure_result(
                             task, "the grading worker process died twice on this submission"
                         )
                     batch.add(result, key, timestamp, f"{task['student']} {task['assignment']}")
@@ -555,7 +280,7 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
                     break
             batch.flush()
         except KeyboardInterrupt:
-            _stop(pool)
+            pool.stop()
             batch.flush()  # the results already here are complete: keep them
             if progress is not None:
                 progress.write(
@@ -569,15 +294,5 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
             raise
         if broken:
             pool.shutdown(wait=True, cancel_futures=True)
-            pool = _new_pool(workers)
+            pool = LocalPool(workers)
     return batch.done, False, pool
-
-
-def _stop(pool) -> None:
-    # the executor has no public way to stop a busy worker; a kernel they started sees its
-    # parent go and exits on its own (ipykernel's parent poller). Taken before the shutdown,
-    # which forgets the worker processes.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()

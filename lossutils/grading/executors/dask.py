@@ -132,16 +132,14 @@ def _is_task(args: tuple, kwargs: dict) -> bool:
 def _prepare_worker(sandboxed: bool) -> dict:
     """Run on every worker at connection: the heavy imports once, and proof the grader works."""
     import nbclient
-    import nbformat  # noqa: F401
     import nbgrader
-    import nbgrader.preprocessors
 
     import lossutils
 
     from ..sandbox import SandboxUnavailable, require_sandbox
-    from ..worker.feedback import _exporter
+    from ..worker import prepare_process
 
-    _exporter()
+    prepare_process()
     info = {
         "lossutils": lossutils.__version__,
         "nbgrader": nbgrader.__version__,
@@ -238,9 +236,9 @@ class DaskExecutor(cf.Executor):
             )
         error = inner.exception()
         if isinstance(error, KilledWorker) and task is not None:
-            from ..run import _failure_result
+            from ..worker import failure_result
 
-            return _failure_result(
+            return failure_result(
                 task,
                 f"the Dask worker grading this submission died {error.allowed_failures + 1} "
                 f"times (last {error.last_worker.address})",
@@ -250,6 +248,10 @@ class DaskExecutor(cf.Executor):
             f"{type(error).__name__}: {error} (does every worker have "
             "`pip install 'lossutils[course]'` and the same versions as this machine?)"
         ) from error
+
+    def stop(self) -> None:
+        """Cancel every task in flight and close the client (Ctrl-C)."""
+        self.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks, optionally cancel or wait for those in flight, close the client.

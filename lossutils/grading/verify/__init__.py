@@ -33,12 +33,11 @@ The package's rooms:
 """
 
 from .cells import CheckCall, check_calls, code_to_verify, strip_magics
-from .reconcile import PROBLEM_CODES, apply_verification, reconcile
+from .reconcile import apply_verification, reconcile
 from .session import DEFAULT_LIMITS, VerifiedScore, verify_submission
 
 __all__ = [
     "DEFAULT_LIMITS",
-    "PROBLEM_CODES",
     "CheckCall",
     "VerifiedScore",
     "apply_verification",

@@ -5,23 +5,13 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 
+from ..problems import problem
 from ..sandbox import Limits
 from .cells import check_calls, code_to_verify, master_cells
 from .scan import scan_notebook
 from .session import DEFAULT_LIMITS, VerifiedScore, verify_submission
 
-__all__ = ["PROBLEM_CODES", "apply_verification", "reconcile"]
-
-#: Problem codes this module adds to a grading result (for the worker's table of reasons).
-PROBLEM_CODES = {
-    "tampering-suspected": "the notebook's own test run gave points that verification "
-                           "outside the kernel did not confirm",
-    "verification-failed": "the solution code could not be verified outside the kernel "
-                           "(timeout, memory, crash): the exercise scores 0",
-    "review-suggested": "the static scan found code that has no place in an answer "
-                        "(see the findings); no points were taken for it",
-}
-
+__all__ = ["apply_verification", "reconcile"]
 
 def reconcile(records: list[dict], verified: Mapping[str, VerifiedScore]) -> list[dict]:
     """Set each checked test cell's score to the verified one; return the problems found.
@@ -63,14 +53,13 @@ def reconcile(records: list[dict], verified: Mapping[str, VerifiedScore]) -> lis
         if not score.passed:
             record["message"] = record.get("message") or score.error or score.message
         if score.error is not None:
-            problems.append({"code": "verification-failed",
-                             "detail": f"{record['grade_id']}: {score.error}"})
+            problems.append(problem("verification-failed", f"{record['grade_id']}: {score.error}"))
         if kernel > record["score"]:
             reason = score.error or (score.message.splitlines() or ["failed"])[0]
-            problems.append({"code": "tampering-suspected", "detail": (
+            problems.append(problem("tampering-suspected", (
                 f"{record['grade_id']}: the notebook's test gave {kernel:g}/"
                 f"{record['max_score']:g}, verification outside the kernel "
-                f"{record['score']:g}: {reason}")[:500]})
+                f"{record['score']:g}: {reason}")[:500]))
     return problems
 
 
@@ -127,18 +116,18 @@ def apply_verification(
         for node in ast.parse(source).body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 defined_in[node.name] = label
-    for problem in found:
-        grade_id = problem["detail"].split(":", 1)[0]
+    for item in found:
+        grade_id = item["detail"].split(":", 1)[0]
         cells = {defined_in.get(c.function) for c in plan.get(grade_id, ())}
         seen = sorted({f"{f.pattern} ({f.cell} line {f.line})" for f in findings
                        if f.cell in cells})
-        if problem["code"] == "tampering-suspected" and seen:
-            problem["detail"] = f"{problem['detail']}; scan: {', '.join(seen)}"[:500]
+        if item["code"] == "tampering-suspected" and seen:
+            item["detail"] = f"{item['detail']}; scan: {', '.join(seen)}"[:500]
     problems += found
     if findings:
         patterns = sorted({f.pattern for f in findings})
-        problems.append({"code": "review-suggested", "detail": (
+        problems.append(problem("review-suggested", (
             f"{len(findings)} finding(s): {', '.join(patterns)}; first: "
-            f"{findings[0].cell} line {findings[0].line}: {findings[0].detail}")[:500]})
+            f"{findings[0].cell} line {findings[0].line}: {findings[0].detail}")[:500]))
     result["score"] = sum(r.get("score") or 0.0 for r in result.get("cells", []))
     return result

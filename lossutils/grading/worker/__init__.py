@@ -11,338 +11,41 @@ The notebook part drives nbgrader's own preprocessors in nbgrader's order (``Cle
 scores every grade cell with :func:`nbgrader.utils.determine_grade`. What it adds: defensive
 reading, restoration of deleted test cells, warnings removed from stderr before scoring, a
 reason for every zero that is not a wrong answer, and feedback without hidden tests.
+
+The steps, one module each: :mod:`.read` (the file, defensively), :mod:`.sanitize` (nbgrader's
+sanitize steps, test cells restored), :mod:`.execute` (a fresh sandboxed kernel),
+:mod:`.score` (nbgrader's scores and the checkers' diagnoses) and :mod:`.feedback` (the
+student's page). Verification (:mod:`lossutils.grading.verify`) then decides the final score
+of every checked exercise.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import os
-import re
-import subprocess
 import tempfile
 import time
-from types import SimpleNamespace
 
+from ..discover import file_hash
+from ..problems import problem, status_of
 from ..verify import DEFAULT_LIMITS as VERIFY_LIMITS
-from ..verify import PROBLEM_CODES as VERIFY_CODES
+from ..verify import apply_verification
+from .execute import clip_outputs, execute, kernel_zygote_for, strip_warnings
+from .feedback import exporter, feedback_html
+from .read import read_notebook
+from .sanitize import sanitize
+from .score import score_cells
 
-__all__ = ["PROBLEM_CODES", "grade_submission", "make_task", "parse_diagnosis"]
-
-#: Reasons a submission can score zero (or lose points) for something other than a wrong
-#: answer, in order of precedence. ``test-cell-restored`` is a flag, not a failure.
-PROBLEM_CODES = {
-    "missing-notebook": "the notebook is not in the submission",
-    "unreadable": "the file cannot be read (corrupt JSON, invalid UTF-8, too large)",
-    "wrong-format": "the file is not a valid Jupyter notebook of a supported version",
-    "kernel-died": "the Python kernel died while running the notebook",
-    "timeout": "a cell ran longer than the per-cell time limit",
-    "grader-error": "the grader itself failed on this submission (a bug: please report it)",
-    "tampering-suspected": VERIFY_CODES["tampering-suspected"],
-    "verification-failed": VERIFY_CODES["verification-failed"],
-    "test-cell-restored": "a test cell was deleted or edited and has been restored from the master",
-    "review-suggested": VERIFY_CODES["review-suggested"],
-}
-
-_DIAGNOSIS = re.compile(r"\[check: ([^;\]]+); diagnosis: ([^\]]+)\]")
-# A Python warning as warnings.showwarning prints it: "<file>:<line>: <Category>: <message>",
-# followed by the indented source line when the source is available.
-_WARNING = re.compile(r"^\S[^\n]*:\d+: \w*Warning: [^\n]*\n(?:[ \t]+[^\n]*\n?)?", re.MULTILINE)
-# Enough for every traceback line nbgrader keeps; bounds what one cell can put in the result.
-_MAX_TEXT = 20_000
+__all__ = ["failure_result", "grade_submission", "make_task", "prepare_process", "start_zygotes"]
 
 
-def parse_diagnosis(text: str) -> tuple[str, str] | None:
-    """Return ``(check id, diagnosis)`` from the last checker tag in ``text``, if any.
+def prepare_process() -> None:
+    """Pay a worker process's fixed costs once, before its first task: nbgrader's imports and
+    the feedback page's HTML exporter (templates, most of a second)."""
+    import nbclient  # noqa: F401
+    import nbformat  # noqa: F401
+    import nbgrader.preprocessors  # noqa: F401
 
-    The checkers end every failure message with ``[check: <id>; diagnosis: <mistake id or
-    none>]``; the grader counts these tags for the instructor's report.
-
-    Parameters
-    ----------
-    text : str
-        Output of a test cell (an error message or a stream).
-
-    Returns
-    -------
-    tuple of str or None
-        The check id and the diagnosis (``"none"`` when the checker recognised no mistake), or
-        ``None`` when ``text`` holds no tag.
-
-    Examples
-    --------
-    >>> parse_diagnosis("overflow [check: softmax; diagnosis: no-max-shift]")
-    ('softmax', 'no-max-shift')
-    >>> parse_diagnosis("NameError: name 'softmax' is not defined") is None
-    True
-    """
-    found = _DIAGNOSIS.findall(text)
-    if not found:
-        return None
-    check_id, diagnosis = found[-1]
-    return check_id.strip(), diagnosis.strip()
-
-
-def _problem(code: str, detail: str) -> dict:
-    return {"code": code, "detail": detail}
-
-
-def _read_notebook(task: dict, problems: list[dict]):
-    """Read the submitted file defensively; return ``(notebook or None, sha256 or tag)``."""
-    import nbformat
-
-    path = task.get("path")
-    if path is None or not os.path.isfile(path):
-        problems.append(_problem("missing-notebook", f"no {task['notebook']}.ipynb was submitted"))
-        return None, "missing"
-    size = os.path.getsize(path)
-    if size > task["max_bytes"]:
-        problems.append(
-            _problem(
-                "unreadable", f"the file is {size} bytes, over the {task['max_bytes']}-byte limit"
-            )
-        )
-        return None, f"size:{size}"
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problems.append(
-            _problem(
-                "unreadable", f"not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})"
-            )
-        )
-        return None, digest
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.append(
-            _problem(
-                "unreadable", f"corrupt JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            )
-        )
-        return None, digest
-    if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
-        problems.append(
-            _problem(
-                "wrong-format",
-                f"not a Jupyter notebook (top level is a JSON {type(data).__name__} without cells)",
-            )
-        )
-        return None, digest
-    major = data.get("nbformat")
-    if not isinstance(major, int) or major < 3:
-        problems.append(
-            _problem("wrong-format", f"unsupported notebook format version {major!r} (need 3 or 4)")
-        )
-        return None, digest
-    errors: dict = {}
-    try:
-        nb = nbformat.reads(text, as_version=4, capture_validation_error=errors)
-        nbformat.validate(nb)
-    except Exception as exc:  # nbformat raises many types on malformed structure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        problems.append(_problem("wrong-format", f"invalid notebook structure: {first[:200]}"))
-        return None, digest
-    return nb, digest
-
-
-class _MasterCells:
-    """The part of nbgrader's Gradebook that ``OverwriteCells`` reads, served from plain data.
-
-    Workers must not open the gradebook, so the master's source cells travel in the task and this
-    adapter answers ``find_source_cell``/``find_graded_cell`` exactly as the database would.
-    """
-
-    def __init__(self, cells: list[dict]):
-        self._cells = {c["name"]: SimpleNamespace(**c, max_score=c["points"]) for c in cells}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def find_source_cell(self, name, notebook, assignment):
-        from nbgrader.api import MissingEntry
-
-        try:
-            return self._cells[name]
-        except KeyError:
-            raise MissingEntry() from None
-
-    find_graded_cell = find_source_cell
-
-
-def _sanitize(nb, task: dict, problems: list[dict], resources: dict):
-    """nbgrader's sanitize step, plus the restoration and flagging of test cells."""
-    from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteCells
-
-    master = task["master"]
-    nb, resources = ClearOutput().preprocess(nb, resources)
-    nb, resources = DeduplicateIds().preprocess(nb, resources)
-    if master.get("kernelspec"):
-        nb.metadata["kernelspec"] = master["kernelspec"]
-
-    # Flag what the student did to the test cells before nbgrader silently repairs it.
-    submitted = {}
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid is not None:
-            submitted[gid] = cell
-    for mc in master["cells"]:
-        if not mc["grade"] or mc["solution"] or mc["cell_type"] != "code":
-            continue
-        cell = submitted.get(mc["name"])
-        if cell is None:
-            problems.append(
-                _problem(
-                    "test-cell-restored",
-                    f"test cell {mc['name']} was deleted; restored from the master",
-                )
-            )
-        elif cell.source.strip() != mc["release_source"].strip():
-            problems.append(
-                _problem(
-                    "test-cell-restored",
-                    f"test cell {mc['name']} was edited; restored from the master",
-                )
-            )
-
-    overwrite = OverwriteCells()
-    overwrite.gradebook = _MasterCells(master["cells"])
-    overwrite.notebook_id = task["notebook"]
-    overwrite.assignment_id = task["assignment"]
-    nb, resources = super(OverwriteCells, overwrite).preprocess(nb, resources)
-    _restore_missing(nb, master["cells"], overwrite, set(submitted))
-    _metadata_validator().validate_nb(nb)
-    return nb, resources
-
-
-@functools.cache
-def _metadata_validator():
-    """nbgrader's cell metadata validator (what ``CheckCellMetadata`` runs), with its JSON
-    schema checked once instead of once per cell.
-
-    Stock nbgrader calls ``jsonschema.validate(metadata, schema)`` for every cell, which
-    first validates the schema itself against the JSON Schema meta-schema: 0.1-0.2 s per
-    notebook. Here a validator class sits between nbgrader's version-3 validator and its base
-    class, so every check and message of nbgrader's stays, and only that repeated work goes.
-    """
-    import jsonschema
-    from nbgrader.nbgraderformat import MetadataValidator
-    from nbgrader.nbgraderformat.common import BaseMetadataValidator
-
-    class _SchemaOnce(BaseMetadataValidator):
-        def __init__(self):
-            super().__init__()  # reads the schema
-            cls = jsonschema.validators.validator_for(self.schema)
-            cls.check_schema(self.schema)
-            self._checked = cls(self.schema)
-
-        def validate_cell(self, cell):
-            meta = cell.metadata.get("nbgrader") if "nbgrader" in cell.metadata else None
-            if meta is None or meta.get("schema_version", 0) != self.schema_version:
-                return super().validate_cell(cell)  # nothing to check, or nbgrader's error
-            error = jsonschema.exceptions.best_match(self._checked.iter_errors(meta))
-            if error is not None:
-                raise error
-
-    class _Validator(MetadataValidator, _SchemaOnce):
-        pass
-
-    return _Validator()
-
-
-def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str]) -> None:
-    """Put deleted grade cells back after the nearest master cell the student still has.
-
-    nbgrader's own ``add_missing_grade_cells`` looks only at grade and solution cells for the
-    anchor and fails when a deleted cell follows a locked narrative cell; this searches every
-    master cell, in master order.
-    """
-    import nbformat
-
-    order = [c["name"] for c in master_cells]
-    for i, mc in enumerate(master_cells):
-        if not mc["grade"] or mc["name"] in present:
-            continue
-        source_cell = SimpleNamespace(**mc)
-        new = nbformat.from_dict(
-            overwrite.missing_cell_transform(source_cell, mc["points"], is_solution=mc["solution"])
-        )
-        new.setdefault("id", f"restored-{mc['name']}")
-        position = 0
-        for anchor in reversed(order[:i]):
-            idx = next(
-                (
-                    k
-                    for k, cell in enumerate(nb.cells)
-                    if cell.metadata.get("nbgrader", {}).get("grade_id") == anchor
-                ),
-                None,
-            )
-            if idx is not None:
-                position = idx + 1
-                break
-        nb.cells.insert(position, new)
-        present.add(mc["name"])
-
-
-def _strip_warnings(nb) -> None:
-    """Drop Python warnings from stderr so that correct code that warns keeps its points.
-
-    nbgrader's ``IgnorePattern`` drops a whole stderr output when a pattern matches anywhere in
-    it; this removes only the warning lines and keeps any other stderr text, which still costs
-    the cell its points exactly as under stock nbgrader.
-    """
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        kept = []
-        for out in cell.get("outputs", []):
-            if out.output_type == "stream" and out.name == "stderr":
-                out.text = _WARNING.sub("", out.text)
-                if not out.text.strip():
-                    continue
-            kept.append(out)
-        cell.outputs = kept
-
-
-def _clip_outputs(nb, max_chars: int) -> None:
-    """Bound every text output, so one noisy cell cannot blow up the result or the feedback."""
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.output_type == "stream" and len(out.text) > max_chars:
-                out.text = out.text[:max_chars] + "\n... output truncated by the grader ...\n"
-            for key, value in list(out.get("data", {}).items()):
-                if isinstance(value, str) and len(value) > max_chars:
-                    out.data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
-
-
-_ZYGOTE_FAILED: list[str] = []
-
-
-def _zygote(task: dict):
-    """This worker's kernel zygote for the task, or None to start a sandbox per kernel.
-
-    Forking is used for sandboxed grading as root (see ``KernelZygote``); if the zygote
-    cannot start here, the worker keeps the reason in ``_ZYGOTE_FAILED`` and starts every
-    kernel in a sandbox of its own, which is exactly as isolated (results say ``"kernel":
-    "started"`` instead of ``"forked"``).
-    """
-    from ..sandbox import ZygoteError, kernel_zygote, zygote_supported
-
-    if not task.get("sandbox", True) or not zygote_supported() or _ZYGOTE_FAILED:
-        return None
-    try:
-        return kernel_zygote(preload=task["master"].get("preload", ()))
-    except ZygoteError as exc:
-        _ZYGOTE_FAILED.append(str(exc))
-        return None
+    exporter()
 
 
 def start_zygotes(preload) -> None:
@@ -350,162 +53,8 @@ def start_zygotes(preload) -> None:
     ``preload`` (where forking is supported), as the first submission would."""
     from ..verify.channel import verification_zygote
 
-    _zygote({"sandbox": True, "master": {"preload": list(preload)}})
+    kernel_zygote_for(True, list(preload))
     verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
-
-
-def _execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
-             zygote=None) -> set[int]:
-    """Run the notebook in a fresh kernel; return the indices of the cells that completed."""
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from nbgrader.preprocessors import Execute
-
-    done: set[int] = set()
-
-    class _Tracking(Execute):
-        def start_new_kernel(self, **kwargs):
-            # The kernel's own stderr (start-up chatter) would land on the grader's terminal.
-            kwargs.setdefault("stdout", subprocess.DEVNULL)
-            kwargs.setdefault("stderr", subprocess.DEVNULL)
-            # The seed goes to this kernel only, never into the grader's own environment.
-            kwargs["env"] = dict(
-                os.environ, LOSSUTILS_GRADING_SEED=str(task["seed"]), NBGRADER_EXECUTION="autograde"
-            )
-            return super().start_new_kernel(**kwargs)
-
-        def on_cell_executed(self, **kwargs):
-            super().on_cell_executed(**kwargs)
-            done.add(kwargs["cell_index"])
-
-    from ..sandbox import sandbox_kernel_manager
-
-    # The kernel runs in the sandbox (no network, no repository, limits; see SECURITY.md);
-    # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown.
-    executor = _Tracking(
-        timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate",
-        kernel_manager_class=sandbox_kernel_manager(
-            seed=task["seed"], env={"NBGRADER_EXECUTION": "autograde"},
-            sandbox=task.get("sandbox", True), zygote=zygote,
-        ),
-    )
-    resources = dict(resources, metadata={"path": workdir})
-    try:
-        executor.preprocess(nb, resources)
-    except DeadKernelError:
-        problems.append(
-            _problem("kernel-died", f"the kernel died while running {_first_unfinished(nb, done)}")
-        )
-    except CellTimeoutError:
-        problems.append(
-            _problem(
-                "timeout",
-                f"{_first_unfinished(nb, done)} ran past the {task['timeout']} s limit "
-                "and could not be interrupted",
-            )
-        )
-    for index in sorted(done):
-        cell = nb.cells[index]
-        if any(o.output_type == "error" and o.ename == "CellTimeoutError" for o in cell.outputs):
-            problems.append(
-                _problem(
-                    "timeout", f"{_cell_label(cell, index)} ran past the {task['timeout']} s limit"
-                )
-            )
-    return done
-
-
-def _cell_label(cell, index: int) -> str:
-    gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-    return f"cell {index + 1}" + (f" ({gid})" if gid else "")
-
-
-def _first_unfinished(nb, done: set[int]) -> str:
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and index not in done:
-            return _cell_label(cell, index)
-    return "the last cell"
-
-
-def _test_message(cell) -> str | None:
-    """The student-facing message of a failed test cell: the exception, never its traceback."""
-    for out in cell.outputs:
-        if out.output_type == "error":
-            return f"{out.ename}: {out.evalue}"[:_MAX_TEXT]
-    for out in cell.outputs:
-        if out.output_type == "stream" and out.name == "stderr":
-            return out.text[:_MAX_TEXT]
-    return None
-
-
-def _score_cells(nb, master: dict, done: set[int], executed: bool) -> list[dict]:
-    """One record per master grade cell, scored as nbgrader's SaveAutoGrades would."""
-    from nbgrader import utils
-
-    by_id = {}
-    for index, cell in enumerate(nb.cells if nb is not None else []):
-        if utils.is_grade(cell):
-            by_id[cell.metadata.nbgrader["grade_id"]] = (index, cell)
-    records = []
-    for mc in master["cells"]:
-        if not mc["grade"]:
-            continue
-        record = {
-            "grade_id": mc["name"],
-            "kind": "manual" if mc["solution"] or mc["cell_type"] != "code" else "test",
-            "max_score": float(mc["points"]),
-            "score": 0.0,
-            "check": None,
-            "diagnosis": None,
-            "message": None,
-            "comment": None,
-        }
-        if mc["name"] in by_id and executed:
-            index, cell = by_id[mc["name"]]
-            if cell.cell_type == "code" and index not in done:
-                record["message"] = "not run: execution stopped before this cell"
-            else:
-                score, _ = utils.determine_grade(cell)
-                record["score"] = None if score is None else float(score)
-                if utils.is_solution(cell):
-                    unchanged = cell.metadata.nbgrader.get("checksum") == utils.compute_checksum(
-                        cell
-                    )
-                    record["comment"] = "No response." if unchanged else None
-                elif cell.cell_type == "code" and record["score"] < record["max_score"]:
-                    record["message"] = _test_message(cell)
-                    tag = parse_diagnosis(record["message"] or "")
-                    if tag is not None:
-                        record["check"], record["diagnosis"] = tag
-        elif record["kind"] == "manual":
-            record["comment"] = "No response."
-        records.append(record)
-    return records
-
-
-def _feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
-    """Render nbgrader's feedback template without hidden tests or test-cell tracebacks."""
-    import nbformat
-    from nbgrader.preprocessors import ClearHiddenTests
-
-    from .feedback import render_feedback
-
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    nb, _ = ClearHiddenTests().preprocess(nb, {})
-    by_id = {r["grade_id"]: r for r in records}
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        record = by_id.get(meta.get("grade_id"))
-        if record is None or not meta.get("grade"):
-            continue
-        meta["score"] = record["score"]
-        meta["points"] = record["max_score"]
-        meta["comment"] = record["comment"]
-        if record["kind"] == "test":
-            # The traceback quotes the hidden test lines; the checker's message says it all.
-            for out in cell.get("outputs", []):
-                if out.output_type == "error":
-                    out.traceback = [f"{out.ename}: {out.evalue}"]
-    return render_feedback(nb, task, records, problems)
 
 
 def make_task(
@@ -601,7 +150,7 @@ def grade_submission(task: dict) -> dict:
     nb = executed = None
     done: set[int] = set()
     try:
-        nb, result["hash"] = _read_notebook(task, problems)
+        nb, result["hash"] = read_notebook(task, problems)
         if nb is not None:
             resources = {
                 "nbgrader": {
@@ -612,10 +161,10 @@ def grade_submission(task: dict) -> dict:
                 }
             }
             try:
-                nb, resources = _sanitize(nb, task, problems, resources)
+                nb, resources = sanitize(nb, task, problems, resources)
             except Exception as exc:  # nbgrader's metadata validator raises on forged metadata
                 problems.append(
-                    _problem(
+                    problem(
                         "wrong-format",
                         "nbgrader cell metadata is corrupted "
                         f"({(str(exc).strip().splitlines() or ['?'])[0][:200]}); start from a "
@@ -624,7 +173,7 @@ def grade_submission(task: dict) -> dict:
                 )
                 nb = None
         if nb is not None:
-            zygote = _zygote(task)
+            zygote = kernel_zygote_for(task.get("sandbox", True), master.get("preload", ()))
             result["kernel"] = "forked" if zygote is not None else "started"
             with tempfile.TemporaryDirectory(
                 prefix="lossutils-grade-", dir=zygote.slots if zygote else None
@@ -635,20 +184,18 @@ def grade_submission(task: dict) -> dict:
                     with open(dest, "wb") as fh:
                         fh.write(content)
                 try:
-                    done = _execute(nb, task, workdir, problems, resources, zygote)
+                    done = execute(nb, task, workdir, problems, resources, zygote)
                 finally:
                     if zygote is not None:  # nothing of this kernel may outlive it
                         zygote.release_all()
             executed = True
             from nbgrader.preprocessors import LimitOutput
 
-            _strip_warnings(nb)
+            strip_warnings(nb)
             nb, _ = LimitOutput().preprocess(nb, {})
-            _clip_outputs(nb, task["max_output_chars"])
-        records = _score_cells(nb, master, done, bool(executed))
+            clip_outputs(nb, task["max_output_chars"])
+        records = score_cells(nb, master, done, bool(executed))
         if executed:
-            from ..verify import apply_verification
-
             # The final score of every checked exercise is the one verified outside the
             # student's kernel; disagreement is flagged as suspected tampering.
             folded = apply_verification(
@@ -658,15 +205,13 @@ def grade_submission(task: dict) -> dict:
             )
             result["scan"] = folded["scan"]
     except Exception as exc:  # a grader bug must cost one submission, never the batch
-        problems.append(_problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
-        records = _score_cells(None, master, set(), False)
+        problems.append(problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
+        records = score_cells(None, master, set(), False)
         nb = None
     result.setdefault("hash", "unknown")
     result["cells"] = records
     result["problems"] = problems
-    order = list(PROBLEM_CODES)
-    codes = sorted({p["code"] for p in problems}, key=order.index)
-    result["status"] = codes[0] if codes else "ok"
+    result["status"] = status_of(problems)
     result["score"] = sum(r["score"] or 0.0 for r in records)
     result["max_score"] = sum(r["max_score"] for r in records)
     if nb is not None:
@@ -676,8 +221,19 @@ def grade_submission(task: dict) -> dict:
             result["autograded"] = nbformat.writes(nb)
         if task.get("feedback", True):
             try:
-                result["feedback_html"] = _feedback_html(nb, task, records, problems)
+                result["feedback_html"] = feedback_html(nb, task, records, problems)
             except Exception as exc:  # feedback is a courtesy; the grade stands without it
-                problems.append(_problem("grader-error", f"feedback failed: {exc}"[:500]))
+                problems.append(problem("grader-error", f"feedback failed: {exc}"[:500]))
     result["seconds"] = round(time.monotonic() - start, 3)
+    return result
+
+
+def failure_result(task: dict, detail: str) -> dict:
+    """The result of a task whose worker process itself died (twice): every cell zero, the
+    ``grader-error`` status and ``detail`` as its reason."""
+    # grading a missing file yields the all-zero cell records of this notebook
+    result = grade_submission(dict(task, path=None, feedback=False))
+    result["problems"] = [problem("grader-error", detail)]
+    result["status"] = "grader-error"
+    result["hash"] = file_hash(task["path"])
     return result

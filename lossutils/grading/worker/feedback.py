@@ -13,7 +13,7 @@ import json
 import os
 import re
 
-__all__ = ["render_feedback"]
+__all__ = ["exporter", "feedback_html", "render_feedback"]
 
 
 _IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
@@ -88,7 +88,7 @@ def _fast_html_exporter():
 
 
 @functools.cache
-def _exporter():
+def exporter():
     """One HTML exporter per process: building it loads templates and takes most of a second."""
     import nbgrader
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
@@ -134,6 +134,31 @@ def _summary_cell(task: dict, records: list[dict], problems: list[dict]):
     return cell
 
 
+def feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
+    """Render nbgrader's feedback template without hidden tests or test-cell tracebacks."""
+    import nbformat
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb, _ = ClearHiddenTests().preprocess(nb, {})
+    by_id = {r["grade_id"]: r for r in records}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        record = by_id.get(meta.get("grade_id"))
+        if record is None or not meta.get("grade"):
+            continue
+        meta["score"] = record["score"]
+        meta["points"] = record["max_score"]
+        meta["comment"] = record["comment"]
+        if record["kind"] == "test":
+            # The traceback quotes the hidden test lines; the checker's message says it all.
+            for out in cell.get("outputs", []):
+                if out.output_type == "error":
+                    out.traceback = [f"{out.ename}: {out.evalue}"]
+    return render_feedback(nb, task, records, problems)
+
+
+
 def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
     """Render the feedback page of one graded notebook.
 
@@ -166,5 +191,5 @@ def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -
             "late_penalty": 0,
         }
     }
-    body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    body, _ = exporter().from_notebook_node(nb, resources=resources)
     return body

@@ -1,0 +1,72 @@
+"""The problem codes: every reason a submission loses points other than a wrong answer.
+
+A grading result carries a list of problems (a code and a detail saying which cell and what
+exactly); its status is the first of their codes in the order of :data:`PROBLEM_CODES`, or
+``ok``. The codes are the ones ``grades.csv``, ``results.json`` and the report show (see the
+table in ``docs/grading.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["FAILURES", "PROBLEM_CODES", "problem", "status_of"]
+
+#: Each code and what it means, in order of precedence. ``test-cell-restored`` and
+#: ``review-suggested`` are flags, not failures.
+PROBLEM_CODES = {
+    "missing-notebook": "the notebook is not in the submission",
+    "unreadable": "the file cannot be read (corrupt JSON, invalid UTF-8, too large)",
+    "wrong-format": "the file is not a valid Jupyter notebook of a supported version",
+    "kernel-died": "the Python kernel died while running the notebook",
+    "timeout": "a cell ran longer than the per-cell time limit",
+    "grader-error": "the grader itself failed on this submission (a bug: please report it)",
+    "tampering-suspected": "the notebook's own test run gave points that verification "
+                           "outside the kernel did not confirm",
+    "verification-failed": "the solution code could not be verified outside the kernel "
+                           "(timeout, memory, crash): the exercise scores 0",
+    "test-cell-restored": "a test cell was deleted or edited and has been restored from the master",
+    "review-suggested": "the static scan found code that has no place in an answer "
+                        "(see the findings); no points were taken for it",
+}
+
+#: Statuses that count as "failed to grade" for the exit code: the submission got a score, but
+#: not from running the student's answers to the end. Wrong answers and restored test cells
+#: are ordinary grades.
+FAILURES = (
+    "missing-notebook",
+    "unreadable",
+    "wrong-format",
+    "kernel-died",
+    "timeout",
+    "verification-failed",
+    "grader-error",
+)
+
+
+def problem(code: str, detail: str) -> dict:
+    """One problem of a result, as it travels and is stored.
+
+    Examples
+    --------
+    >>> problem("timeout", "cell 3 ran past the 60 s limit")
+    {'code': 'timeout', 'detail': 'cell 3 ran past the 60 s limit'}
+    """
+    if code not in PROBLEM_CODES:
+        raise ValueError(f"unknown problem code {code!r}; add it to PROBLEM_CODES")
+    return {"code": code, "detail": detail}
+
+
+def status_of(problems: Iterable[dict]) -> str:
+    """The status of a result: its first problem code in order of precedence, else ``ok``.
+
+    Examples
+    --------
+    >>> status_of([problem("test-cell-restored", "..."), problem("timeout", "...")])
+    'timeout'
+    >>> status_of([])
+    'ok'
+    """
+    order = list(PROBLEM_CODES)
+    codes = sorted({p["code"] for p in problems}, key=order.index)
+    return codes[0] if codes else "ok"
