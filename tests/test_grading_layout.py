@@ -138,7 +138,8 @@ def _private_uses(modules: dict[str, Path]) -> list[str]:
             parts = target.split(".")
             for i, part in enumerate(parts):
                 # a private module is private to its package: any module inside may import it
-                if _private(part) and not name.startswith(".".join(parts[:i]) + "."):
+                package = ".".join(parts[:i])
+                if _private(part) and not (name == package or name.startswith(package + ".")):
                     found.append(f"{name}: imports the private module {target}")
             if imported is not None and _private(imported):
                 found.append(f"{name}: imports {target}.{imported}")
@@ -205,3 +206,43 @@ def test_modules_run_by_source_import_only_the_standard_library_at_import(relati
             assert str(target.relative_to(ROOT)) in BY_SOURCE, ast.dump(node)
     assert top, "found no import at all: the check would prove nothing"
     assert set(top) <= allowed, sorted(set(top) - allowed)
+
+
+def _third_party_private_uses(modules: dict[str, Path]) -> list[str]:
+    """``module: what`` for each private name of another installed package (not the standard
+    library) that ``module`` imports or reads from a module it imported."""
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = {}  # local name -> third-party module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                for alias in node.names:
+                    full = f"{module}.{alias.name}" if module else alias.name
+                    top = full.split(".")[0]
+                    if top in sys.stdlib_module_names or top in ("lossutils", "__future__"):
+                        continue
+                    if _private(alias.name):
+                        found.append(f"{name}: imports {full}")
+                    local = alias.asname or (alias.name if module else top)
+                    aliases[local] = full if (alias.asname or module) else top
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                head = (_dotted(node.value) or "").split(".")[0]
+                if head in aliases:
+                    found.append(f"{name}: uses {_dotted(node.value)}.{node.attr} "
+                                 f"({aliases[head]})")
+    return sorted(set(found))
+
+
+def test_only_the_patches_module_touches_other_packages_private_names():
+    """What can be seen without running the code: private names of another package imported,
+    or read from one of its modules. (Private methods of an object it returned cannot be seen
+    this way; the patches module's rule is that they stay there too.)"""
+    modules = {name: path for name, path in _modules().items()
+               if name != "lossutils.grading._patches"}
+    assert _third_party_private_uses(modules) == []
+    patches = {"lossutils.grading._patches": PACKAGE / "_patches.py"}
+    assert "lossutils.grading._patches: uses font_manager._get_font (matplotlib.font_manager)" \
+        in _third_party_private_uses(patches)  # the check sees the ones that are there

@@ -7,12 +7,20 @@ processes, and alone writes the gradebook, ``grades.csv``, ``results.json``, the
 report. See ``docs/grading.md`` for the instructor's guide.
 
 Nothing here is imported by ``import lossutils``; nbgrader and friends load on first use.
+Every change the grader makes to a dependency's internals is in :mod:`._patches`.
 """
 
-import sys
+from ._patches import block_rfc3987_syntax
 
-# jsonschema (pulled in by nbformat) imports rfc3987_syntax when it is installed, which builds
-# a parser at import time: seconds of CPU in every grading process, for a string format that no
-# notebook schema uses. Blocking the import makes jsonschema skip that one format check.
-if "rfc3987_syntax" not in sys.modules:
-    sys.modules["rfc3987_syntax"] = None
+__all__ = ["grade"]
+
+block_rfc3987_syntax()
+
+
+def __getattr__(name: str):
+    # `lossutils.grading.grade` without importing the coordinator with the package
+    if name == "grade":
+        from .run import grade
+
+        return grade
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

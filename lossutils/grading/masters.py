@@ -12,13 +12,14 @@ complete for ``nbgrader formgrader`` and ``nbgrader export``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+
+from ._patches import install_alembic_head
 
 __all__ = [
     "COURSE_ID",
@@ -77,81 +78,14 @@ def master_hash(folder: str) -> str:
 
 
 def _prepare_nbgrader() -> None:
-    """Make a new nbgrader gradebook cheap to create, and possible without ``PATH`` set up.
-
-    nbgrader's ``Gradebook`` records its schema version when it creates a database, by
-    running the ``alembic heads`` command in a subprocess: a second Python start-up that
-    imports alembic and SQLAlchemy, 1-5 s of every grading run. :func:`alembic_head` reads the
-    same version in this process, and ``nbgrader.api`` is pointed at it. The executable's
-    folder also goes on ``PATH``, for nbgrader code that still runs the command.
-    """
-    global _NBGRADER_ALEMBIC_VERSION
-    import nbgrader.api
-
-    if nbgrader.api.get_alembic_version is not alembic_head:
-        _NBGRADER_ALEMBIC_VERSION = nbgrader.api.get_alembic_version
-        nbgrader.api.get_alembic_version = alembic_head
+    """Make a new nbgrader gradebook cheap to create (:func:`~lossutils.grading._patches.
+    install_alembic_head`), and possible without ``PATH`` set up: the executable's folder goes
+    on ``PATH``, for nbgrader code that still runs the ``alembic`` command."""
+    install_alembic_head()
     bindir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if bindir not in path.split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + path
-
-
-@functools.cache
-def alembic_head() -> str:
-    """The revision nbgrader's ``alembic heads`` prints: its newest schema, read from its files.
-
-    Falls back to running the command, as nbgrader does, when :func:`head_revision` cannot
-    tell.
-    """
-    import nbgrader
-
-    folder = os.path.join(os.path.dirname(nbgrader.__file__), "alembic", "versions")
-    return head_revision(folder) or _stock_alembic_version()
-
-
-def head_revision(folder: str) -> str | None:
-    """The one revision of an alembic ``versions`` folder that no other revision follows.
-
-    Each migration file names its ``revision`` and the ``down_revision`` it follows. None if
-    there is not exactly one head, or a file lacks those lines.
-
-    Examples
-    --------
-    >>> head_revision("/nonexistent") is None
-    True
-    """
-    import re
-
-    pattern = re.compile(
-        r"""^(down_revision|revision)\s*=\s*(?:None|'([0-9a-f]+)'|"([0-9a-f]+)")\s*$""",
-        re.MULTILINE,
-    )
-    revisions, parents = set(), set()
-    try:
-        names = [n for n in os.listdir(folder) if n.endswith(".py")]
-        for name in names:
-            with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                found = {m[1]: m[2] or m[3] for m in pattern.finditer(fh.read())}
-            if found.get("revision") is None or "down_revision" not in found:
-                return None
-            revisions.add(found["revision"])
-            parents.add(found["down_revision"])
-    except OSError:
-        return None
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-#: nbgrader's own schema lookup, kept when :func:`_prepare_nbgrader` replaces it.
-_NBGRADER_ALEMBIC_VERSION = None
-
-
-def _stock_alembic_version() -> str:
-    """nbgrader's own ``get_alembic_version``: it runs ``alembic heads``."""
-    import nbgrader.api
-
-    return (_NBGRADER_ALEMBIC_VERSION or nbgrader.api.get_alembic_version)()
 
 
 def _generate(assignment: str, folder: str, scratch: str, db_url: str) -> str:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from ._patches import switched_off
 from .discover import UsageError, file_hash, find_submissions
 from .executors.local import LocalPool
 from .masters import COURSE_ID, list_masters, load_master, preload_for
@@ -105,6 +106,10 @@ def grade(
         ``sandbox`` is true but bubblewrap cannot run here; nothing was graded.
     """
     progress = sys.stderr if progress is True else progress or None
+    try:
+        switched_off()
+    except ValueError as exc:  # a misspelt patch name: say so before anything is graded
+        raise UsageError(str(exc)) from None
     if sandbox and scheduler is None:  # a cluster's workers are checked by connect()
         require_sandbox()
     out = os.path.abspath(out)

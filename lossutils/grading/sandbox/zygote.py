@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from .._patches import switch_env
 from .bwrap import (
     DEFAULT_LIMITS,
     Limits,
@@ -133,8 +134,10 @@ class KernelZygote:
             argv = [sys.executable, "-I", "-c", source, "--bare", *self.preload]
         else:
             argv = [sys.executable, "-m", "lossutils.grading.sandbox._zygote", *self.preload]
+        # the kernel zygote applies two patches: it must see their off switch
         argv = sandbox_argv(argv, workdir=self._home, limits=limits, with_lossutils=not bare,
-                            rw_binds=[self.slots], zygote=True)
+                            env=None if bare else switch_env(), rw_binds=[self.slots],
+                            zygote=True)
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         try:

@@ -1,8 +1,8 @@
 """Feedback HTML for one graded notebook, rendered with nbgrader's own feedback template.
 
-The worker has already removed hidden tests and test-cell tracebacks from the notebook; this
-module adds a summary cell (score, what went wrong and why) at the top and renders the page the
-way ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
+:func:`feedback_html` removes hidden tests and test-cell tracebacks from the notebook, adds a
+summary cell (score, what went wrong and why) at the top and renders the page the way
+``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
 """
 
 from __future__ import annotations
@@ -11,80 +11,10 @@ import functools
 import html
 import json
 import os
-import re
+
+from .._patches import html_exporter_class
 
 __all__ = ["exporter", "feedback_html", "render_feedback"]
-
-
-_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
-
-
-def _fast_html_exporter():
-    """nbconvert's HTMLExporter without its BeautifulSoup pass over the finished page.
-
-    That pass parses the whole page (half the rendering time of a notebook with figures) to
-    add ``alt`` text to images and ``tabindex`` to JupyterLab-template elements; the feedback
-    template is the classic one, so only the ``alt`` text applies, and a regular expression
-    adds it. Code highlighting and markdown are cached by source, since most cells are the
-    same in every submission. If nbconvert's internals differ from what this expects, the
-    stock path runs.
-    """
-    from nbconvert.exporters import HTMLExporter, TemplateExporter
-    from nbconvert.filters.highlight import Highlight2HTML
-    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
-
-    class _CachedHighlight(Highlight2HTML):
-        """Pygments costs ~15 ms a cell; most cells are the same in every submission."""
-
-        @functools.lru_cache(maxsize=4096)  # noqa: B019 (one exporter per process)
-        def _cached(self, source, language):
-            return super().__call__(source, language)
-
-        def __call__(self, source, language=None, metadata=None):
-            # the cell's metadata only matters through "magics_language" (nbgrader's own
-            # metadata is in every graded cell and changes nothing)
-            if metadata and "magics_language" in metadata:
-                return super().__call__(source, language, metadata)
-            return self._cached(source, language)
-
-    from jinja2 import pass_context
-
-    highlighters: dict = {}
-    markdown: dict = {}
-
-    class _Exporter(HTMLExporter):
-        @pass_context
-        def markdown2html(self, context, source):
-            """nbconvert's filter, cached: most markdown cells are the master's, in every
-            submission (the rendering depends on the source, the cell's attachments and the
-            notebook's folder, and on settings fixed for this exporter)."""
-            cell = context.get("cell", {})
-            key = (source, json.dumps(cell.get("attachments", {}), sort_keys=True),
-                   context.get("resources", {}).get("metadata", {}).get("path", ""))
-            if key not in markdown:
-                if len(markdown) >= 4096:
-                    markdown.clear()
-                markdown[key] = super().markdown2html(context, source)
-            return markdown[key]
-
-        def from_notebook_node(self, nb, resources=None, **kw):
-            try:
-                langinfo = nb.metadata.get("language_info", {})
-                lexer = langinfo.get("pygments_lexer", langinfo.get("name", None))
-                if lexer not in highlighters:
-                    highlighters[lexer] = _CachedHighlight(pygments_lexer=lexer, parent=self)
-                self.register_filter("highlight_code", self.filters.get(
-                    "highlight_code", highlighters[lexer]))
-                resources = self._init_resources(resources)
-                self.register_filter("filter_data_type", WidgetsDataTypeFilter(
-                    notebook_metadata=self._nb_metadata, parent=self, resources=resources))
-                body, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
-            except (AttributeError, TypeError):  # another nbconvert: take its own route
-                return super().from_notebook_node(nb, resources, **kw)
-            alt = '<img alt="No description has been provided for this image"'
-            return _IMG_WITHOUT_ALT.sub(alt, body), resources
-
-    return _Exporter
 
 
 @functools.cache
@@ -94,7 +24,7 @@ def exporter():
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from traitlets.config import Config
 
-    HTMLExporter = _fast_html_exporter()
+    HTMLExporter = html_exporter_class()
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
@@ -104,9 +34,9 @@ def exporter():
     config.HTMLExporter.extra_template_paths = [
         os.path.join(base, "static", "node_modules", "bootstrap", "dist", "css")
     ]
-    exporter = HTMLExporter(config=config)
-    exporter.register_preprocessor(CSSHTMLHeaderPreprocessor(), enabled=True)
-    return exporter
+    made = HTMLExporter(config=config)
+    made.register_preprocessor(CSSHTMLHeaderPreprocessor(), enabled=True)
+    return made
 
 
 def _summary_cell(task: dict, records: list[dict], problems: list[dict]):

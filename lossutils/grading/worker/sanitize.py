@@ -7,9 +7,9 @@ gradebook (workers never open it), and flags every test cell it restores.
 
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
 
+from .._patches import metadata_validator
 from ..problems import problem
 
 __all__ = ["sanitize"]
@@ -83,43 +83,8 @@ def sanitize(nb, task: dict, problems: list[dict], resources: dict):
     overwrite.assignment_id = task["assignment"]
     nb, resources = super(OverwriteCells, overwrite).preprocess(nb, resources)
     _restore_missing(nb, master["cells"], overwrite, set(submitted))
-    _metadata_validator().validate_nb(nb)
+    metadata_validator().validate_nb(nb)
     return nb, resources
-
-
-@functools.cache
-def _metadata_validator():
-    """nbgrader's cell metadata validator (what ``CheckCellMetadata`` runs), with its JSON
-    schema checked once instead of once per cell.
-
-    Stock nbgrader calls ``jsonschema.validate(metadata, schema)`` for every cell, which
-    first validates the schema itself against the JSON Schema meta-schema: 0.1-0.2 s per
-    notebook. Here a validator class sits between nbgrader's version-3 validator and its base
-    class, so every check and message of nbgrader's stays, and only that repeated work goes.
-    """
-    import jsonschema
-    from nbgrader.nbgraderformat import MetadataValidator
-    from nbgrader.nbgraderformat.common import BaseMetadataValidator
-
-    class _SchemaOnce(BaseMetadataValidator):
-        def __init__(self):
-            super().__init__()  # reads the schema
-            cls = jsonschema.validators.validator_for(self.schema)
-            cls.check_schema(self.schema)
-            self._checked = cls(self.schema)
-
-        def validate_cell(self, cell):
-            meta = cell.metadata.get("nbgrader") if "nbgrader" in cell.metadata else None
-            if meta is None or meta.get("schema_version", 0) != self.schema_version:
-                return super().validate_cell(cell)  # nothing to check, or nbgrader's error
-            error = jsonschema.exceptions.best_match(self._checked.iter_errors(meta))
-            if error is not None:
-                raise error
-
-    class _Validator(MetadataValidator, _SchemaOnce):
-        pass
-
-    return _Validator()
 
 
 def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str]) -> None:
