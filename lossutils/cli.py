@@ -171,34 +171,34 @@ def _grade(args) -> int:
 def _check(args) -> int:
     from .grading.selfcheck import self_check
 
-    result = self_check(
+    result, against = self_check(
         args.notebook,
         course_root=args.course_root,
         assignment=args.assignment,
         timeout=args.timeout,
     )
     out = sys.stdout
-    if result["against"] == "release":
+    if against == "release":
         out.write(
             "note: no master here; ran the visible tests only (the grader also runs hidden ones)\n"
         )
-    for cell in result["cells"]:
-        if cell["kind"] == "manual":
-            out.write(f"{cell['grade_id']:<32} {'?':>5} / {cell['max_score']:g}  graded by hand\n")
+    for cell in result.cells:
+        if cell.kind == "manual":
+            out.write(f"{cell.grade_id:<32} {'?':>5} / {cell.max_score:g}  graded by hand\n")
             continue
-        line = f"{cell['grade_id']:<32} {cell['score']:>5g} / {cell['max_score']:g}"
-        if cell["diagnosis"] not in (None, "none"):
-            line += f"  diagnosis: {cell['diagnosis']}"
+        line = f"{cell.grade_id:<32} {cell.score:>5g} / {cell.max_score:g}"
+        if cell.diagnosis not in (None, "none"):
+            line += f"  diagnosis: {cell.diagnosis}"
         out.write(line + "\n")
-        if cell["message"]:
-            out.write(f"    {cell['message'].splitlines()[0][:300]}\n")
-    for problem in result["problems"]:
-        out.write(f"problem: {problem['code']}: {problem['detail']}\n")
-    autograded = [c for c in result["cells"] if c["kind"] == "test"]
-    earned = sum(c["score"] for c in autograded)
-    possible = sum(c["max_score"] for c in autograded)
+        if cell.message:
+            out.write(f"    {cell.message.splitlines()[0][:300]}\n")
+    for problem in result.problems:
+        out.write(f"problem: {problem.code}: {problem.detail}\n")
+    autograded = [c for c in result.cells if c.kind == "test"]
+    earned = sum(c.score for c in autograded)
+    possible = sum(c.max_score for c in autograded)
     out.write(f"autograded total: {earned:g} / {possible:g}\n")
-    return 0 if earned == possible and result["status"] in ("ok", "test-cell-restored") else 1
+    return 0 if earned == possible and result.status in ("ok", "test-cell-restored") else 1
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ reschedules; every time: the submission ends as a ``grader-error``) and nothing 
 """
 
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -24,7 +25,8 @@ import pytest
 
 from lossutils.grading.executors.dask import ClusterError, connect, pack_task, run_packed
 from lossutils.grading.masters import load_master
-from lossutils.grading.worker import grade_submission, make_task
+from lossutils.grading.task import make_task
+from lossutils.grading.worker import grade_submission
 
 SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 ASSIGNMENT = "00-fixture"
@@ -33,11 +35,11 @@ ALLOWED_FAILURES = 1
 
 
 @functools.cache
-def _master() -> dict:
+def _master():
     return load_master(ASSIGNMENT, str(SOURCE))
 
 
-def _task(path, **overrides) -> dict:
+def _task(path, **overrides):
     options = {"student": "s", "assignment": ASSIGNMENT, "notebook": ASSIGNMENT, "timeout": 5,
                "seed": 1, "max_bytes": 10**7, "max_output_chars": 10**4, "feedback": False,
                "keep_notebook": False}
@@ -45,8 +47,8 @@ def _task(path, **overrides) -> dict:
                      **{**options, **overrides})
 
 
-def _without_time(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "seconds"}
+def _without_time(result):
+    return dataclasses.replace(result, seconds=0.0)
 
 
 # ---------------------------------------------------------------- no cluster needed
@@ -68,9 +70,9 @@ def test_a_packed_task_grades_like_the_file_on_disk(tmp_path, content, max_bytes
         path.write_bytes(content)
     task = _task(path, max_bytes=max_bytes)
     packed = pack_task(task)
-    assert "path" not in packed
+    assert packed.task.path is None
     if content is not None and len(content) > max_bytes:
-        assert packed["content"] == {"size": len(content)}
+        assert (packed.content, packed.size) == (None, len(content))
     remote = run_packed(grade_submission, packed)
     assert _without_time(remote) == _without_time(grade_submission(task))
 
@@ -299,12 +301,12 @@ def test_a_task_that_kills_every_worker_ends_as_a_failure(cluster, tmp_path):
         )
     finally:
         executor.shutdown()
-    assert result["status"] == "grader-error"
-    assert result["score"] == 0.0
-    assert result["student"] == "ada"
-    [problem] = result["problems"]
-    assert problem["code"] == "grader-error"
-    assert problem["detail"].startswith(
+    assert result.status == "grader-error"
+    assert result.score == 0.0
+    assert result.student == "ada"
+    [problem] = result.problems
+    assert problem.code == "grader-error"
+    assert problem.detail.startswith(
         f"the Dask worker grading this submission died {ALLOWED_FAILURES + 1} times (last tcp://"
     )
 

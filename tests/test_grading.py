@@ -26,10 +26,12 @@ import pytest
 
 from lossutils.grading.discover import UsageError, find_submissions
 from lossutils.grading.masters import load_master
+from lossutils.grading.problems import Problem
 from lossutils.grading.progress import Progress
 from lossutils.grading.report import student_rows
 from lossutils.grading.state import State
-from lossutils.grading.worker import grade_submission, make_task
+from lossutils.grading.task import Result, make_task
+from lossutils.grading.worker import grade_submission
 from lossutils.grading.worker.score import parse_diagnosis
 
 SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
@@ -70,7 +72,7 @@ def _expected() -> dict[str, tuple[float, str]]:
 
 
 @functools.cache
-def _master() -> dict:
+def _master():
     return load_master(ASSIGNMENT, str(SOURCE))
 
 
@@ -144,33 +146,33 @@ def test_unreadable_files_get_a_reason_and_zero(tmp_path, content, code, detail)
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
     result = grade_submission(_task(path))
-    assert result["status"] == code
-    assert pytest.approx(result["score"]) == 0.0
-    assert result["max_score"] == sum(_points().values()) + 1.0  # + the written answer
-    [problem] = result["problems"]
-    assert problem["code"] == code
-    assert re.search(detail, problem["detail"]), problem["detail"]
+    assert result.status == code
+    assert pytest.approx(result.score) == 0.0
+    assert result.max_score == sum(_points().values()) + 1.0  # + the written answer
+    [problem] = result.problems
+    assert problem.code == code
+    assert re.search(detail, problem.detail), problem.detail
 
 
 def test_too_large_and_missing_files(tmp_path):
     path = tmp_path / "nb.ipynb"
     path.write_bytes(b" " * 200)
     big = grade_submission(_task(path, max_bytes=100))
-    assert big["status"] == "unreadable"
-    assert big["problems"][0]["detail"] == "the file is 200 bytes, over the 100-byte limit"
+    assert big.status == "unreadable"
+    assert big.problems[0].detail == "the file is 200 bytes, over the 100-byte limit"
     missing = grade_submission(_task(None))
-    assert missing["status"] == "missing-notebook"
-    assert all(c["score"] == 0.0 for c in missing["cells"])
+    assert missing.status == "missing-notebook"
+    assert all(c.score == 0.0 for c in missing.cells)
 
 
 def test_load_master_reads_points_and_hides_nothing():
-    master = load_master(ASSIGNMENT, str(SOURCE))["notebooks"][ASSIGNMENT]
-    graded = {c["name"]: c["points"] for c in master["cells"] if c["grade"]}
+    master = load_master(ASSIGNMENT, str(SOURCE)).notebooks[ASSIGNMENT]
+    graded = {c.name: c.points for c in master.cells if c.grade}
     assert graded == {**_points(), "a-shift": 1.0}
-    test = next(c for c in master["cells"] if c["name"] == "test_l2_loss")
+    test = next(c for c in master.cells if c.name == "test_l2_loss")
     # the grader restores the hidden tests; the release text has none
-    assert "hidden=True" in test["source"]
-    assert "hidden=True" not in test["release_source"]
+    assert "hidden=True" in test.source
+    assert "hidden=True" not in test.release_source
 
 
 @pytest.mark.grading
@@ -346,7 +348,7 @@ def test_batched_gradebook_writes_equal_nbgraders_own_calls(tmp_path, monkeypatc
     cells = {}
     for name in (ASSIGNMENT, "01-other"):
         info = load_master(name, str(source), f"sqlite:///{master_db}")
-        cells[name] = [c for c in info["notebooks"][name]["cells"] if c["grade"]]
+        cells[name] = [c for c in info.notebooks[name].cells if c.grade]
     batched, reference = tmp_path / "batched.db", tmp_path / "reference.db"
     shutil.copy(master_db, batched)
     shutil.copy(master_db, reference)
@@ -359,10 +361,10 @@ def test_batched_gradebook_writes_equal_nbgraders_own_calls(tmp_path, monkeypatc
             "status": status,
             "cells": [
                 {
-                    "grade_id": c["name"],
-                    "kind": "manual" if c["solution"] else "test",
+                    "grade_id": c.name,
+                    "kind": "manual" if c.solution else "test",
                     "score": (i + shift) % 3 * 0.5,
-                    "comment": f"{student} {shift}" if c["solution"] else None,
+                    "comment": f"{student} {shift}" if c.solution else None,
                 }
                 for i, c in enumerate(cells[assignment])
             ],
@@ -391,7 +393,7 @@ def test_batched_gradebook_writes_equal_nbgraders_own_calls(tmp_path, monkeypatc
                 _record_with_nbgraders_api(gbs[reference], res, stamp)
             if number == 0:  # a human grades ada's written answer between the runs
                 for gb in gbs.values():
-                    manual = next(c["name"] for c in cells[ASSIGNMENT] if c["solution"])
+                    manual = next(c.name for c in cells[ASSIGNMENT] if c.solution)
                     gb.find_grade(manual, ASSIGNMENT, ASSIGNMENT, "ada").manual_score = 0.75
                     gb.db.commit()
         # a batch that fails part-way leaves the gradebook as it was
@@ -427,11 +429,8 @@ def test_results_wait_for_the_gradebook_in_bounded_batches(tmp_path, monkeypatch
     monkeypatch.setattr(persist, "commit", lambda gb, state, items: commits.append(items))
 
     def result(i):
-        return {
-            "student": f"s{i}", "assignment": "a", "notebook": "a", "status": "unreadable",
-            "problems": [{"code": "unreadable", "detail": f"file {i}"}], "cells": [],
-            "autograded": None, "feedback_html": None,
-        }
+        return Result(f"s{i}", "a", "a", seed=1, master_hash="m", status="unreadable",
+                      problems=[Problem("unreadable", f"file {i}")])
 
     batch = persist.Batch(str(tmp_path), None, None, Progress(6, None), size=2, wait=3600)
     assert batch.time_left() is None
@@ -1007,10 +1006,10 @@ def test_forged_cell_metadata_is_named_with_the_fix(tmp_path):
     path = tmp_path / "forged.ipynb"
     path.write_text(json.dumps(nb))
     result = grade_submission(_task(path))
-    assert result["status"] == "wrong-format"
-    assert pytest.approx(result["score"]) == 0.0
+    assert result.status == "wrong-format"
+    assert pytest.approx(result.score) == 0.0
     # (the master's hidden tests differ from the release's: those cells count as edited)
-    [problem] = [p for p in result["problems"] if p["code"] == "wrong-format"]
-    assert problem["detail"] == (
+    [problem] = [p for p in result.problems if p.code == "wrong-format"]
+    assert problem.detail == (
         "nbgrader cell metadata is corrupted ('three' is not of type 'number'); start from a "
         "fresh copy of the released notebook and paste the answers into it")

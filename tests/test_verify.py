@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lossutils.grading.problems import Problem
 from lossutils.grading.sandbox import Limits, sandbox_available, zygote_supported
+from lossutils.grading.task import CellRecord
 from lossutils.grading.verify import (
     CheckCall,
     VerifiedScore,
@@ -209,8 +211,7 @@ def test_verified_score_to_plain_is_json():
 
 
 def _record(grade_id, score, max_score=3.0, kind="test"):
-    return {"grade_id": grade_id, "kind": kind, "score": score, "max_score": max_score,
-            "message": None}
+    return CellRecord(grade_id, kind, max_score, score)
 
 
 def test_reconcile_takes_the_verified_score_and_flags_disagreement():
@@ -227,18 +228,20 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement():
         "answer": VerifiedScore("answer", False),
     }
     problems = reconcile(records, verified)
-    assert [r["score"] for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0]
-    assert [r.get("kernel_score") for r in records] == [3.0, 3.0, 0.0, 2.0, None, None]
-    assert records[1]["verified"]["diagnosis"] == "no_max_shift"
-    assert records[3]["message"].startswith("timeout")
+    assert [r.score for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0]
+    assert [r.kernel_score for r in records] == [3.0, 3.0, 0.0, 2.0, None, None]
+    assert records[1].verified.diagnosis == "no_max_shift"
+    assert records[1].to_plain()["verified"]["diagnosis"] == "no_max_shift"
+    assert "verified" not in records[5].to_plain()
+    assert records[3].message.startswith("timeout")
     assert problems == [
-        {"code": "tampering-suspected", "detail": "test_b: the notebook's test gave 3/3, "
-         "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."},
-        {"code": "verification-failed", "detail": "test_d: timeout: the solution code ran "
-         "past the time limit"},
-        {"code": "tampering-suspected", "detail": "test_d: the notebook's test gave 2/2, "
-         "verification outside the kernel 0: timeout: the solution code ran past the time "
-         "limit"},
+        Problem("tampering-suspected", "test_b: the notebook's test gave 3/3, "
+                "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."),
+        Problem("verification-failed", "test_d: timeout: the solution code ran "
+                "past the time limit"),
+        Problem("tampering-suspected", "test_d: the notebook's test gave 2/2, "
+                "verification outside the kernel 0: timeout: the solution code ran past the "
+                "time limit"),
     ]
 
 
@@ -392,13 +395,11 @@ def test_failures_of_the_process_are_reported_as_errors(attack_results):
 def test_apply_verification_folds_everything_into_a_worker_result(books):
     nb = books.submission({"softmax": "np.allclose = lambda *a, **k: True\n"
                                       "def softmax(logits):\n    return logits\n"})
-    result = {"cells": [_record("test_softmax", 3.0), _record("test_cross_entropy", 3.0)],
-              "problems": [], "score": 6.0}
-    apply_verification(result, nb, books.master, seed=SEED, call_timeout=3)
-    assert result["score"] == 3.0
-    assert [p["code"] for p in result["problems"]] == ["tampering-suspected",
-                                                       "review-suggested"]
-    assert result["problems"][0]["detail"].endswith(
-        "; scan: module-attribute-assignment (softmax line 1)")
-    assert result["scan"][0]["pattern"] == "module-attribute-assignment"
-    assert result["scan"][0]["cell"] == "softmax"
+    cells = [_record("test_softmax", 3.0), _record("test_cross_entropy", 3.0)]
+    problems = []
+    findings = apply_verification(cells, problems, nb, books.master, seed=SEED, call_timeout=3)
+    assert sum(c.score for c in cells) == 3.0
+    assert [p.code for p in problems] == ["tampering-suspected", "review-suggested"]
+    assert problems[0].detail.endswith("; scan: module-attribute-assignment (softmax line 1)")
+    assert findings[0].pattern == "module-attribute-assignment"
+    assert findings[0].cell == "softmax"

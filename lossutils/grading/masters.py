@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 from ._patches import install_alembic_head
+from .task import Master, MasterCell, MasterNotebook
 
 __all__ = [
     "COURSE_ID",
@@ -130,7 +131,8 @@ def _has_assignment(db_url: str, assignment: str) -> bool:
 
 def _read_cells(
     db_url: str, assignment: str, notebook: str, release_nb: dict, master_nb: dict
-) -> dict:
+) -> tuple[dict | None, tuple[MasterCell, ...]]:
+    """The kernelspec and the cells nbgrader stored for one notebook, in master order."""
     from nbgrader.api import Gradebook
 
     released = {}
@@ -156,20 +158,20 @@ def _read_cells(
                 continue
             sc = source[gid]
             cells.append(
-                {
-                    "name": gid,
-                    "cell_type": sc.cell_type,
-                    "locked": bool(sc.locked),
-                    "checksum": sc.checksum,
-                    "source": sc.source,
-                    "points": points.get(gid),
-                    "grade": gid in points and gid not in tasks,
-                    "solution": gid in solutions,
-                    "task": gid in tasks,
-                    "release_source": released.get(gid, ""),
-                }
+                MasterCell(
+                    name=gid,
+                    cell_type=sc.cell_type,
+                    locked=bool(sc.locked),
+                    checksum=sc.checksum,
+                    source=sc.source,
+                    points=points.get(gid),
+                    grade=gid in points and gid not in tasks,
+                    solution=gid in solutions,
+                    task=gid in tasks,
+                    release_source=released.get(gid, ""),
+                )
             )
-    return {"kernelspec": kernelspec, "cells": cells}
+    return kernelspec, tuple(cells)
 
 
 def preload_modules(nb: dict) -> list[str]:
@@ -215,7 +217,7 @@ def preload_modules(nb: dict) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def load_master(assignment: str, source: str, db_url: str | None = None) -> dict:
+def load_master(assignment: str, source: str, db_url: str | None = None) -> Master:
     """Derive the grader's view of one assignment from its master folder.
 
     Parameters
@@ -232,12 +234,10 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
 
     Returns
     -------
-    dict
-        ``assignment``, ``hash`` (of the master folder), ``files`` (the assignment's other files,
-        relative path to bytes, copied next to each submission as nbgrader does) and
-        ``notebooks``: notebook name to ``{"kernelspec", "cells"}``, where each cell is a dict
-        with nbgrader's source-cell fields (``name``, ``cell_type``, ``locked``, ``checksum``,
-        ``source``, ``points``, ``grade``, ``solution``, ``task``) plus ``release_source``.
+    Master
+        The hash of the master folder, its other files (relative path to bytes, copied next to
+        each submission as nbgrader does) and each notebook's kernelspec, cells (nbgrader's
+        source-cell fields plus the released text) and top-level imports.
 
     Raises
     ------
@@ -260,31 +260,19 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
             else "sqlite:///" + os.path.join(scratch, "master.db")
         )
         release = _generate(assignment, folder, scratch, target)
-        notebooks = {}
+        read = {}
         for name in names:
             with open(os.path.join(release, name + ".ipynb"), encoding="utf-8") as fh:
                 release_nb = json.load(fh)
             with open(os.path.join(folder, name + ".ipynb"), encoding="utf-8") as fh:
                 master_nb = json.load(fh)
-            notebooks[name] = _read_cells(target, assignment, name, release_nb, master_nb)
-            notebooks[name]["preload"] = preload_modules(master_nb)
+            kernelspec, cells = _read_cells(target, assignment, name, release_nb, master_nb)
+            read[name] = (kernelspec, cells, tuple(preload_modules(master_nb)))
         if not fresh:
-            for name, info in notebooks.items():
-                stored = _read_cells(
-                    db_url,
-                    assignment,
-                    name,
-                    {"cells": []},
-                    {
-                        "cells": [
-                            {"metadata": {"nbgrader": {"grade_id": c["name"]}}}
-                            for c in info["cells"]
-                        ]
-                    },
-                )
-                if [c["checksum"] for c in stored["cells"]] != [
-                    c["checksum"] for c in info["cells"]
-                ]:
+            for name, (_, cells, _) in read.items():
+                ids = {"cells": [{"metadata": {"nbgrader": {"grade_id": c.name}}} for c in cells]}
+                _, stored = _read_cells(db_url, assignment, name, {"cells": []}, ids)
+                if [c.checksum for c in stored] != [c.checksum for c in cells]:
                     raise MasterMismatch(
                         f"the gradebook {db_url} holds another version of {assignment}/{name} "
                         "than the master on disk; grade into a new --out folder (or --db), or "
@@ -299,12 +287,12 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
             path = os.path.join(root, filename)
             with open(path, "rb") as fh:
                 files[os.path.relpath(path, folder)] = fh.read()
-    return {
-        "assignment": assignment,
-        "hash": master_hash(folder),
-        "files": files,
-        "notebooks": notebooks,
+    digest = master_hash(folder)
+    notebooks = {
+        name: MasterNotebook(digest, files, kernelspec, cells, preload)
+        for name, (kernelspec, cells, preload) in read.items()
     }
+    return Master(assignment, digest, files, notebooks)
 
 
 def preload_for(source: str, assignments, masters: dict) -> list[str]:

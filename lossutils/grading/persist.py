@@ -16,6 +16,7 @@ from pathlib import Path
 from .discover import UsageError
 from .masters import COURSE_ID
 from .state import State
+from .task import Result
 
 __all__ = ["Batch", "commit", "lock_output", "write_course_files", "write_result_files"]
 
@@ -49,29 +50,30 @@ def write_course_files(out: str, source: str, assignments, db_url: str) -> None:
     _write_atomic(Path(out, "nbgrader_config.py"), config)
 
 
-def write_result_files(out: str, result: dict) -> dict:
-    """Write a result's notebook and feedback page; return the result without them."""
-    rel = Path(result["student"], result["assignment"])
-    for folder, field, ext in (
-        ("autograded", "autograded", ".ipynb"),
-        ("feedback", "feedback_html", ".html"),
+def write_result_files(out: str, result: Result) -> dict:
+    """Write a result's notebook and feedback page; return the rest of it as the ledger keeps
+    it (:meth:`Result.to_plain` without the two, with the feedback page's path)."""
+    rel = Path(result.student, result.assignment)
+    for folder, text, ext in (
+        ("autograded", result.autograded, ".ipynb"),
+        ("feedback", result.feedback_html, ".html"),
     ):
-        path = Path(out, folder, rel, result["notebook"] + ext)
-        if result.get(field) is not None:
-            _write_atomic(path, result[field])
+        path = Path(out, folder, rel, result.notebook + ext)
+        if text is not None:
+            _write_atomic(path, text)
         else:  # a regrade that no longer produces it: drop the stale copy
             path.unlink(missing_ok=True)
     # formgrader lists a submission as autograded only when its autograded folder exists, so
     # an unreadable one gets the folder and a note instead of a notebook
-    note = Path(out, "autograded", rel, result["notebook"] + ".problem.txt")
-    if result.get("autograded") is None:
-        _write_atomic(note, "".join(f"{p['code']}: {p['detail']}\n" for p in result["problems"]))
+    note = Path(out, "autograded", rel, result.notebook + ".problem.txt")
+    if result.autograded is None:
+        _write_atomic(note, "".join(f"{p.code}: {p.detail}\n" for p in result.problems))
     else:
         note.unlink(missing_ok=True)
-    light = {k: v for k, v in result.items() if k not in _LIGHT_DROP}
+    light = {k: v for k, v in result.to_plain().items() if k not in _LIGHT_DROP}
     light["feedback"] = (
-        os.path.join("feedback", rel, result["notebook"] + ".html")
-        if result.get("feedback_html") is not None
+        os.path.join("feedback", rel, result.notebook + ".html")
+        if result.feedback_html is not None
         else None
     )
     return light
@@ -102,7 +104,7 @@ class Batch:
         self.done = 0
         self.label = ""
 
-    def add(self, result: dict, key: str, timestamp, label: str) -> None:
+    def add(self, result: Result, key: str, timestamp, label: str) -> None:
         """Write the result's files now; commit it with the batch."""
         if not self.items:
             self.first = time.monotonic()

@@ -9,8 +9,9 @@ table in ``docs/grading.md``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-__all__ = ["FAILURES", "PROBLEM_CODES", "problem", "status_of"]
+__all__ = ["FAILURES", "PROBLEM_CODES", "Problem", "status_of"]
 
 #: Each code and what it means, in order of precedence. ``test-cell-restored`` and
 #: ``review-suggested`` are flags, not failures.
@@ -44,29 +45,42 @@ FAILURES = (
 )
 
 
-def problem(code: str, detail: str) -> dict:
-    """One problem of a result, as it travels and is stored.
+@dataclass(frozen=True)
+class Problem:
+    """One reason a submission lost points other than a wrong answer.
 
     Examples
     --------
-    >>> problem("timeout", "cell 3 ran past the 60 s limit")
+    >>> Problem("timeout", "cell 3 ran past the 60 s limit").to_plain()
     {'code': 'timeout', 'detail': 'cell 3 ran past the 60 s limit'}
+    >>> Problem("slow", "...")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown problem code 'slow'; add it to PROBLEM_CODES
     """
-    if code not in PROBLEM_CODES:
-        raise ValueError(f"unknown problem code {code!r}; add it to PROBLEM_CODES")
-    return {"code": code, "detail": detail}
+
+    code: str
+    detail: str
+
+    def __post_init__(self):
+        if self.code not in PROBLEM_CODES:
+            raise ValueError(f"unknown problem code {self.code!r}; add it to PROBLEM_CODES")
+
+    def to_plain(self) -> dict:
+        """As ``results.json`` and the ledger store it."""
+        return {"code": self.code, "detail": self.detail}
 
 
-def status_of(problems: Iterable[dict]) -> str:
+def status_of(problems: Iterable[Problem]) -> str:
     """The status of a result: its first problem code in order of precedence, else ``ok``.
 
     Examples
     --------
-    >>> status_of([problem("test-cell-restored", "..."), problem("timeout", "...")])
+    >>> status_of([Problem("test-cell-restored", "..."), Problem("timeout", "...")])
     'timeout'
     >>> status_of([])
     'ok'
     """
     order = list(PROBLEM_CODES)
-    codes = sorted({p["code"] for p in problems}, key=order.index)
+    codes = sorted({p.code for p in problems}, key=order.index)
     return codes[0] if codes else "ok"

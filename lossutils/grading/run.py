@@ -28,6 +28,7 @@ from .problems import FAILURES
 from .progress import Progress
 from .sandbox import require_sandbox
 from .state import LedgerResults, State
+from .task import make_task
 
 __all__ = ["grade"]
 
@@ -134,7 +135,6 @@ def grade(
         from nbgrader.api import Gradebook
 
         from .report import write_outputs
-        from .worker import make_task
 
         masters = list_masters(source)
         if not masters:
@@ -164,7 +164,7 @@ def grade(
         for entry in entries:
             master = info[entry["assignment"]]
             key = hashlib.sha256(
-                f"{file_hash(entry['path'])}:{master['hash']}".encode()
+                f"{file_hash(entry['path'])}:{master.hash}".encode()
             ).hexdigest()
             if (
                 entry["student"] in regrade
@@ -279,7 +279,7 @@ def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool,
                         result = failure_result(
                             task, "the grading worker process died twice on this submission"
                         )
-                    batch.add(result, key, timestamp, f"{task['student']} {task['assignment']}")
+                    batch.add(result, key, timestamp, f"{task.student} {task.assignment}")
                 batch.flush(due_only=True)
                 if broken and not running:
                     break

@@ -12,6 +12,7 @@ import secrets
 
 from .discover import UsageError
 from .masters import list_masters, load_master
+from .task import Result, make_task
 
 __all__ = ["self_check"]
 
@@ -42,7 +43,7 @@ def self_check(
     assignment: str | None = None,
     timeout: int = 60,
     seed: int | None = None,
-) -> dict:
+) -> tuple[Result, str]:
     """Grade one notebook in place of the batch grader and return the worker's result.
 
     Parameters
@@ -60,9 +61,10 @@ def self_check(
 
     Returns
     -------
-    dict
-        The result of :func:`lossutils.grading.worker.grade_submission`, plus ``against``
-        (``"master"`` or ``"release"``).
+    result : Result
+        What :func:`lossutils.grading.worker.grade_submission` made of it.
+    against : {"master", "release"}
+        Whether it was graded against the master (hidden tests included) or the release.
 
     Raises
     ------
@@ -70,7 +72,7 @@ def self_check(
         If the notebook does not exist or its assignment cannot be found.
     """
     from .sandbox import sandbox_available
-    from .worker import grade_submission, make_task
+    from .worker import grade_submission
 
     if not os.path.isfile(notebook):
         raise UsageError(f"{notebook} does not exist")
@@ -84,7 +86,7 @@ def self_check(
         notebook=stem,
         path=notebook,
         master=master,
-        master_notebook=stem if stem in master["notebooks"] else next(iter(master["notebooks"])),
+        master_notebook=stem if stem in master.notebooks else next(iter(master.notebooks)),
         timeout=timeout,
         seed=secrets.randbelow(2**31) if seed is None else seed,
         feedback=False,
@@ -92,6 +94,4 @@ def self_check(
         # A student checking their own notebook on their own machine: sandbox when possible.
         sandbox=sandbox_available(),
     )
-    result = grade_submission(task)
-    result["against"] = "master" if root == roots[0] else "release"
-    return result
+    return grade_submission(task), "master" if root == roots[0] else "release"

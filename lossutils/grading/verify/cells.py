@@ -36,18 +36,21 @@ def _source(cell) -> str | None:
 
 
 def master_cells(master) -> list[dict]:
-    """Normalise a master notebook dict, or the grader's list of master cells, to records.
+    """Normalise a master notebook (nbformat JSON as a dict), or a task's master cells
+    (:class:`~lossutils.grading.task.MasterCell`), to records.
 
     Each record: ``grade_id``, ``cell_type``, ``source``, ``solution``, ``grade``.
     """
-    cells = master.get("cells", []) if isinstance(master, Mapping) else master
+    if not isinstance(master, Mapping):
+        return [{"grade_id": c.name, "cell_type": c.cell_type, "source": c.source,
+                 "solution": c.solution, "grade": c.grade} for c in master]
     records = []
-    for cell in cells:
-        meta = cell.get("metadata", {}).get("nbgrader") if "metadata" in cell else cell
+    for cell in master.get("cells", []):
+        meta = cell.get("metadata", {}).get("nbgrader")
         if not meta:
             continue
         records.append({
-            "grade_id": meta.get("grade_id", meta.get("name")),
+            "grade_id": meta.get("grade_id"),
             "cell_type": cell.get("cell_type"),
             "source": _source(cell) or "",
             "solution": bool(meta.get("solution")),
@@ -62,7 +65,7 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     Parameters
     ----------
     master : dict or list
-        The master notebook (nbformat JSON as a dict) or the grader's list of master cells.
+        The master notebook (nbformat JSON as a dict) or a task's master cells.
 
     Returns
     -------

@@ -77,8 +77,7 @@ def verify_submission(
     student_nb : mapping
         The submitted notebook as parsed JSON (untrusted: any structure).
     master_nb : dict or list
-        The master notebook as a dict, or the grader's list of master cells
-        (``task["master"]["notebooks"][name]["cells"]``).
+        The master notebook as a dict, or a task's master cells (``task.master.cells``).
     seed : int
         The run's ``LOSSUTILS_GRADING_SEED``, for the hidden cases.
     limits : Limits

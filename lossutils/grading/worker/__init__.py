@@ -21,12 +21,14 @@ of every checked exercise.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
 
 from ..discover import file_hash
-from ..problems import problem, status_of
+from ..problems import Problem, status_of
+from ..task import Result, Task
 from ..verify import DEFAULT_LIMITS as VERIFY_LIMITS
 from ..verify import apply_verification
 from .execute import clip_outputs, execute, kernel_zygote_for, strip_warnings
@@ -35,7 +37,7 @@ from .read import read_notebook
 from .sanitize import sanitize
 from .score import score_cells
 
-__all__ = ["failure_result", "grade_submission", "make_task", "prepare_process", "start_zygotes"]
+__all__ = ["failure_result", "grade_submission", "prepare_process", "start_zygotes"]
 
 
 def prepare_process() -> None:
@@ -57,76 +59,24 @@ def start_zygotes(preload) -> None:
     verification_zygote(VERIFY_LIMITS, [f"import {name}" for name in preload])
 
 
-def make_task(
-    *,
-    student: str,
-    assignment: str,
-    notebook: str,
-    path: str | None,
-    master: dict,
-    timeout: int,
-    seed: int,
-    max_bytes: int = 20_000_000,
-    max_output_chars: int = 20_000,
-    feedback: bool = True,
-    keep_notebook: bool = True,
-    sandbox: bool = True,
-    master_notebook: str | None = None,
-) -> dict:
-    """The plain-data task :func:`grade_submission` takes, for one submitted notebook.
-
-    ``master`` is what :func:`lossutils.grading.masters.load_master` returns; the task carries
-    the part of it for ``master_notebook`` (default: the notebook of the same name). ``path``
-    is None for a missing notebook.
-    """
-    return {
-        "student": student,
-        "assignment": assignment,
-        "notebook": notebook,
-        "path": path,
-        "master": {
-            "hash": master["hash"],
-            "files": master["files"],
-            **master["notebooks"][master_notebook or notebook],
-        },
-        "timeout": timeout,
-        "seed": seed,
-        "max_bytes": max_bytes,
-        "max_output_chars": max_output_chars,
-        "feedback": feedback,
-        "keep_notebook": keep_notebook,
-        "sandbox": sandbox,
-    }
-
-
-def grade_submission(task: dict) -> dict:
-    """Grade one submitted notebook and return the result as plain data.
+def grade_submission(task: Task) -> Result:
+    """Grade one submitted notebook.
 
     The function is pure in the sense that matters for distribution: everything it needs is in
-    ``task``, everything it produces is in the returned dict (numbers, strings, lists, dicts);
-    it writes only inside a private temporary folder that it removes, and it starts a fresh
+    the task, everything it produces is in the result (both plain dataclasses that pickle); it
+    writes only inside a private temporary folder that it removes, and it starts a fresh
     kernel, so no state passes from one submission to the next.
 
     Parameters
     ----------
-    task : dict
-        ``student``, ``assignment``, ``notebook`` (name without ``.ipynb``), ``path`` (the
-        submitted file, or ``None`` when it is missing), ``master`` (from
-        :func:`lossutils.grading.masters.load_master`: ``cells``, ``kernelspec``, ``files``,
-        ``hash``), ``timeout`` (seconds per cell), ``seed`` (``LOSSUTILS_GRADING_SEED`` for the
-        hidden checks), ``max_bytes`` (largest file read), ``max_output_chars`` (per output),
-        ``feedback`` (render feedback HTML) and ``keep_notebook`` (return the executed notebook).
+    task : Task
+        The submission, its master and the limits (see :class:`~lossutils.grading.task.Task`).
 
     Returns
     -------
-    dict
-        ``student``, ``assignment``, ``notebook``, ``hash`` (sha256 of the file), ``seed``,
-        ``status`` (``"ok"`` or the first problem code), ``problems`` (list of ``{code,
-        detail}``), ``cells`` (one record per grade cell: ``grade_id``, ``kind``, ``score``
-        (``None`` = needs manual grading), ``max_score``, ``check``, ``diagnosis``,
-        ``message``, ``comment``), ``score``, ``max_score``, ``autograded`` (the executed
-        notebook as JSON text, hidden tests included: instructor only), ``feedback_html`` and
-        ``seconds``.
+    Result
+        Scores per grade cell, problems, status, the executed notebook and the feedback page
+        (see :class:`~lossutils.grading.task.Result`).
 
     Notes
     -----
@@ -134,106 +84,100 @@ def grade_submission(task: dict) -> dict:
     its output holds an error or stderr text (Python warnings are removed first); a manually
     graded answer left as released scores 0, otherwise it waits for a human. Cells that never
     ran (the kernel died or an uninterruptible cell timed out) score 0, unlike stock nbgrader.
+    The final score of every checked exercise is the one verified outside the student's kernel
+    (:func:`~lossutils.grading.verify.apply_verification`).
     """
     start = time.monotonic()
-    problems: list[dict] = []
-    master = task["master"]
-    result = {
-        "student": task["student"],
-        "assignment": task["assignment"],
-        "notebook": task["notebook"],
-        "seed": task["seed"],
-        "master_hash": master["hash"],
-        "autograded": None,
-        "feedback_html": None,
-    }
-    nb = executed = None
-    done: set[int] = set()
+    result = Result(task.student, task.assignment, task.notebook, task.seed, task.master.hash)
+    nb = None
     try:
-        nb, result["hash"] = read_notebook(task, problems)
+        nb, result.hash = read_notebook(task, result.problems)
         if nb is not None:
-            resources = {
-                "nbgrader": {
-                    "notebook": task["notebook"],
-                    "assignment": task["assignment"],
-                    "student": task["student"],
-                    "db_url": None,
-                }
-            }
-            try:
-                nb, resources = sanitize(nb, task, problems, resources)
-            except Exception as exc:  # nbgrader's metadata validator raises on forged metadata
-                problems.append(
-                    problem(
-                        "wrong-format",
-                        "nbgrader cell metadata is corrupted "
-                        f"({(str(exc).strip().splitlines() or ['?'])[0][:200]}); start from a "
-                        "fresh copy of the released notebook and paste the answers into it",
-                    )
-                )
-                nb = None
-        if nb is not None:
-            zygote = kernel_zygote_for(task.get("sandbox", True), master.get("preload", ()))
-            result["kernel"] = "forked" if zygote is not None else "started"
-            with tempfile.TemporaryDirectory(
-                prefix="lossutils-grade-", dir=zygote.slots if zygote else None
-            ) as workdir:
-                for rel, content in master.get("files", {}).items():
-                    dest = os.path.join(workdir, rel)
-                    os.makedirs(os.path.dirname(dest), exist_ok=True)
-                    with open(dest, "wb") as fh:
-                        fh.write(content)
-                try:
-                    done = execute(nb, task, workdir, problems, resources, zygote)
-                finally:
-                    if zygote is not None:  # nothing of this kernel may outlive it
-                        zygote.release_all()
-            executed = True
-            from nbgrader.preprocessors import LimitOutput
-
-            strip_warnings(nb)
-            nb, _ = LimitOutput().preprocess(nb, {})
-            clip_outputs(nb, task["max_output_chars"])
-        records = score_cells(nb, master, done, bool(executed))
-        if executed:
-            # The final score of every checked exercise is the one verified outside the
-            # student's kernel; disagreement is flagged as suspected tampering.
-            folded = apply_verification(
-                {"cells": records, "problems": problems}, nb, master["cells"],
-                seed=task["seed"], sandbox=task.get("sandbox", True),
-                call_timeout=task["timeout"],
+            nb, resources = _sanitized(nb, task, result.problems)
+        if nb is None:
+            result.cells = score_cells(None, task.master, set(), executed=False)
+        else:
+            done = _run(nb, task, resources, result)
+            result.cells = score_cells(nb, task.master, done, executed=True)
+            # disagreement with the kernel's scores is flagged as suspected tampering
+            result.scan = apply_verification(
+                result.cells, result.problems, nb, task.master.cells, seed=task.seed,
+                sandbox=task.sandbox, call_timeout=task.timeout,
             )
-            result["scan"] = folded["scan"]
     except Exception as exc:  # a grader bug must cost one submission, never the batch
-        problems.append(problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
-        records = score_cells(None, master, set(), False)
+        result.problems.append(Problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
+        result.cells = score_cells(None, task.master, set(), executed=False)
         nb = None
-    result.setdefault("hash", "unknown")
-    result["cells"] = records
-    result["problems"] = problems
-    result["status"] = status_of(problems)
-    result["score"] = sum(r["score"] or 0.0 for r in records)
-    result["max_score"] = sum(r["max_score"] for r in records)
+    result.status = status_of(result.problems)
+    result.score = sum(r.score or 0.0 for r in result.cells)
+    result.max_score = sum(r.max_score for r in result.cells)
     if nb is not None:
-        import nbformat
-
-        if task.get("keep_notebook", True):
-            result["autograded"] = nbformat.writes(nb)
-        if task.get("feedback", True):
-            try:
-                result["feedback_html"] = feedback_html(nb, task, records, problems)
-            except Exception as exc:  # feedback is a courtesy; the grade stands without it
-                problems.append(problem("grader-error", f"feedback failed: {exc}"[:500]))
-    result["seconds"] = round(time.monotonic() - start, 3)
+        _keep_outputs(nb, task, result)
+    result.seconds = round(time.monotonic() - start, 3)
     return result
 
 
-def failure_result(task: dict, detail: str) -> dict:
+def _sanitized(nb, task: Task, problems: list[Problem]):
+    """nbgrader's sanitize steps; ``(None, None)`` for forged metadata, with the reason."""
+    resources = {"nbgrader": {"notebook": task.notebook, "assignment": task.assignment,
+                              "student": task.student, "db_url": None}}
+    try:
+        return sanitize(nb, task, problems, resources)
+    except Exception as exc:  # nbgrader's metadata validator raises on forged metadata
+        problems.append(Problem(
+            "wrong-format",
+            "nbgrader cell metadata is corrupted "
+            f"({(str(exc).strip().splitlines() or ['?'])[0][:200]}); start from a "
+            "fresh copy of the released notebook and paste the answers into it",
+        ))
+        return None, None
+
+
+def _run(nb, task: Task, resources: dict, result: Result) -> set[int]:
+    """Execute the notebook in a fresh kernel, next to the master's data files; tidy its
+    outputs. Returns the indices of the cells that completed."""
+    from nbgrader.preprocessors import LimitOutput
+
+    zygote = kernel_zygote_for(task.sandbox, task.master.preload)
+    result.kernel = "forked" if zygote is not None else "started"
+    with tempfile.TemporaryDirectory(
+        prefix="lossutils-grade-", dir=zygote.slots if zygote else None
+    ) as workdir:
+        for rel, content in task.master.files.items():
+            dest = os.path.join(workdir, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as fh:
+                fh.write(content)
+        try:
+            done = execute(nb, task, workdir, result.problems, resources, zygote)
+        finally:
+            if zygote is not None:  # nothing of this kernel may outlive it
+                zygote.release_all()
+    strip_warnings(nb)
+    nb, _ = LimitOutput().preprocess(nb, {})
+    clip_outputs(nb, task.max_output_chars)
+    return done
+
+
+def _keep_outputs(nb, task: Task, result: Result) -> None:
+    """The executed notebook and the feedback page, as the task asks."""
+    import nbformat
+
+    if task.keep_notebook:
+        result.autograded = nbformat.writes(nb)
+    if task.feedback:
+        try:
+            result.feedback_html = feedback_html(nb, task, result.cells, result.problems)
+        except Exception as exc:  # feedback is a courtesy; the grade stands without it
+            result.problems.append(Problem("grader-error", f"feedback failed: {exc}"[:500]))
+
+
+def failure_result(task: Task, detail: str) -> Result:
     """The result of a task whose worker process itself died (twice): every cell zero, the
     ``grader-error`` status and ``detail`` as its reason."""
     # grading a missing file yields the all-zero cell records of this notebook
-    result = grade_submission(dict(task, path=None, feedback=False))
-    result["problems"] = [problem("grader-error", detail)]
-    result["status"] = "grader-error"
-    result["hash"] = file_hash(task["path"])
+    result = grade_submission(dataclasses.replace(task, path=None, feedback=False))
+    result.problems = [Problem("grader-error", detail)]
+    result.status = "grader-error"
+    result.hash = file_hash(task.path)
     return result

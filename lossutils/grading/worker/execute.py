@@ -11,7 +11,8 @@ import os
 import re
 import subprocess
 
-from ..problems import problem
+from ..problems import Problem
+from ..task import Task
 
 __all__ = ["ZYGOTE_FAILED", "clip_outputs", "execute", "kernel_zygote_for", "strip_warnings"]
 
@@ -75,8 +76,8 @@ def kernel_zygote_for(sandbox: bool, preload=()):
         return None
 
 
-def execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
-             zygote=None) -> set[int]:
+def execute(nb, task: Task, workdir: str, problems: list[Problem], resources: dict,
+            zygote=None) -> set[int]:
     """Run the notebook in a fresh kernel; return the indices of the cells that completed."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbgrader.preprocessors import Execute
@@ -90,7 +91,7 @@ def execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
             kwargs.setdefault("stderr", subprocess.DEVNULL)
             # The seed goes to this kernel only, never into the grader's own environment.
             kwargs["env"] = dict(
-                os.environ, LOSSUTILS_GRADING_SEED=str(task["seed"]), NBGRADER_EXECUTION="autograde"
+                os.environ, LOSSUTILS_GRADING_SEED=str(task.seed), NBGRADER_EXECUTION="autograde"
             )
             return super().start_new_kernel(**kwargs)
 
@@ -103,10 +104,10 @@ def execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
     # The kernel runs in the sandbox (no network, no repository, limits; see SECURITY.md);
     # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown.
     executor = _Tracking(
-        timeout=task["timeout"], interrupt_on_timeout=True, shutdown_kernel="immediate",
+        timeout=task.timeout, interrupt_on_timeout=True, shutdown_kernel="immediate",
         kernel_manager_class=sandbox_kernel_manager(
-            seed=task["seed"], env={"NBGRADER_EXECUTION": "autograde"},
-            sandbox=task.get("sandbox", True), zygote=zygote,
+            seed=task.seed, env={"NBGRADER_EXECUTION": "autograde"},
+            sandbox=task.sandbox, zygote=zygote,
         ),
     )
     resources = dict(resources, metadata={"path": workdir})
@@ -114,13 +115,13 @@ def execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
         executor.preprocess(nb, resources)
     except DeadKernelError:
         problems.append(
-            problem("kernel-died", f"the kernel died while running {_first_unfinished(nb, done)}")
+            Problem("kernel-died", f"the kernel died while running {_first_unfinished(nb, done)}")
         )
     except CellTimeoutError:
         problems.append(
-            problem(
+            Problem(
                 "timeout",
-                f"{_first_unfinished(nb, done)} ran past the {task['timeout']} s limit "
+                f"{_first_unfinished(nb, done)} ran past the {task.timeout} s limit "
                 "and could not be interrupted",
             )
         )
@@ -128,8 +129,8 @@ def execute(nb, task: dict, workdir: str, problems: list[dict], resources: dict,
         cell = nb.cells[index]
         if any(o.output_type == "error" and o.ename == "CellTimeoutError" for o in cell.outputs):
             problems.append(
-                problem(
-                    "timeout", f"{_cell_label(cell, index)} ran past the {task['timeout']} s limit"
+                Problem(
+                    "timeout", f"{_cell_label(cell, index)} ran past the {task.timeout} s limit"
                 )
             )
     return done

@@ -13,6 +13,8 @@ import json
 import os
 
 from .._patches import html_exporter_class
+from ..problems import Problem
+from ..task import CellRecord, Task
 
 __all__ = ["exporter", "feedback_html", "render_feedback"]
 
@@ -39,48 +41,47 @@ def exporter():
     return made
 
 
-def _summary_cell(task: dict, records: list[dict], problems: list[dict]):
+def _summary_cell(task: Task, records: list[CellRecord], problems: list[Problem]):
     from nbformat.v4 import new_markdown_cell
 
     lines = [
-        f"**Grading summary for {html.escape(task['student'])}, "
-        f"{html.escape(task['assignment'])}**",
+        f"**Grading summary for {html.escape(task.student)}, {html.escape(task.assignment)}**",
         "",
     ]
     for record in records:
-        if record["kind"] != "test":
+        if record.kind != "test":
             continue
-        line = f"- `{record['grade_id']}`: {record['score']:g} / {record['max_score']:g}"
-        if record["message"]:
-            line += " — " + html.escape(record["message"].splitlines()[0][:300])
+        line = f"- `{record.grade_id}`: {record.score:g} / {record.max_score:g}"
+        if record.message:
+            line += " — " + html.escape(record.message.splitlines()[0][:300])
         lines.append(line)
-    manual = [r for r in records if r["kind"] == "manual"]
+    manual = [r for r in records if r.kind == "manual"]
     if manual:
         lines.append(f"- {len(manual)} written answer(s) are graded by hand later.")
     for problem in problems:
-        lines.append(f"- **{problem['code']}**: {html.escape(problem['detail'])}")
+        lines.append(f"- **{problem.code}**: {html.escape(problem.detail)}")
     cell = new_markdown_cell("\n".join(lines))
     cell.id = "lossutils-grading-summary"
     return cell
 
 
-def feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
+def feedback_html(nb, task: Task, records: list[CellRecord], problems: list[Problem]) -> str:
     """Render nbgrader's feedback template without hidden tests or test-cell tracebacks."""
     import nbformat
     from nbgrader.preprocessors import ClearHiddenTests
 
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb, _ = ClearHiddenTests().preprocess(nb, {})
-    by_id = {r["grade_id"]: r for r in records}
+    by_id = {r.grade_id: r for r in records}
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         record = by_id.get(meta.get("grade_id"))
         if record is None or not meta.get("grade"):
             continue
-        meta["score"] = record["score"]
-        meta["points"] = record["max_score"]
-        meta["comment"] = record["comment"]
-        if record["kind"] == "test":
+        meta["score"] = record.score
+        meta["points"] = record.max_score
+        meta["comment"] = record.comment
+        if record.kind == "test":
             # The traceback quotes the hidden test lines; the checker's message says it all.
             for out in cell.get("outputs", []):
                 if out.output_type == "error":
@@ -88,8 +89,7 @@ def feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) -> 
     return render_feedback(nb, task, records, problems)
 
 
-
-def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -> str:
+def render_feedback(nb, task: Task, records: list[CellRecord], problems: list[Problem]) -> str:
     """Render the feedback page of one graded notebook.
 
     Parameters
@@ -97,12 +97,12 @@ def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -
     nb : nbformat.NotebookNode
         The executed notebook with hidden tests and test tracebacks already removed and
         ``score``/``points`` set in every grade cell's nbgrader metadata.
-    task : dict
-        The worker's task (``student``, ``assignment``, ``notebook``).
-    records : list of dict
+    task : Task
+        The worker's task (its ``student``, ``assignment`` and ``notebook``).
+    records : list of CellRecord
         The worker's per-grade-cell records.
-    problems : list of dict
-        The worker's problems (``code``, ``detail``), shown at the top of the page.
+    problems : list of Problem
+        The worker's problems, shown at the top of the page.
 
     Returns
     -------
@@ -110,14 +110,14 @@ def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -
         A standalone HTML page.
     """
     nb.cells.insert(0, _summary_cell(task, records, problems))
-    score = sum(r["score"] or 0.0 for r in records)
+    score = sum(r.score or 0.0 for r in records)
     resources = {
         "nbgrader": {
-            "student": task["student"],
-            "assignment": task["assignment"],
-            "notebook": task["notebook"],
+            "student": task.student,
+            "assignment": task.assignment,
+            "notebook": task.notebook,
             "score": score,
-            "max_score": sum(r["max_score"] for r in records),
+            "max_score": sum(r.max_score for r in records),
             "late_penalty": 0,
         }
     }

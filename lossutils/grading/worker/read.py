@@ -6,24 +6,25 @@ import hashlib
 import json
 import os
 
-from ..problems import problem
+from ..problems import Problem
+from ..task import Task
 
 __all__ = ["read_notebook"]
 
 
-def read_notebook(task: dict, problems: list[dict]):
+def read_notebook(task: Task, problems: list[Problem]):
     """Read the submitted file defensively; return ``(notebook or None, sha256 or tag)``."""
     import nbformat
 
-    path = task.get("path")
+    path = task.path
     if path is None or not os.path.isfile(path):
-        problems.append(problem("missing-notebook", f"no {task['notebook']}.ipynb was submitted"))
+        problems.append(Problem("missing-notebook", f"no {task.notebook}.ipynb was submitted"))
         return None, "missing"
     size = os.path.getsize(path)
-    if size > task["max_bytes"]:
+    if size > task.max_bytes:
         problems.append(
-            problem(
-                "unreadable", f"the file is {size} bytes, over the {task['max_bytes']}-byte limit"
+            Problem(
+                "unreadable", f"the file is {size} bytes, over the {task.max_bytes}-byte limit"
             )
         )
         return None, f"size:{size}"
@@ -34,7 +35,7 @@ def read_notebook(task: dict, problems: list[dict]):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         problems.append(
-            problem(
+            Problem(
                 "unreadable", f"not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})"
             )
         )
@@ -43,14 +44,14 @@ def read_notebook(task: dict, problems: list[dict]):
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         problems.append(
-            problem(
+            Problem(
                 "unreadable", f"corrupt JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             )
         )
         return None, digest
     if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
         problems.append(
-            problem(
+            Problem(
                 "wrong-format",
                 f"not a Jupyter notebook (top level is a JSON {type(data).__name__} without cells)",
             )
@@ -59,7 +60,7 @@ def read_notebook(task: dict, problems: list[dict]):
     major = data.get("nbformat")
     if not isinstance(major, int) or major < 3:
         problems.append(
-            problem("wrong-format", f"unsupported notebook format version {major!r} (need 3 or 4)")
+            Problem("wrong-format", f"unsupported notebook format version {major!r} (need 3 or 4)")
         )
         return None, digest
     errors: dict = {}
@@ -68,7 +69,7 @@ def read_notebook(task: dict, problems: list[dict]):
         nbformat.validate(nb)
     except Exception as exc:  # nbformat raises many types on malformed structure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        problems.append(problem("wrong-format", f"invalid notebook structure: {first[:200]}"))
+        problems.append(Problem("wrong-format", f"invalid notebook structure: {first[:200]}"))
         return None, digest
     return nb, digest
 

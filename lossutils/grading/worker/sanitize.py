@@ -7,10 +7,13 @@ gradebook (workers never open it), and flags every test cell it restores.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from types import SimpleNamespace
 
 from .._patches import metadata_validator
-from ..problems import problem
+from ..problems import Problem
+from ..task import MasterCell, Task
 
 __all__ = ["sanitize"]
 
@@ -22,8 +25,8 @@ class _MasterCells:
     adapter answers ``find_source_cell``/``find_graded_cell`` exactly as the database would.
     """
 
-    def __init__(self, cells: list[dict]):
-        self._cells = {c["name"]: SimpleNamespace(**c, max_score=c["points"]) for c in cells}
+    def __init__(self, cells: Iterable[MasterCell]):
+        self._cells = {c.name: SimpleNamespace(**asdict(c), max_score=c.points) for c in cells}
 
     def __enter__(self):
         return self
@@ -42,15 +45,15 @@ class _MasterCells:
     find_graded_cell = find_source_cell
 
 
-def sanitize(nb, task: dict, problems: list[dict], resources: dict):
+def sanitize(nb, task: Task, problems: list[Problem], resources: dict):
     """nbgrader's sanitize step, plus the restoration and flagging of test cells."""
     from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteCells
 
-    master = task["master"]
+    master = task.master
     nb, resources = ClearOutput().preprocess(nb, resources)
     nb, resources = DeduplicateIds().preprocess(nb, resources)
-    if master.get("kernelspec"):
-        nb.metadata["kernelspec"] = master["kernelspec"]
+    if master.kernelspec:
+        nb.metadata["kernelspec"] = master.kernelspec
 
     # Flag what the student did to the test cells before nbgrader silently repairs it.
     submitted = {}
@@ -58,36 +61,37 @@ def sanitize(nb, task: dict, problems: list[dict], resources: dict):
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid is not None:
             submitted[gid] = cell
-    for mc in master["cells"]:
-        if not mc["grade"] or mc["solution"] or mc["cell_type"] != "code":
+    for mc in master.cells:
+        if not mc.grade or mc.solution or mc.cell_type != "code":
             continue
-        cell = submitted.get(mc["name"])
+        cell = submitted.get(mc.name)
         if cell is None:
             problems.append(
-                problem(
+                Problem(
                     "test-cell-restored",
-                    f"test cell {mc['name']} was deleted; restored from the master",
+                    f"test cell {mc.name} was deleted; restored from the master",
                 )
             )
-        elif cell.source.strip() != mc["release_source"].strip():
+        elif cell.source.strip() != mc.release_source.strip():
             problems.append(
-                problem(
+                Problem(
                     "test-cell-restored",
-                    f"test cell {mc['name']} was edited; restored from the master",
+                    f"test cell {mc.name} was edited; restored from the master",
                 )
             )
 
     overwrite = OverwriteCells()
-    overwrite.gradebook = _MasterCells(master["cells"])
-    overwrite.notebook_id = task["notebook"]
-    overwrite.assignment_id = task["assignment"]
+    overwrite.gradebook = _MasterCells(master.cells)
+    overwrite.notebook_id = task.notebook
+    overwrite.assignment_id = task.assignment
+    # OverwriteCells' own preprocess would open the gradebook: run its per-cell work only
     nb, resources = super(OverwriteCells, overwrite).preprocess(nb, resources)
-    _restore_missing(nb, master["cells"], overwrite, set(submitted))
+    _restore_missing(nb, master.cells, overwrite, set(submitted))
     metadata_validator().validate_nb(nb)
     return nb, resources
 
 
-def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str]) -> None:
+def _restore_missing(nb, master_cells: Sequence[MasterCell], overwrite, present: set[str]) -> None:
     """Put deleted grade cells back after the nearest master cell the student still has.
 
     nbgrader's own ``add_missing_grade_cells`` looks only at grade and solution cells for the
@@ -96,15 +100,14 @@ def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str])
     """
     import nbformat
 
-    order = [c["name"] for c in master_cells]
+    order = [c.name for c in master_cells]
     for i, mc in enumerate(master_cells):
-        if not mc["grade"] or mc["name"] in present:
+        if not mc.grade or mc.name in present:
             continue
-        source_cell = SimpleNamespace(**mc)
         new = nbformat.from_dict(
-            overwrite.missing_cell_transform(source_cell, mc["points"], is_solution=mc["solution"])
+            overwrite.missing_cell_transform(mc, mc.points, is_solution=mc.solution)
         )
-        new.setdefault("id", f"restored-{mc['name']}")
+        new.setdefault("id", f"restored-{mc.name}")
         position = 0
         for anchor in reversed(order[:i]):
             idx = next(
@@ -119,5 +122,5 @@ def _restore_missing(nb, master_cells: list[dict], overwrite, present: set[str])
                 position = idx + 1
                 break
         nb.cells.insert(position, new)
-        present.add(mc["name"])
+        present.add(mc.name)
 

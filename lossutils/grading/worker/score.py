@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ..task import CellRecord, MasterNotebook
+
 __all__ = ["parse_diagnosis", "score_cells"]
 
 _DIAGNOSIS = re.compile(r"\[check: ([^;\]]+); diagnosis: ([^\]]+)\]")
@@ -54,7 +56,7 @@ def _test_message(cell) -> str | None:
     return None
 
 
-def score_cells(nb, master: dict, done: set[int], executed: bool) -> list[dict]:
+def score_cells(nb, master: MasterNotebook, done: set[int], executed: bool) -> list[CellRecord]:
     """One record per master grade cell, scored as nbgrader's SaveAutoGrades would."""
     from nbgrader import utils
 
@@ -63,38 +65,29 @@ def score_cells(nb, master: dict, done: set[int], executed: bool) -> list[dict]:
         if utils.is_grade(cell):
             by_id[cell.metadata.nbgrader["grade_id"]] = (index, cell)
     records = []
-    for mc in master["cells"]:
-        if not mc["grade"]:
+    for mc in master.cells:
+        if not mc.grade:
             continue
-        record = {
-            "grade_id": mc["name"],
-            "kind": "manual" if mc["solution"] or mc["cell_type"] != "code" else "test",
-            "max_score": float(mc["points"]),
-            "score": 0.0,
-            "check": None,
-            "diagnosis": None,
-            "message": None,
-            "comment": None,
-        }
-        if mc["name"] in by_id and executed:
-            index, cell = by_id[mc["name"]]
+        record = CellRecord(mc.name, "manual" if mc.solution or mc.cell_type != "code" else "test",
+                            float(mc.points))
+        if mc.name in by_id and executed:
+            index, cell = by_id[mc.name]
             if cell.cell_type == "code" and index not in done:
-                record["message"] = "not run: execution stopped before this cell"
+                record.message = "not run: execution stopped before this cell"
             else:
                 score, _ = utils.determine_grade(cell)
-                record["score"] = None if score is None else float(score)
+                record.score = None if score is None else float(score)
                 if utils.is_solution(cell):
                     unchanged = cell.metadata.nbgrader.get("checksum") == utils.compute_checksum(
                         cell
                     )
-                    record["comment"] = "No response." if unchanged else None
-                elif cell.cell_type == "code" and record["score"] < record["max_score"]:
-                    record["message"] = _test_message(cell)
-                    tag = parse_diagnosis(record["message"] or "")
+                    record.comment = "No response." if unchanged else None
+                elif cell.cell_type == "code" and record.score < record.max_score:
+                    record.message = _test_message(cell)
+                    tag = parse_diagnosis(record.message or "")
                     if tag is not None:
-                        record["check"], record["diagnosis"] = tag
-        elif record["kind"] == "manual":
-            record["comment"] = "No response."
+                        record.check, record.diagnosis = tag
+        elif record.kind == "manual":
+            record.comment = "No response."
         records.append(record)
     return records
-
