@@ -1,0 +1,218 @@
+"""The grader's own side under attack: the parts of it that tests/test_redteam.py cannot reach
+with a submission, on the fixture master (tests/fixtures/grading).
+
+A grading worker that dies, the folders it leaves, special files among the submissions, a
+ledger written with a forged diagnosis, terminal control characters in names, and the limits
+under which the grader judges and renders.
+"""
+
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lossutils.grading.masters import COURSE_ID, load_master
+from lossutils.grading.task import make_task
+
+SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
+ASSIGNMENT = "00-fixture"
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def _task(path, master, student="s", **overrides):
+    options = {"timeout": 20, "seed": 1, "feedback": False, "keep_notebook": False}
+    return make_task(student=student, assignment=ASSIGNMENT, notebook=ASSIGNMENT,
+                     path=None if path is None else str(path), master=master,
+                     **{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    from lossutils.grading.samples import generate_samples
+
+    folder = tmp_path_factory.mktemp("samples")
+    generate_samples(str(SOURCE), str(folder))
+    return folder
+
+
+@pytest.mark.grading
+def test_a_worker_that_dies_takes_only_its_own_submission(tmp_path, samples, monkeypatch):
+    from nbgrader.api import Gradebook
+
+    from lossutils.grading.executors.local import LocalPool
+    from lossutils.grading.run import _drive
+    from lossutils.grading.state import State
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "redteam"))
+    import faults
+
+    db_url = f"sqlite:///{tmp_path}/gradebook.db"
+    master = load_master(ASSIGNMENT, str(SOURCE), db_url)
+    correct = samples / "correct" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    students = ["honest-1", faults.KILLER, "honest-2"]
+    pending = [(_task(correct, master, student), f"key-{student}", None)
+               for student in students]
+    gb, state = Gradebook(db_url, COURSE_ID), State(str(tmp_path / "state.sqlite"))
+    pool = LocalPool(2)
+    try:
+        done, interrupted, pool = _drive(pending, 2, str(tmp_path), gb, state, None, pool,
+                                         work=faults.grade_or_die)
+    finally:
+        pool.shutdown()
+        gb.close()
+    results = {r["student"]: r for r in state.results()}
+    assert done == 3
+    assert not interrupted
+    for student in ("honest-1", "honest-2"):
+        assert results[student]["status"] == "ok", results[student]["problems"]
+        assert results[student]["score"] == results[student]["max_score"]
+        # kept under its key: the next run reuses it
+        assert state.key(student, ASSIGNMENT, ASSIGNMENT) == f"key-{student}"
+    killed = results[faults.KILLER]
+    assert killed["status"] == "over-budget", killed
+    assert "worker process died" in killed["problems"][0]["detail"]
+    assert killed["score"] == 0
+
+
+def _zygote_holder(tmp_path: Path) -> subprocess.Popen:
+    """A process that starts a verification zygote, prints its slot folder, and waits."""
+    script = textwrap.dedent("""
+        import sys, time
+        from lossutils.grading.sandbox import kernel_zygote
+        from lossutils.grading.verify import DEFAULT_LIMITS
+        print(kernel_zygote(DEFAULT_LIMITS, ["numpy"], bare=True).slots, flush=True)
+        time.sleep(600)
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+
+
+@root_only
+@pytest.mark.grading
+def test_the_slot_folder_of_a_killed_worker_is_removed(tmp_path):
+    from lossutils.grading.sandbox import KernelZygote
+    from lossutils.grading.verify import DEFAULT_LIMITS
+
+    holder = _zygote_holder(tmp_path)
+    slots = Path(holder.stdout.readline().strip())
+    assert slots.name.startswith("lossutils-slots-")
+    assert slots.is_dir()
+    holder.kill()  # no atexit, no cleanup: as the kernel's OOM killer ends a worker
+    holder.wait()
+    live = _zygote_holder(tmp_path)  # a zygote of another run, alive
+    live_slots = Path(live.stdout.readline().strip())
+    try:
+        zygote = KernelZygote(DEFAULT_LIMITS, ["numpy"], bare=True)
+        zygote.close()
+        assert not slots.exists()
+        assert live_slots.is_dir()  # a living run's folder is left alone
+    finally:
+        live.kill()
+        live.wait()
+
+
+@root_only
+def test_a_device_node_as_a_notebook_is_refused(tmp_path):
+    from lossutils.grading.discover import find_submissions
+    from lossutils.grading.worker import grade_submission
+
+    folder = tmp_path / "submitted" / "eve" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    node = folder / f"{ASSIGNMENT}.ipynb"
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero: endless bytes
+    entries, _ = find_submissions(str(tmp_path / "submitted"), {ASSIGNMENT: [ASSIGNMENT]})
+    assert [e["path"] for e in entries] == [str(node)]
+    result = grade_submission(_task(node, load_master(ASSIGNMENT, str(SOURCE))))
+    assert result.status == "suspicious-file"
+    assert "device" in result.problems[0].detail
+    assert result.score == 0
+
+
+def test_the_report_survives_a_ledger_with_a_forged_diagnosis(tmp_path):
+    from lossutils.grading.report import write_outputs
+
+    cell = {"grade_id": "test_softmax", "kind": "test", "max_score": 3.0, "score": 0.0,
+            "check": "softmax", "diagnosis": "$\\frac{1}{$", "message": "x", "comment": None}
+    result = {"student": "=1+2", "assignment": "a", "notebook": "a", "score": 0.0,
+              "max_score": 3.0, "status": "ok", "problems": [], "cells": [cell],
+              "seed": 1, "hash": "h", "master_hash": "m", "seconds": 1.0, "feedback": None}
+    paths = write_outputs(str(tmp_path), [result], {"a": None},
+                          {"seed": 1, "timeout": 10, "notes": []})
+    assert "Grading report" in Path(paths["report_html"]).read_text(encoding="utf-8")
+    assert "'=1+2" in Path(paths["grades_csv"]).read_text(encoding="utf-8")
+
+
+def test_control_characters_never_reach_the_terminal():
+    from lossutils.cli import _summary
+
+    name = "eve\x1b]52;c;cGF5bG9hZA==\x07\x1b[2J"
+    failed = {"student": name, "assignment": "a", "notebook": "a", "score": 0.0,
+              "max_score": 1.0, "status": "unreadable",
+              "problems": [{"code": "unreadable", "detail": "bad \x1b[31mred\x9b"}], "cells": []}
+    stream = io.StringIO()
+    _summary({"notes": [], "results": [failed], "graded": 1, "reused": 0, "seed": 1,
+              "failed": [failed], "out": "."}, stream)
+    text = stream.getvalue()
+    assert "eve" in text
+    assert not any((ord(c) < 32 and c not in "\n") or 0x7f <= ord(c) < 0xa0 for c in text), text
+
+
+def test_problem_details_hold_no_control_characters():
+    from lossutils.grading.problems import Problem
+
+    problem = Problem("unreadable", "a\x1b[2Jb\x00c\u202ed\nline")
+    assert problem.detail == "a?[2Jb?c?d\nline"
+
+
+def test_limited_runs_return_raise_and_stop_at_their_limits():
+    from lossutils.grading.limited import Exhausted, run_limited
+
+    assert run_limited(sum, [1, 2, 3], seconds=10, memory_bytes=2**30) == 6
+    with pytest.raises(ValueError, match="boom"):
+        run_limited(_raise, "boom", seconds=10, memory_bytes=2**30)
+    start = time.monotonic()
+    with pytest.raises(Exhausted, match="time") as info:
+        run_limited(time.sleep, 60, seconds=1, memory_bytes=2**30)
+    assert info.value.kind == "time"
+    assert time.monotonic() - start < 30
+    with pytest.raises(Exhausted, match="memory") as info:
+        run_limited(bytearray, 4 * 2**30, seconds=30, memory_bytes=2**30)
+    assert info.value.kind == "memory"
+
+
+def _raise(text):
+    raise ValueError(text)
+
+
+def test_a_killed_limited_run_leaves_no_process(tmp_path):
+    from lossutils.grading.limited import Exhausted, run_limited
+
+    marker = tmp_path / "pid"
+    with pytest.raises(Exhausted):
+        run_limited(_write_pid_and_wait, str(marker), seconds=1, memory_bytes=2**30)
+    pid = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def _write_pid_and_wait(path):
+    Path(path).write_text(str(os.getpid()))
+    signal.pause()
+
+
+def test_the_output_folder_is_created_private(tmp_path):
+    from lossutils.grading.persist import make_output
+
+    out = tmp_path / "deep" / "out"
+    make_output(str(out))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    make_output(str(shared), mode=0o750)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
