@@ -77,16 +77,29 @@ class Task:
         Whose, which assignment, which notebook (its name without ``.ipynb``).
     path : str or None
         The submitted file; None when the student's folder lacks it.
+    root : str or None
+        The submissions folder: no folder between it and ``path`` may be a symbolic link.
+    refused : tuple of str or None
+        ``(kind, reason)`` when the coordinator refused the submitted path for a worker that
+        cannot look at it (see :class:`~lossutils.grading.discover.Refused`).
     master : MasterNotebook
         The master notebook the submission is graded against.
     timeout : int
-        Seconds each cell may run (and each call of a student's function in verification).
+        Seconds each cell may run (and each call of a student's function in verification, and
+        the checker's judging of what it returned).
     seed : int
-        ``LOSSUTILS_GRADING_SEED``: the seed of the hidden checks.
+        The run's grading seed; the hidden checks of this submission draw their cases from a
+        seed derived from it and the submitted bytes (see
+        :func:`~lossutils.grading.worker.submission_seed`), which is all the kernel sees.
     max_bytes : int
         Largest file read; a larger one is ``unreadable``.
     max_output_chars : int
         Longest text kept per output.
+    budget : float
+        Seconds the submission may take as a whole: its kernel and its verification together.
+    cell_output_bytes, output_bytes : int
+        Output the grader keeps of one cell, and of the whole notebook; the rest is cut (and
+        the feedback says so).
     feedback : bool
         Render the feedback page.
     keep_notebook : bool
@@ -102,8 +115,13 @@ class Task:
     master: MasterNotebook
     timeout: int
     seed: int
+    root: str | None = None
+    refused: tuple[str, str] | None = None
     max_bytes: int = 20_000_000
     max_output_chars: int = 20_000
+    budget: float = 600.0
+    cell_output_bytes: int = 4 * 2**20
+    output_bytes: int = 16 * 2**20
     feedback: bool = True
     keep_notebook: bool = True
     sandbox: bool = True

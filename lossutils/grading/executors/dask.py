@@ -25,7 +25,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from ..discover import UsageError
+from ..discover import Refused, UsageError, open_submitted
 from ..task import Task
 
 __all__ = ["ClusterError", "DaskExecutor", "PackedTask", "connect", "pack_task", "run_packed"]
@@ -72,14 +72,22 @@ def pack_task(task: Task) -> PackedTask:
     (None, 10, None)
     >>> os.remove(path); os.rmdir(folder)
     """
-    bare = dataclasses.replace(task, path=None)
-    if task.path is None or not os.path.isfile(task.path):
+    bare = dataclasses.replace(task, path=None, root=None)
+    if task.path is None:
         return PackedTask(bare, None)
-    size = os.path.getsize(task.path)
-    if size > task.max_bytes:
-        return PackedTask(bare, None, size)
-    with open(task.path, "rb") as fh:
-        return PackedTask(bare, fh.read())
+    try:
+        fd = open_submitted(task.path, task.root)
+    except FileNotFoundError:
+        return PackedTask(bare, None)
+    except Refused as exc:  # the worker cannot look at the path: it gets the reason
+        return PackedTask(dataclasses.replace(bare, refused=(exc.kind, str(exc))), None)
+    except OSError as exc:  # O_NOFOLLOW's ELOOP: a link swapped in after the check
+        return PackedTask(dataclasses.replace(bare, refused=("symlink", exc.strerror)), None)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > task.max_bytes:
+            return PackedTask(bare, None, size)
+        return PackedTask(bare, fh.read(task.max_bytes + 1))
 
 
 def run_packed(fn, packed: PackedTask):

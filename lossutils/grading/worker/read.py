@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 
+from ..discover import Refused, open_submitted, unsafe_name
 from ..problems import Problem
 from ..task import Task
 
@@ -13,23 +14,47 @@ __all__ = ["read_notebook"]
 
 
 def read_notebook(task: Task, problems: list[Problem]):
-    """Read the submitted file defensively; return ``(notebook or None, sha256 or tag)``."""
+    """Read the submitted file defensively; return ``(notebook or None, sha256 or tag)``.
+
+    Only a regular file of its own inside the submissions folder is read
+    (:func:`~lossutils.grading.discover.open_submitted`), and only for a student whose name
+    no browser or terminal would act on; anything else is ``suspicious-file``.
+    """
     import nbformat
 
-    path = task.path
-    if path is None or not os.path.isfile(path):
+    reason = unsafe_name(task.student)
+    if reason is not None:
+        problems.append(Problem("suspicious-file", f"not graded: {reason}"))
+        return None, "refused:name"
+    if task.refused is not None:
+        kind, why = task.refused
+        problems.append(Problem("suspicious-file", f"not read: {why}"))
+        return None, f"refused:{kind}"
+    if task.path is None:
         problems.append(Problem("missing-notebook", f"no {task.notebook}.ipynb was submitted"))
         return None, "missing"
-    size = os.path.getsize(path)
-    if size > task.max_bytes:
-        problems.append(
-            Problem(
-                "unreadable", f"the file is {size} bytes, over the {task.max_bytes}-byte limit"
-            )
-        )
-        return None, f"size:{size}"
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        fd = open_submitted(task.path, task.root)
+    except FileNotFoundError:
+        problems.append(Problem("missing-notebook", f"no {task.notebook}.ipynb was submitted"))
+        return None, "missing"
+    except Refused as exc:
+        problems.append(Problem("suspicious-file", f"not read: {exc}"))
+        return None, f"refused:{exc.kind}"
+    except OSError as exc:  # O_NOFOLLOW's ELOOP: a link swapped in after the check
+        problems.append(Problem("suspicious-file", f"not read: {exc.strerror}"))
+        return None, "refused:symlink"
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > task.max_bytes:
+            problems.append(Problem(
+                "unreadable", f"the file is {size} bytes, over the {task.max_bytes}-byte limit"))
+            return None, f"size:{size}"
+        raw = fh.read(task.max_bytes + 1)
+    if len(raw) > task.max_bytes:  # it grew while being read
+        problems.append(Problem(
+            "unreadable", f"the file is over the {task.max_bytes}-byte limit"))
+        return None, f"size:{len(raw)}"
     digest = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
