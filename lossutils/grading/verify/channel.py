@@ -74,13 +74,17 @@ class Runner:
     as ``python -I -c <runner>`` in a sandbox of its own.
     """
 
-    def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float, zygote=None):
+    def __init__(self, *, limits: Limits, sandbox: bool, call_timeout: float, zygote=None,
+                 deadline: float | None = None):
         from ..sandbox import ZygoteError
         from ..sandbox.bwrap import sandbox_uid
 
         self.limits = limits
         self.call_timeout = call_timeout
-        self.deadline = time.monotonic() + limits.wall_seconds
+        # the submission's budget (a time.monotonic() instant) ends the process like its own
+        # wall-clock limit, with its own reason
+        self.budget = deadline if deadline is not None else float("inf")
+        self.deadline = min(time.monotonic() + limits.wall_seconds, self.budget)
         self.buffer = bytearray()
         self.dead: str | None = None
         self.tmp = None
@@ -127,7 +131,7 @@ class Runner:
             while b"\n" not in self.buffer:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self.fail("timeout")
+                    self.fail("budget" if time.monotonic() >= self.budget else "timeout")
                 if not sel.select(timeout=left):
                     continue
                 data = os.read(fd, 1 << 20)
@@ -146,7 +150,9 @@ class Runner:
             self.fail("protocol")
         return reply
 
-    def fail(self, kind: str):
+    def fail(self, kind: str, detail: str | None = None):
+        """End the process for ``kind`` (``timeout``, ``output``, ``protocol``, ``crashed``);
+        raise :class:`Fatal` with the reason, ``detail`` saying what exactly."""
         code = None
         if kind == "crashed":  # it closed its output: let it end, for its own exit status
             try:
@@ -157,6 +163,8 @@ class Runner:
         if code is None:
             code = self.proc.wait()
         self.dead = describe_death(kind, code, self.limits)
+        if detail:
+            self.dead += f" ({detail[:200]})"
         raise Fatal(self.dead)
 
     def load(self, prelude, cells, names) -> dict:
@@ -193,6 +201,8 @@ class Runner:
 def describe_death(kind: str, code: int, limits: Limits) -> str:
     if kind == "timeout":
         return "timeout: the solution code ran past the time limit"
+    if kind == "budget":
+        return "budget: the submission as a whole ran out of its time budget"
     if kind == "output":
         return f"output: an answer exceeded {limits.max_output_bytes} bytes"
     if kind == "protocol":

@@ -19,13 +19,35 @@ from .channel import Runner
 
 __all__ = ["Remote"]
 
-_MAX_ARRAY_BYTES = 64 * 2**20
+#: What one reply may make the trusted side build, all its values together (arrays by their
+#: bytes, strings by their length, containers by their items): a reply line is capped at the
+#: verification limits' ``max_output_bytes``, but a few bytes of JSON can describe far more.
+MAX_REPLY_BYTES = 64 * 2**20
 
 
-def _validate_plain(data, depth: int = 0) -> None:
-    """Refuse encoded values that would be costly or unsafe to rebuild (raise ValueError)."""
+class _Budget:
+    """Bytes a reply may still make the trusted side build (raise ValueError past it)."""
+
+    def __init__(self, total: int):
+        self.left = total
+
+    def spend(self, n: float) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise ValueError(f"the reply describes more than {MAX_REPLY_BYTES} bytes of values")
+
+
+def _validate_plain(data, budget: _Budget, depth: int = 0) -> None:
+    """Refuse encoded values that would be costly or unsafe to rebuild (raise ValueError).
+
+    An array of numbers must carry its data (the runner's encoder always sends it): one
+    without would be rebuilt from uninitialised memory of the trusted process, and costs its
+    whole size in a few bytes of JSON. An array of another dtype (complex), which the encoder
+    sends without data, is turned into an opaque value in place, never allocated.
+    """
     if depth > 8 or type(data) is not dict:
         raise ValueError("malformed value")
+    budget.spend(64)
     kind = data.get("kind")
     if kind == "ndarray":
         dtype = np.dtype(str(data["dtype"]))
@@ -34,11 +56,15 @@ def _validate_plain(data, depth: int = 0) -> None:
                 or not all(type(n) is int and n >= 0 for n in shape):
             raise ValueError("malformed array")
         size = int(np.prod(shape, dtype=np.float64))
-        if size * dtype.itemsize > _MAX_ARRAY_BYTES:
-            raise ValueError("array too large")
-        if "data" in data and (type(data["data"]) is not list or len(data["data"]) != size
-                               or not all(type(v) in (int, float, bool)
-                                          for v in data["data"])):
+        if "data" not in data:
+            if dtype.kind in "biuf":
+                raise ValueError(f"an array of {dtype} arrived without its data")
+            data.clear()
+            data.update(kind="other", type=f"numpy.ndarray of dtype {dtype}")
+            return
+        budget.spend(size * dtype.itemsize)
+        if type(data["data"]) is not list or len(data["data"]) != size \
+                or not all(type(v) in (int, float, bool) for v in data["data"]):
             raise ValueError("malformed array data")
     elif kind == "npscalar":
         if np.dtype(str(data["dtype"])).kind not in "biuf" \
@@ -50,16 +76,19 @@ def _validate_plain(data, depth: int = 0) -> None:
             raise ValueError("malformed number")
         if kind == "int" and abs(data["value"]) > 2**63:
             raise ValueError("integer too large")
+        if kind == "str":
+            budget.spend(len(data["value"]))
     elif kind in ("tuple", "list"):
         if type(data.get("items")) is not list:
             raise ValueError("malformed sequence")
         for item in data["items"]:
-            _validate_plain(item, depth + 1)
+            _validate_plain(item, budget, depth + 1)
     elif kind == "dict":
         if type(data.get("items")) is not dict:
             raise ValueError("malformed dict")
-        for item in data["items"].values():
-            _validate_plain(item, depth + 1)
+        for key, item in data["items"].items():
+            budget.spend(len(key))
+            _validate_plain(item, budget, depth + 1)
     elif kind not in ("NoneType", "other"):
         raise ValueError("unknown kind")
 
@@ -118,18 +147,20 @@ class Remote:
         }, self.runner.call_timeout)
         try:
             output = reply["output"]
-            _validate_plain(output)
+            budget = _Budget(MAX_REPLY_BYTES)
+            _validate_plain(output, budget)
             for item in [*reply["args"], *reply["kwargs"].values()]:
-                _validate_plain(item)
+                _validate_plain(item, budget)
             stdout = str(reply["stdout"])[:10_000]
             texts = [str(w)[:1000] for w in reply["warnings"]][:100]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            self.runner.fail("protocol")
-        for given, after in zip(args, reply["args"], strict=False):
-            _write_back(given, after)
-        for key, after in reply["kwargs"].items():
-            if key in kwargs:
-                _write_back(kwargs[key], after)
+            value = from_plain(output) if reply.get("sympy") is None else None
+            for given, after in zip(args, reply["args"], strict=False):
+                _write_back(given, after)
+            for key, after in reply["kwargs"].items():
+                if key in kwargs:
+                    _write_back(kwargs[key], after)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            self.runner.fail("protocol", str(exc) if isinstance(exc, ValueError) else None)
         if stdout:
             print(stdout, end="")
         for text in texts:
@@ -144,5 +175,5 @@ class Remote:
             if "error" in tree:
                 raise _named(Exception, "UnsupportedExpression")(str(tree["error"])[:200])
             return decode_sympy(tree)
-        return from_plain(output)
+        return value
 
