@@ -113,8 +113,9 @@ def test_check_prints_points_and_diagnoses(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert wrong == 1
-    assert re.search(rf"^test_l2_loss +0 / {l2:g}  diagnosis: missing-half$", out, re.MULTILINE)
-    assert "diagnosis: missing-half" in out
+    # the fixture's stand-in checker prints the course checker's tag, but nothing verifies it
+    # outside the kernel, so it gives no diagnosis: a kernel's output is the student's to forge
+    assert re.search(rf"^test_l2_loss +0 / {l2:g}$", out, re.MULTILINE)
     assert "The Gaussian derivation gives 1/2 of the sum of squares." in out
     assert f"autograded total: {points['test_softmax']:g} / " in out
 

@@ -32,7 +32,6 @@ from lossutils.grading.report import student_rows
 from lossutils.grading.state import State
 from lossutils.grading.task import Result, make_task
 from lossutils.grading.worker import grade_submission
-from lossutils.grading.worker.score import parse_diagnosis
 
 SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
 ASSIGNMENT = "00-fixture"
@@ -105,15 +104,6 @@ def _write_samples(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- fast unit tests, no kernels
-
-
-def test_parse_diagnosis_takes_the_last_tag():
-    text = (
-        "first [check: softmax; diagnosis: wrong-axis]\n"
-        "then [check: softmax; diagnosis: no-max-shift]"
-    )
-    assert parse_diagnosis(text) == ("softmax", "no-max-shift")
-    assert parse_diagnosis("plain AssertionError") is None
 
 
 BAD_UTF8 = b'{"nbformat": 4, "cells": [], "x": "\xff"}'
@@ -618,14 +608,16 @@ def test_every_sample_gets_its_expected_score_and_reason(graded):
 
 
 @pytest.mark.grading
-def test_diagnoses_reach_results_and_report(graded):
+def test_only_verified_diagnoses_reach_results_and_report(graded):
     out, summary = graded
     by_student = {r["student"]: r for r in summary["results"]}
     cell = next(c for c in by_student["mistake-1"]["cells"] if c["grade_id"] == "test_l2_loss")
-    assert (cell["check"], cell["diagnosis"]) == ("l2_loss", "missing-half")
+    # the fixture's stand-in check prints the course checker's tag, but is not the course's
+    # checker, so nothing verifies it: a tag in a kernel's output is the student's to forge
+    assert "[check: l2_loss; diagnosis: missing-half]" in cell["message"]
+    assert (cell["check"], cell["diagnosis"]) == (None, None)
     report = (out / "report.html").read_text()
-    assert "missing-half" in report
-    assert "no-max-shift" in report
+    assert "missing-half" not in report
     assert "corrupt JSON" in report  # the zeros that are not wrong answers, with reasons
     assert (out / "report-exercises.png").read_bytes()[:4] == b"\x89PNG"
 

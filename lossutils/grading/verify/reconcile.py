@@ -29,8 +29,12 @@ def reconcile(records: list[CellRecord], verified: Mapping[str, VerifiedScore]) 
     Returns
     -------
     list of Problem
-        ``tampering-suspected`` where the kernel gave more than verification (with the
-        evidence), ``verification-failed`` where verification could not run to the end.
+        ``tampering-suspected`` where the kernel and verification disagree, either way (with
+        the evidence): more points in the kernel, or a test cell that ran to the end in the
+        kernel and failed there while the answer passed outside it (the kernel saw other code,
+        or code that behaves otherwise there); ``verification-failed`` where verification
+        could not run to the end. A failed cell's check and diagnosis become the verified
+        ones: the kernel's output is the student's to forge.
 
     Examples
     --------
@@ -39,6 +43,11 @@ def reconcile(records: list[CellRecord], verified: Mapping[str, VerifiedScore]) 
     ...     "test_softmax", False, "softmax: 0/13 cases passed", "wrong_shape")})
     >>> records[0].score, records[0].kernel_score, problems[0].code
     (0.0, 3.0, 'tampering-suspected')
+    >>> records = [CellRecord("test_softmax", "test", 3.0, score=0.0, message="ValueError: x")]
+    >>> problems = reconcile(records, {"test_softmax": VerifiedScore(
+    ...     "test_softmax", True, "softmax: 13/13 cases passed")})
+    >>> records[0].score, problems[0].detail[:44]
+    (3.0, "test_softmax: the notebook's test gave 0/3, ")
     """
     problems = []
     for record in records:
@@ -46,14 +55,20 @@ def reconcile(records: list[CellRecord], verified: Mapping[str, VerifiedScore]) 
         if score is None or record.kind != "test":
             continue
         kernel = record.score or 0.0
+        # a cell the kernel never finished says nothing about the answer
+        judged = not (record.message or "").startswith(("not run:", "CellTimeoutError"))
         record.kernel_score = kernel
         record.verified = score
         record.score = float(record.max_score) if score.passed else 0.0
+        record.check, record.diagnosis = (None, None) if score.passed \
+            else (score.check, score.diagnosis)
         if not score.passed:
             record.message = record.message or score.error or score.message
         if score.error is not None:
             problems.append(Problem("verification-failed", f"{record.grade_id}: {score.error}"))
-        if kernel > record.score:
+        budget_ran_out = (score.error or "").startswith("budget:")
+        if (kernel > record.score and not budget_ran_out) \
+                or (kernel < record.score and judged):
             reason = score.error or (score.message.splitlines() or ["failed"])[0]
             problems.append(Problem("tampering-suspected", (
                 f"{record.grade_id}: the notebook's test gave {kernel:g}/"
@@ -72,6 +87,7 @@ def apply_verification(
     sandbox: bool = True,
     limits: Limits = DEFAULT_LIMITS,
     call_timeout: float = 20.0,
+    deadline: float | None = None,
 ) -> list[Finding]:
     """Verify a graded submission and fold the outcome into the worker's records.
 
@@ -97,6 +113,8 @@ def apply_verification(
         Limits of the verification process.
     call_timeout : float
         Seconds per call of the student's function.
+    deadline : float, optional
+        The :func:`time.monotonic` instant the submission's time budget ends.
 
     Returns
     -------
@@ -106,7 +124,7 @@ def apply_verification(
     solution_ids = [c["grade_id"] for c in master_cells(master) if c["solution"]]
     findings = scan_notebook(student_nb, solution_ids)
     verified = verify_submission(student_nb, master, seed=seed, limits=limits, sandbox=sandbox,
-                                 call_timeout=call_timeout)
+                                 call_timeout=call_timeout, deadline=deadline)
     found = reconcile(records, verified)
     # Evidence: what the scan saw in the solution cells that define the checked functions.
     plan = check_calls(master)

@@ -7,9 +7,11 @@ seed) and judges what the student's function returned, all in the trusted proces
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..limited import Exhausted, run_limited
 from ..sandbox import Limits, require_sandbox
 from .cells import check_calls, code_to_verify
 from .channel import Fatal, Runner, verification_zygote
@@ -21,6 +23,9 @@ __all__ = ["DEFAULT_LIMITS", "VerifiedScore", "verify_submission"]
 DEFAULT_LIMITS = Limits(memory_bytes=1 * 2**30, cpu_seconds=60, wall_seconds=120,
                         max_processes=16, max_output_bytes=4_000_000,
                         file_size_bytes=16 * 2**20, tmp_bytes=64 * 2**20)
+
+#: Memory the checker may add to the worker's while it judges a symbolic answer.
+JUDGE_MEMORY_BYTES = 1 * 2**30
 
 
 @dataclass
@@ -38,10 +43,15 @@ class VerifiedScore:
         The first failing check's message (hidden-test inputs included: instructor only), or
         a summary of the passed cases.
     diagnosis : str or None
-        The checker's diagnosis id of that failure, if any.
+        The checker's diagnosis id of that failure, if any (the trusted checker's: never read
+        from anything the student's code printed or raised).
+    check : str or None
+        The exercise id of that failure.
     error : str or None
         Why verification could not run to the end: ``"timeout: ..."``, ``"memory: ..."``,
-        ``"crashed: ..."``, ``"protocol: ..."``, ``"unverifiable: ..."``; None otherwise.
+        ``"crashed: ..."``, ``"protocol: ..."``, ``"checker: ..."`` (judging the answer ran out
+        of time or memory), ``"budget: ..."`` (the submission's time budget ran out),
+        ``"unverifiable: ..."``; None otherwise.
     exercises : list of str
         The exercise ids the cell checks.
     """
@@ -52,11 +62,12 @@ class VerifiedScore:
     diagnosis: str | None = None
     error: str | None = None
     exercises: list[str] = field(default_factory=list)
+    check: str | None = None
 
     def to_plain(self) -> dict:
         """JSON-friendly form for the grading result."""
         return {"grade_id": self.grade_id, "passed": self.passed, "message": self.message,
-                "diagnosis": self.diagnosis, "error": self.error,
+                "diagnosis": self.diagnosis, "check": self.check, "error": self.error,
                 "exercises": list(self.exercises)}
 
 
@@ -69,6 +80,7 @@ def verify_submission(
     limits: Limits = DEFAULT_LIMITS,
     sandbox: bool = True,
     call_timeout: float = 20.0,
+    deadline: float | None = None,
 ) -> dict[str, VerifiedScore]:
     """Grade every checked test cell again, outside the student's kernel.
 
@@ -86,7 +98,12 @@ def verify_submission(
     sandbox : bool, default True
         Run the student's code in the sandbox. False is for ``--unsandboxed`` grading only.
     call_timeout : float
-        Seconds one call of the student's function (or loading the cells) may take.
+        Seconds one call of the student's function (or loading the cells) may take, and the
+        checker judging what it returned, when that is a SymPy expression (the judge then
+        runs in a child process with :data:`JUDGE_MEMORY_BYTES` of memory).
+    deadline : float, optional
+        A :func:`time.monotonic` instant by which verification must end (the submission's
+        budget); checks not done by then fail with a ``budget:`` error.
 
     Returns
     -------
@@ -99,7 +116,7 @@ def verify_submission(
     SandboxUnavailable
         If ``sandbox`` is True and bubblewrap does not work here.
     """
-    from lossutils.checks import get_exercise, run_check
+    from lossutils.checks import get_exercise
 
     if sandbox:
         require_sandbox()
@@ -121,12 +138,16 @@ def verify_submission(
             results[grade_id] = score
             for call in calls:
                 exercise = exercises[call.exercise]
+                if deadline is not None and time.monotonic() >= deadline:
+                    score.passed = False
+                    score.error = "budget: the submission as a whole ran out of its time budget"
+                    break
                 if runner is None or runner.dead:
                     if runner is not None:
                         runner.close()
                     runner = Runner(limits=limits, sandbox=sandbox, call_timeout=call_timeout,
-                                     zygote=verification_zygote(limits, prelude)
-                                     if sandbox else None)
+                                    zygote=verification_zygote(limits, prelude)
+                                    if sandbox else None, deadline=deadline)
                     try:
                         loaded = runner.load(prelude, cells, names)
                     except Fatal as exc:
@@ -141,19 +162,28 @@ def verify_submission(
                                      f"{_cell_errors(loaded)}.")
                     break
                 remote = Remote(runner, call.function, exercise.arg_names)
+                hidden_seed = seed if call.hidden else None
                 try:
-                    result = run_check(call.exercise, remote, hidden=call.hidden,
-                                       seed=seed if call.hidden else None)
+                    outcomes = [exercise.call(remote, case)
+                                for case in exercise.cases(hidden=call.hidden, seed=hidden_seed)]
+                    if runner.dead:
+                        score.passed, score.error = False, runner.dead
+                        break
+                    left = call_timeout if deadline is None else deadline - time.monotonic()
+                    result = _judge(call.exercise, outcomes, call.hidden, hidden_seed,
+                                    min(call_timeout, max(left, 0.1)))
+                except Exhausted as exc:
+                    score.passed = False
+                    score.error = (f"checker: judging what {call.function} returned stopped: "
+                                   f"{exc} (an answer far larger than the exercise needs)")
+                    break
                 except Exception as exc:  # a judge that chokes on a returned value
                     score.passed = False
                     score.error = f"unverifiable: the checker failed ({type(exc).__name__})"
                     break
-                if runner.dead:
-                    score.passed, score.error = False, runner.dead
-                    break
                 if not result.passed:
                     score.passed, score.message = False, result.message
-                    score.diagnosis = result.diagnosis
+                    score.diagnosis, score.check = result.diagnosis, call.exercise
                     break
                 score.message = result.message
     finally:
@@ -161,6 +191,18 @@ def verify_submission(
             runner.close()
     return results
 
+
+
+def _judge(name: str, outcomes, hidden: bool, seed: int | None, seconds: float):
+    """The exercise's verdict on ``outcomes``: in a limited child process when one holds a
+    SymPy expression, whose expansion and comparison cost what the student made them cost;
+    in this process otherwise (arrays and numbers are bounded by the reply budget)."""
+    from lossutils.checks import run_check
+
+    if any(type(o.output).__module__.startswith("sympy") for o in outcomes):
+        return run_limited(run_check, name, hidden=hidden, seed=seed, outcomes=outcomes,
+                           seconds=seconds, memory_bytes=JUDGE_MEMORY_BYTES)
+    return run_check(name, hidden=hidden, seed=seed, outcomes=outcomes)
 
 
 def _cell_errors(loaded: dict) -> str:

@@ -1,48 +1,13 @@
-"""Score a graded notebook as nbgrader does, with the checkers' diagnoses read from it."""
+"""Score a graded notebook as nbgrader does."""
 
 from __future__ import annotations
 
-import re
-
 from ..task import CellRecord, MasterNotebook
 
-__all__ = ["parse_diagnosis", "score_cells"]
+__all__ = ["score_cells"]
 
-_DIAGNOSIS = re.compile(r"\[check: ([^;\]]+); diagnosis: ([^\]]+)\]")
 # Enough for every traceback line nbgrader keeps; bounds what one cell can put in the result.
 _MAX_TEXT = 20_000
-
-
-def parse_diagnosis(text: str) -> tuple[str, str] | None:
-    """Return ``(check id, diagnosis)`` from the last checker tag in ``text``, if any.
-
-    The checkers end every failure message with ``[check: <id>; diagnosis: <mistake id or
-    none>]``; the grader counts these tags for the instructor's report.
-
-    Parameters
-    ----------
-    text : str
-        Output of a test cell (an error message or a stream).
-
-    Returns
-    -------
-    tuple of str or None
-        The check id and the diagnosis (``"none"`` when the checker recognised no mistake), or
-        ``None`` when ``text`` holds no tag.
-
-    Examples
-    --------
-    >>> parse_diagnosis("overflow [check: softmax; diagnosis: no-max-shift]")
-    ('softmax', 'no-max-shift')
-    >>> parse_diagnosis("NameError: name 'softmax' is not defined") is None
-    True
-    """
-    found = _DIAGNOSIS.findall(text)
-    if not found:
-        return None
-    check_id, diagnosis = found[-1]
-    return check_id.strip(), diagnosis.strip()
-
 
 
 def _test_message(cell) -> str | None:
@@ -83,10 +48,9 @@ def score_cells(nb, master: MasterNotebook, done: set[int], executed: bool) -> l
                     )
                     record.comment = "No response." if unchanged else None
                 elif cell.cell_type == "code" and record.score < record.max_score:
+                    # no check or diagnosis from here: the kernel's output is the student's
+                    # to forge; verification sets the trusted ones
                     record.message = _test_message(cell)
-                    tag = parse_diagnosis(record.message or "")
-                    if tag is not None:
-                        record.check, record.diagnosis = tag
         elif record.kind == "manual":
             record.comment = "No response."
         records.append(record)
