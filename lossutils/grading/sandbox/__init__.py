@@ -27,13 +27,14 @@ from .bwrap import (
     sandbox_argv,
     sandbox_available,
 )
-from .kernel import SandboxedKernelManager, sandbox_kernel_manager
+from .kernel import MAX_MESSAGE_BYTES, SandboxedKernelManager, sandbox_kernel_manager
 from .oneshot import SandboxedRun, run_sandboxed
 from .processes import exit_signal, kill_strays, kill_tree, kill_user
 from .zygote import KernelZygote, ZygoteError, close_zygotes, kernel_zygote, zygote_supported
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "MAX_MESSAGE_BYTES",
     "SEED_ENV",
     "UNSANDBOXED_FLAG",
     "KernelZygote",

@@ -8,6 +8,7 @@ loopback TCP ports live in another network namespace.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -55,12 +56,33 @@ class SandboxedKernelManager(metaclass=_LazyKernelManager):
       directory nbclient passes (``cwd``) becoming the sandbox's one writable folder, or asks
       the zygote to fork the kernel; and that removes the kernel's processes and folder when
       jupyter_client cleans up;
-    - after interrupting a cell, kills whatever the kernel forked.
+    - after interrupting a cell, kills whatever the kernel forked;
+    - gives its client a cap on every ZeroMQ message (``sandbox_max_message_bytes``): a
+      kernel that sends a larger one is disconnected instead of filling the grader's memory.
 
     Use :func:`sandbox_kernel_manager` to get a class with the limits and the seed bound, for
     nbclient's ``kernel_manager_class``.
     """
 
+
+
+#: Largest ZeroMQ message a grader's kernel client accepts (a frame, in practice one output).
+MAX_MESSAGE_BYTES = 64 * 2**20
+
+
+@functools.cache
+def _bounded_client(base: type, max_bytes: int) -> type:
+    """``base`` (a kernel client class) whose sockets refuse messages over ``max_bytes``."""
+    import zmq
+
+    class _Bounded(base):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            # the client's own context: the option applies to the sockets it makes from now on
+            self.context.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+
+    _Bounded.__name__ = _Bounded.__qualname__ = f"Bounded{base.__name__}"
+    return _Bounded
 
 
 def _make_kernel_manager_class():
@@ -109,6 +131,7 @@ def _make_kernel_manager_class():
         sandbox_env: dict = {}  # noqa: RUF012 (read-only default, replaced per subclass)
         sandbox_enabled: bool = True
         sandbox_zygote: KernelZygote | None = None
+        sandbox_max_message_bytes: int = MAX_MESSAGE_BYTES
 
         def __init__(self, **kwargs):
             parent = self.sandbox_zygote.slots if self.sandbox_zygote else None
@@ -117,7 +140,9 @@ def _make_kernel_manager_class():
             kwargs.setdefault("transport", "ipc")
             kwargs.setdefault("connection_file", os.path.join(self.ipc_dir, "kernel.json"))
             kwargs.setdefault("ip", os.path.join(self.ipc_dir, "kernel"))
-            kwargs.setdefault("client_factory", kernel_client_class())
+            kwargs.setdefault("client_factory",
+                              _bounded_client(kernel_client_class(),
+                                              self.sandbox_max_message_bytes))
             super().__init__(**kwargs)
             # The manager's own control socket (interrupt and shutdown messages) may also
             # connect to a kernel that is still starting.
@@ -148,6 +173,7 @@ def sandbox_kernel_manager(
     env: Mapping[str, str] | None = None,
     sandbox: bool = True,
     zygote: KernelZygote | None = None,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ):
     """A kernel-manager class for nbclient whose kernels run in the sandbox.
 
@@ -167,6 +193,9 @@ def sandbox_kernel_manager(
         Fork each kernel from this zygote (its sandbox and limits) instead of starting a
         sandbox and a Python per kernel; the working folder nbclient passes must then lie
         under ``zygote.slots``.
+    max_message_bytes : int
+        Largest message the grader accepts from the kernel; a kernel sending more is
+        disconnected (its cell then ends by timeout).
 
     Returns
     -------
@@ -184,6 +213,6 @@ def sandbox_kernel_manager(
     return type("SandboxedKernelManager", (base,), {
         "sandbox_limits": limits, "sandbox_seed": seed, "sandbox_env": dict(env or {}),
         "sandbox_enabled": sandbox, "sandbox_zygote": zygote if sandbox else None,
-        "__module__": __name__,
+        "sandbox_max_message_bytes": max_message_bytes, "__module__": __name__,
     })
 
