@@ -341,7 +341,9 @@ def html_exporter_class():
     return _fast_html_exporter()
 
 
-_IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
+# The look-ahead stops at the next "<" too: with only ">" a page full of "<img" (a student's
+# output) made every match scan to the end of the page, quadratic in the page's size.
+_IMG_WITHOUT_ALT = re.compile(r"<img(?![^<>]*\balt=)")
 
 
 @functools.cache

@@ -22,22 +22,61 @@ of every checked exercise.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import tempfile
 import time
 
 from ..discover import file_hash
+from ..limited import Exhausted, run_limited
 from ..problems import Problem, status_of
 from ..task import Result, Task
 from ..verify import DEFAULT_LIMITS as VERIFY_LIMITS
 from ..verify import apply_verification
-from .execute import clip_outputs, execute, kernel_zygote_for, strip_warnings
-from .feedback import exporter, feedback_html
+from .execute import (
+    budget_detail,
+    clip_outputs,
+    drop_active_outputs,
+    execute,
+    kernel_zygote_for,
+    strip_warnings,
+)
+from .feedback import exporter, feedback_html, plain_feedback
+from .hidden import find_leaks, hidden_lines
 from .read import read_notebook
 from .sanitize import sanitize
 from .score import score_cells
 
-__all__ = ["failure_result", "grade_submission", "prepare_process", "start_zygotes"]
+__all__ = ["FEEDBACK_MEMORY_BYTES", "FEEDBACK_SECONDS", "failure_result", "grade_submission",
+           "prepare_process", "start_zygotes", "submission_seed"]
+
+#: Time and memory the feedback page of one submission may take to render: a page is
+#: rendered from what the notebook printed, which the student chose.
+FEEDBACK_SECONDS, FEEDBACK_MEMORY_BYTES = 60.0, 2 * 2**30
+
+
+def submission_seed(seed: int, task: Task, digest: str) -> int:
+    """The seed of one submission's hidden checks: derived from the run's ``seed``, whose it
+    is and its bytes (``digest``), so the kernel learns nothing it could use.
+
+    The kernel runs the student's code, so whatever seed it gets, the student can read. This
+    one is worth nothing to them: any change to the notebook (an answer table for its cases,
+    say) draws other cases, and the run's seed, from which it cannot be told back, never
+    enters a sandbox.
+
+    Examples
+    --------
+    >>> from lossutils.grading.task import MasterNotebook
+    >>> task = Task("ada", "a1", "a1", None, MasterNotebook("h", {}, None, ()), 60, 7)
+    >>> submission_seed(7, task, "ab12") == submission_seed(7, task, "ab12")
+    True
+    >>> submission_seed(7, task, "ab12") == submission_seed(7, task, "ab13")
+    False
+    """
+    message = "\0".join((task.student, task.assignment, task.notebook, digest)).encode()
+    mac = hmac.new(str(int(seed)).encode(), message, hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big") >> 1
 
 
 def prepare_process() -> None:
@@ -88,8 +127,10 @@ def grade_submission(task: Task) -> Result:
     (:func:`~lossutils.grading.verify.apply_verification`).
     """
     start = time.monotonic()
+    deadline = start + task.budget
     result = Result(task.student, task.assignment, task.notebook, task.seed, task.master.hash)
     nb = None
+    leaks: list[tuple[int, int]] = []
     try:
         nb, result.hash = read_notebook(task, result.problems)
         if nb is not None:
@@ -97,13 +138,22 @@ def grade_submission(task: Task) -> Result:
         if nb is None:
             result.cells = score_cells(None, task.master, set(), executed=False)
         else:
-            done = _run(nb, task, resources, result)
+            seed = submission_seed(task.seed, task, result.hash)
+            done = _run(nb, task, resources, result, seed, deadline)
             result.cells = score_cells(nb, task.master, done, executed=True)
             # disagreement with the kernel's scores is flagged as suspected tampering
             result.scan = apply_verification(
-                result.cells, result.problems, nb, task.master.cells, seed=task.seed,
-                sandbox=task.sandbox, call_timeout=task.timeout,
+                result.cells, result.problems, nb, task.master.cells, seed=seed,
+                sandbox=task.sandbox, call_timeout=task.timeout, deadline=deadline,
             )
+            _flag_budget(result, task)
+            leaks = find_leaks(nb, hidden_lines(task.master.cells), seed)
+            if leaks:
+                cells = sorted({index + 1 for index, _ in leaks})
+                result.problems.append(Problem("hidden-exposed", (
+                    f"{len(leaks)} output(s) of cell(s) {', '.join(map(str, cells[:10]))} "
+                    "showed hidden test code or the grading seed; removed from the "
+                    "feedback")[:500]))
     except Exception as exc:  # a grader bug must cost one submission, never the batch
         result.problems.append(Problem("grader-error", f"{type(exc).__name__}: {exc}"[:500]))
         result.cells = score_cells(None, task.master, set(), executed=False)
@@ -112,9 +162,21 @@ def grade_submission(task: Task) -> Result:
     result.score = sum(r.score or 0.0 for r in result.cells)
     result.max_score = sum(r.max_score for r in result.cells)
     if nb is not None:
-        _keep_outputs(nb, task, result)
+        _keep_outputs(nb, task, result, leaks)
     result.seconds = round(time.monotonic() - start, 3)
     return result
+
+
+def _flag_budget(result: Result, task: Task) -> None:
+    """One ``timeout`` problem for a budget that ran out during verification (the kernel
+    adds its own when it ran out there)."""
+    if any(p.code == "timeout" and "budget" in p.detail for p in result.problems):
+        return
+    stopped = [r.grade_id for r in result.cells
+               if r.verified is not None and (r.verified.error or "").startswith("budget:")]
+    if stopped:
+        result.problems.append(Problem("timeout", budget_detail(
+            task, f"the verification of {stopped[0]}")))
 
 
 def _sanitized(nb, task: Task, problems: list[Problem]):
@@ -133,9 +195,11 @@ def _sanitized(nb, task: Task, problems: list[Problem]):
         return None, None
 
 
-def _run(nb, task: Task, resources: dict, result: Result) -> set[int]:
-    """Execute the notebook in a fresh kernel, next to the master's data files; tidy its
-    outputs. Returns the indices of the cells that completed."""
+def _run(nb, task: Task, resources: dict, result: Result, seed: int,
+         deadline: float) -> set[int]:
+    """Execute the notebook in a fresh kernel (whose hidden checks get ``seed``), next to the
+    master's data files, until ``deadline``; tidy its outputs. Returns the indices of the cells
+    that completed."""
     from nbgrader.preprocessors import LimitOutput
 
     zygote = kernel_zygote_for(task.sandbox, task.master.preload)
@@ -149,35 +213,52 @@ def _run(nb, task: Task, resources: dict, result: Result) -> set[int]:
             with open(dest, "wb") as fh:
                 fh.write(content)
         try:
-            done = execute(nb, task, workdir, result.problems, resources, zygote)
+            done = execute(nb, task, workdir, result.problems, resources, zygote, seed=seed,
+                           deadline=deadline)
         finally:
             if zygote is not None:  # nothing of this kernel may outlive it
                 zygote.release_all()
     strip_warnings(nb)
     nb, _ = LimitOutput().preprocess(nb, {})
     clip_outputs(nb, task.max_output_chars)
+    drop_active_outputs(nb)
     return done
 
 
-def _keep_outputs(nb, task: Task, result: Result) -> None:
-    """The executed notebook and the feedback page, as the task asks."""
+def _keep_outputs(nb, task: Task, result: Result, leaks) -> None:
+    """The executed notebook and the feedback page (without the outputs in ``leaks``), as the
+    task asks.
+
+    The page is rendered in a child process with :data:`FEEDBACK_SECONDS` and
+    :data:`FEEDBACK_MEMORY_BYTES`: one that needs more gets a plain page saying so, and the
+    submission ``over-budget``.
+    """
     import nbformat
 
     if task.keep_notebook:
         result.autograded = nbformat.writes(nb)
     if task.feedback:
         try:
-            result.feedback_html = feedback_html(nb, task, result.cells, result.problems)
+            result.feedback_html = run_limited(
+                feedback_html, nb, task, result.cells, result.problems, leaks,
+                seconds=FEEDBACK_SECONDS, memory_bytes=FEEDBACK_MEMORY_BYTES)
+        except Exhausted as exc:
+            problem = Problem("over-budget", f"the feedback page was not rendered: {exc}; a "
+                                             "plain page with the scores replaces it")
+            result.problems.append(problem)
+            result.feedback_html = plain_feedback(task, result.cells, result.problems)
         except Exception as exc:  # feedback is a courtesy; the grade stands without it
             result.problems.append(Problem("grader-error", f"feedback failed: {exc}"[:500]))
+        result.status = status_of(result.problems)
 
 
-def failure_result(task: Task, detail: str) -> Result:
-    """The result of a task whose worker process itself died (twice): every cell zero, the
-    ``grader-error`` status and ``detail`` as its reason."""
+def failure_result(task: Task, detail: str, code: str = "grader-error") -> Result:
+    """The result of a task whose worker process itself died: every cell zero, ``code``
+    (``grader-error``, or ``over-budget`` for a submission that took its worker down alone)
+    as its status and ``detail`` as its reason."""
     # grading a missing file yields the all-zero cell records of this notebook
     result = grade_submission(dataclasses.replace(task, path=None, feedback=False))
-    result.problems = [Problem("grader-error", detail)]
-    result.status = "grader-error"
-    result.hash = file_hash(task.path)
+    result.problems = [Problem(code, detail)]
+    result.status = code
+    result.hash = file_hash(task.path, task.root)
     return result

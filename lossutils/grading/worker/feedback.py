@@ -3,6 +3,10 @@
 :func:`feedback_html` removes hidden tests and test-cell tracebacks from the notebook, adds a
 summary cell (score, what went wrong and why) at the top and renders the page the way
 ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
+The page runs nothing the student wrote: nbconvert's own sanitising is on (HTML in outputs
+and markdown cleaned, JavaScript and widgets not rendered), the notebook's and cells'
+metadata are reduced to what the template needs, and outputs that showed hidden test code or
+the grading seed are replaced by a note.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .._patches import html_exporter_class
 from ..problems import Problem
 from ..task import CellRecord, Task
 
-__all__ = ["exporter", "feedback_html", "render_feedback"]
+__all__ = ["exporter", "feedback_html", "plain_feedback", "render_feedback"]
 
 
 @functools.cache
@@ -30,6 +34,8 @@ def exporter():
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
+    # HTML in outputs and markdown through nbconvert's cleaner; no JavaScript or widget output
+    config.HTMLExporter.sanitize_html = True
     # validate the notebook once after the preprocessors, not after each of the thirteen
     config.HTMLExporter.optimistic_validation = True
     config.HTMLExporter.extra_template_basedirs = [os.path.join(base, "templates")]
@@ -65,12 +71,37 @@ def _summary_cell(task: Task, records: list[CellRecord], problems: list[Problem]
     return cell
 
 
-def feedback_html(nb, task: Task, records: list[CellRecord], problems: list[Problem]) -> str:
-    """Render nbgrader's feedback template without hidden tests or test-cell tracebacks."""
+_ATTACHMENTS = ("image/png", "image/jpeg", "image/gif")
+
+
+def _inert(nb, leaks) -> None:
+    """Reduce a student's notebook to what the page shows: no metadata of theirs beyond
+    nbgrader's (restored from the master for graded cells), only image attachments, and a
+    note in place of each output in ``leaks``."""
+    from nbformat.v4 import new_output
+
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        cell.metadata = {"nbgrader": meta} if meta else {}
+        if "attachments" in cell:
+            cell.attachments = {name: {k: v for k, v in item.items() if k in _ATTACHMENTS}
+                                for name, item in cell.attachments.items()
+                                if isinstance(item, dict)}
+    for cell_index, output_index in leaks:
+        nb.cells[cell_index].outputs[output_index] = new_output("stream", name="stdout", text=(
+            "[output removed by the grader: it showed hidden test code or the grading seed]\n"))
+
+
+def feedback_html(nb, task: Task, records: list[CellRecord], problems: list[Problem],
+                  leaks=()) -> str:
+    """Render nbgrader's feedback template without hidden tests or test-cell tracebacks, and
+    without the outputs ``leaks`` lists (``(cell index, output index)``)."""
     import nbformat
     from nbgrader.preprocessors import ClearHiddenTests
 
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    _inert(nb, leaks)
     nb, _ = ClearHiddenTests().preprocess(nb, {})
     by_id = {r.grade_id: r for r in records}
     for cell in nb.cells:
@@ -123,3 +154,23 @@ def render_feedback(nb, task: Task, records: list[CellRecord], problems: list[Pr
     }
     body, _ = exporter().from_notebook_node(nb, resources=resources)
     return body
+
+
+def plain_feedback(task: Task, records: list[CellRecord], problems: list[Problem]) -> str:
+    """A page with only the scores and the problems, for a notebook whose page could not be
+    rendered within its limits: made of the grader's own text and escaped names, so it
+    cannot fail or take long."""
+    rows = "".join(
+        f"<tr><td>{html.escape(r.grade_id)}</td><td>"
+        f"{'waits for a human' if r.score is None else f'{r.score:g}'} / {r.max_score:g}"
+        "</td></tr>" for r in records)
+    listed = "".join(f"<li><b>{html.escape(p.code)}</b>: {html.escape(p.detail)}</li>"
+                     for p in problems)
+    score = sum(r.score or 0.0 for r in records)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(task.notebook)}</title></head><body>"
+        f"<h1>{html.escape(task.assignment)}: {html.escape(task.notebook)}</h1>"
+        f"<p>Student <code>{html.escape(task.student)}</code>: {score:g} / "
+        f"{sum(r.max_score for r in records):g}</p><table>{rows}</table><ul>{listed}</ul>"
+        "</body></html>\n")
