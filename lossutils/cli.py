@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--timeout", type=_positive, default=60, help="seconds per cell (default: 60)"
     )
+    grade.add_argument(
+        "--budget", type=_positive, default=600,
+        help="seconds per submission as a whole, its kernel and its verification together "
+        "(default: 600)",
+    )
     grade.add_argument("--db", help="gradebook SQLAlchemy URL (default: sqlite in --out)")
     grade.add_argument(
         "--source", default="solutions", help="folder with the masters (default: solutions)"
@@ -66,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--seed",
         type=int,
-        help="LOSSUTILS_GRADING_SEED for the hidden checks "
-        "(default: kept from an earlier run into --out, else random)",
+        help="the grading seed of the hidden checks (default: a fresh random one per run; "
+        "give an earlier run's, from its results.json, to draw the same cases again)",
     )
     grade.add_argument(
         "--regrade",
@@ -78,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument(
         "--max-mb", type=_positive, default=20, help="largest notebook read, in MB (default: 20)"
+    )
+    grade.add_argument(
+        "--out-mode", type=lambda text: int(text, 8), default=0o700, metavar="OCTAL",
+        help="mode of the output folder when it is created (default: 700, private: it holds "
+        "the masters and every student's work)",
     )
     grade.add_argument(
         "--unsandboxed",
@@ -104,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(summary: dict, stream) -> None:
+    """What a run did, for the terminal: names and details are the students' choice, so
+    their control characters are shown as ``?``."""
+    from .grading.problems import printable
+
+    stream = _Printable(stream, printable)
     for note in summary["notes"]:
         stream.write(f"note: {note}\n")
     # one pass over the results, which stream from the ledger (a class of any size)
@@ -158,14 +173,26 @@ def _grade(args) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         timeout=args.timeout,
+        budget=args.budget,
         db=args.db,
         seed=args.seed,
         regrade=args.regrade,
         max_bytes=args.max_mb * 1_000_000,
         sandbox=not args.unsandboxed,
+        out_mode=args.out_mode,
     )
     _summary(summary, sys.stdout)
     return summary["exit_code"]
+
+
+class _Printable:
+    """A stream that writes only printable text (and newlines)."""
+
+    def __init__(self, stream, clean):
+        self.stream, self.clean = stream, clean
+
+    def write(self, text: str) -> None:
+        self.stream.write(self.clean(text))
 
 
 def _check(args) -> int:

@@ -18,7 +18,8 @@ from .masters import COURSE_ID
 from .state import State
 from .task import Result
 
-__all__ = ["Batch", "commit", "lock_output", "write_course_files", "write_result_files"]
+__all__ = ["Batch", "commit", "lock_output", "make_output", "write_course_files",
+           "write_result_files"]
 
 #: What a result carries that the ledger does not keep (written as files instead).
 _LIGHT_DROP = ("autograded", "feedback_html")
@@ -29,6 +30,18 @@ def _write_atomic(path: Path, data: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(data, encoding="utf-8")
     tmp.replace(path)
+
+
+def make_output(out: str, mode: int = 0o700) -> None:
+    """Create the output folder with ``mode``: by default private, since it holds the masters
+    (``source/``, hidden tests and model answers), the gradebook and every student's work. A
+    folder that exists keeps its mode."""
+    if os.path.isdir(out):
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    os.mkdir(out, 0o700)  # never more open than asked, not even until the chmod
+    os.chmod(out, mode)
 
 
 def write_course_files(out: str, source: str, assignments, db_url: str) -> None:
@@ -46,6 +59,9 @@ def write_course_files(out: str, source: str, assignments, db_url: str) -> None:
         "c.CourseDirectory.autograded_directory = 'autograded'\n"
         "c.CourseDirectory.feedback_directory = 'feedback'\n"
         f"c.CourseDirectory.db_url = {db_url!r}\n"
+        "# the formgrader shows students' notebooks: HTML in their outputs and markdown cleaned,\n"
+        "# no JavaScript or widget output run\n"
+        "c.HTMLExporter.sanitize_html = True\n"
     )
     _write_atomic(Path(out, "nbgrader_config.py"), config)
 
@@ -80,11 +96,19 @@ def write_result_files(out: str, result: Result) -> dict:
 
 
 def commit(gb, state: State, items: list) -> None:
-    """Gradebook rows, then ledger rows, of ``(light result, key, timestamp)`` items."""
+    """Gradebook rows, then ledger rows, of ``(light result, key, timestamp)`` items.
+
+    A result with a ``grader-error`` is kept in the ledger under no key, so the next run grades
+    it again (a grader failure is not the submission's grade). A student whose name is markup
+    to a browser is not entered in the gradebook: nbgrader's formgrader shows names unescaped.
+    """
+    from .discover import unsafe_name
     from .gradebook import record_results
 
-    record_results(gb, [(light, timestamp) for light, _, timestamp in items])
-    state.put_many([(light, key) for light, key, _ in items])
+    record_results(gb, [(light, timestamp) for light, _, timestamp in items
+                        if unsafe_name(light["student"]) is None])
+    state.put_many([(light, "" if any(p["code"] == "grader-error" for p in light["problems"])
+                     else key) for light, key, _ in items])
 
 
 class Batch:

@@ -23,8 +23,8 @@ from ._patches import switched_off
 from .discover import UsageError, file_hash, find_submissions
 from .executors.local import LocalPool
 from .masters import COURSE_ID, list_masters, load_master, preload_for
-from .persist import Batch, lock_output, write_course_files
-from .problems import FAILURES
+from .persist import Batch, lock_output, make_output, write_course_files
+from .problems import FAILURES, printable
 from .progress import Progress
 from .sandbox import require_sandbox
 from .state import LedgerResults, State
@@ -44,12 +44,14 @@ def grade(
     workers: int | None = None,
     scheduler: str | None = None,
     timeout: int = 60,
+    budget: float = 600,
     db: str | None = None,
     seed: int | None = None,
     regrade=(),
     max_bytes: int = 20_000_000,
     max_output_chars: int = 20_000,
     sandbox: bool = True,
+    out_mode: int = 0o700,
     progress=True,
 ) -> dict:
     """Grade a folder of submissions into ``out``; see ``docs/grading.md``.
@@ -72,11 +74,16 @@ def grade(
         instead of local processes (see ``docs/distributed.md``).
     timeout : int
         Seconds each cell may run.
+    budget : float
+        Seconds one submission may take as a whole, its kernel and its verification together:
+        what is not done by then scores 0 (status ``timeout``).
     db : str, optional
         SQLAlchemy URL of the gradebook; default ``sqlite:///<out>/gradebook.db``.
     seed : int, optional
-        ``LOSSUTILS_GRADING_SEED`` for the hidden checks; default the seed stored by an earlier
-        run into the same ``out``, else a fresh random one (recorded in ``results.json``).
+        The run's grading seed, from which each submission's hidden cases are drawn (see
+        :func:`~lossutils.grading.worker.submission_seed`); default a fresh random one per
+        run (recorded in ``results.json``). Give the seed of an earlier run to draw the same
+        cases again.
     regrade : iterable of str
         Students to grade again even if nothing changed.
     max_bytes, max_output_chars : int
@@ -84,6 +91,9 @@ def grade(
     sandbox : bool
         Run student code (kernels and verification) in the bubblewrap sandbox. False only
         for ``--unsandboxed`` grading inside a throw-away container (see SECURITY.md).
+    out_mode : int
+        Mode of ``out`` when this run creates it: private by default (it holds the masters
+        and every student's work).
     progress : bool or file
         Where the progress bar goes: ``True`` (default) for ``sys.stderr`` as it is when the
         run starts, a file, or ``False``/``None`` for nowhere.
@@ -114,7 +124,7 @@ def grade(
     if sandbox and scheduler is None:  # a cluster's workers are checked by connect()
         require_sandbox()
     out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
+    make_output(out, out_mode)
     lock = lock_output(out)
     if scheduler is None:
         workers = workers or os.cpu_count() or 1
@@ -150,10 +160,9 @@ def grade(
         info = {a: load_master(a, source, db_url) for a in needed}
         write_course_files(out, source, needed, db_url)
         state = State(os.path.join(out, "state.sqlite"))
-        if seed is None:
-            stored = state.get_meta("seed")
-            seed = int(stored) if stored is not None else secrets.randbelow(2**31)
-        state.set_meta("seed", str(seed))
+        if seed is None:  # never the seed of an earlier run: its feedback may have shown it
+            seed = secrets.randbelow(2**31)
+        root = os.path.realpath(submissions)
         regrade = set(regrade)
         unknown = regrade - {e["student"] for e in entries}
         if unknown:
@@ -164,7 +173,7 @@ def grade(
         for entry in entries:
             master = info[entry["assignment"]]
             key = hashlib.sha256(
-                f"{file_hash(entry['path'])}:{master.hash}".encode()
+                f"{file_hash(entry['path'], root)}:{master.hash}".encode()
             ).hexdigest()
             if (
                 entry["student"] in regrade
@@ -175,8 +184,10 @@ def grade(
                     assignment=entry["assignment"],
                     notebook=entry["notebook"],
                     path=entry["path"],
+                    root=root,
                     master=master,
                     timeout=timeout,
+                    budget=budget,
                     seed=seed,
                     max_bytes=max_bytes,
                     max_output_chars=max_output_chars,
@@ -204,6 +215,7 @@ def grade(
             "finished": time.time(),
             "seed": seed,
             "timeout": timeout,
+            "budget": budget,
             "sandboxed": sandbox,
             "graded_this_run": graded,
             "reused": len(entries) - len(pending),
@@ -238,48 +250,63 @@ def grade(
     }
 
 
-def _drive(pending, workers, out, gb, state, progress, pool) -> tuple[int, bool, object]:
+def _drive(pending, workers, out, gb, state, progress, pool,
+           work=None) -> tuple[int, bool, object]:
     """Run the pending tasks on ``pool``; persist the results in batches as they arrive.
 
-    A worker process that dies (not a kernel: the process itself) breaks the whole pool; the
-    tasks it took down are retried once on a fresh pool. Returns the number of results, whether
-    the run was interrupted, and the pool in use at the end (for the caller to shut down).
+    A worker process that dies (not a kernel: the process itself) breaks the whole pool, and
+    every task it was running or holding fails with it. Those tasks are suspects: on a fresh
+    pool they are graded again one at a time, so the one that takes a worker down alone is
+    known, and gets ``over-budget`` with the reason; the others keep their grades. Returns the
+    number of results, whether the run was interrupted, and the pool in use at the end (for
+    the caller to shut down). ``work`` is the function a worker runs on each task (default
+    :func:`~lossutils.grading.worker.grade_submission`).
     """
     from .worker import failure_result, grade_submission
 
+    work = work or grade_submission
     bar = Progress(len(pending), progress)
     bar.update(0)
     batch = Batch(out, gb, state, bar)
     queue = list(reversed(pending))
-    attempts: dict[int, int] = {}
-    while queue:
+    suspects: list = []
+    while queue or suspects:
         running: dict = {}
         broken = False
         try:
-            while queue or running:
-                # keep a bounded number in flight, so memory stays flat for any class size
-                while queue and len(running) < 2 * workers and not broken:
-                    item = queue.pop()
-                    running[pool.submit(grade_submission, item[0])] = item
+            while queue or suspects or running:
+                # keep a bounded number in flight, so memory stays flat for any class size;
+                # a suspect runs alone
+                while not broken:
+                    if suspects:
+                        if running:
+                            break
+                        item, alone = suspects.pop(), True
+                    elif queue and len(running) < 2 * workers:
+                        item, alone = queue.pop(), False
+                    else:
+                        break
+                    running[pool.submit(work, item[0])] = (item, alone)
                 if not running:
                     break
                 finished, _ = cf.wait(
                     running, timeout=batch.time_left(), return_when=cf.FIRST_COMPLETED
                 )
                 for future in finished:
-                    task, key, timestamp = item = running.pop(future)
+                    item, alone = running.pop(future)
+                    task, key, timestamp = item
                     try:
                         result = future.result()
                     except cf.process.BrokenProcessPool:
                         broken = True
-                        attempts[id(item)] = attempts.get(id(item), 0) + 1
-                        if attempts[id(item)] < 2:
-                            queue.append(item)
+                        if not alone:
+                            suspects.append(item)
                             continue
                         result = failure_result(
-                            task, "the grading worker process died twice on this submission"
-                        )
-                    batch.add(result, key, timestamp, f"{task.student} {task.assignment}")
+                            task, "the grading worker process died while grading this "
+                            "submission, alone (most likely out of memory)", "over-budget")
+                    batch.add(result, key, timestamp,
+                              printable(f"{task.student} {task.assignment}"))
                 batch.flush(due_only=True)
                 if broken and not running:
                     break
