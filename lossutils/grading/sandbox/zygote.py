@@ -43,6 +43,7 @@ __all__ = [
     "close_zygotes",
     "kept_under_tmp",
     "kernel_zygote",
+    "reap_slots",
     "zygote_supported",
 ]
 
@@ -59,6 +60,53 @@ def _slots_base() -> str:
             return base
     raise ZygoteError("no folder outside /tmp for the kernels' work folders; set "
                       "LOSSUTILS_SLOTS_DIR to one")
+
+
+# A slot folder's owner holds a lock on this file for as long as it lives; a folder whose lock
+# is free belongs to a worker that died without cleaning up (killed, out of memory).
+_OWNER = ".owner"
+
+
+def _claim(folder: str) -> int:
+    """Lock ``folder`` for this process; return the descriptor that holds the lock.
+
+    The lock file is locked before it gets its name, so no reaper ever finds it unlocked.
+    """
+    import fcntl
+
+    fd = os.open(os.path.join(folder, _OWNER + ".new"), os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(os.path.join(folder, _OWNER + ".new"), os.path.join(folder, _OWNER))
+    return fd
+
+
+def reap_slots(base: str) -> list[str]:
+    """Remove the slot folders under ``base`` whose owner process is gone; return them.
+
+    A folder without a lock file (being made, or made by an older grader) is left alone, and
+    so is every folder whose owner still holds its lock.
+    """
+    import fcntl
+
+    reaped = []
+    for entry in os.scandir(base):
+        if not entry.name.startswith("lossutils-slots-") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, _OWNER), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its owner is alive
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            reaped.append(entry.path)
+        finally:
+            os.close(fd)
+    return reaped
 
 
 def zygote_supported() -> bool:
@@ -123,8 +171,12 @@ class KernelZygote:
         self.preload = tuple(preload)
         self.bare = bare
         # not under /tmp: each kernel mounts a private /tmp over the zygote's
-        self.slots = tempfile.mkdtemp(prefix="lossutils-slots-", dir=_slots_base())
+        base = _slots_base()
+        self.slots = tempfile.mkdtemp(prefix="lossutils-slots-", dir=base)
+        self._owner = _claim(self.slots)
         os.chmod(self.slots, 0o711)
+        # what dead workers left behind (atexit never ran for them)
+        reap_slots(base)
         self._home = tempfile.mkdtemp(prefix="zygote-", dir=self.slots)
         self.users: set[int] = set()
         self._inner: dict[int, int] = {}  # uid -> pid of its process inside the sandbox
@@ -283,6 +335,9 @@ class KernelZygote:
             except OSError:
                 pass
         shutil.rmtree(self.slots, ignore_errors=True)
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
 
 
 _ZYGOTES: dict = {}
