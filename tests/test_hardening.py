@@ -7,6 +7,7 @@ under which the grader judges and renders.
 """
 
 import io
+import json
 import os
 import signal
 import stat
@@ -72,7 +73,8 @@ def test_a_worker_that_dies_takes_only_its_own_submission(tmp_path, samples, mon
     assert not interrupted
     for student in ("honest-1", "honest-2"):
         assert results[student]["status"] == "ok", results[student]["problems"]
-        assert results[student]["score"] == results[student]["max_score"]
+        tests = [c for c in results[student]["cells"] if c["kind"] == "test"]
+        assert all(c["score"] == c["max_score"] for c in tests), tests
         # kept under its key: the next run reuses it
         assert state.key(student, ASSIGNMENT, ASSIGNMENT) == f"key-{student}"
     killed = results[faults.KILLER]
@@ -106,6 +108,7 @@ def test_the_slot_folder_of_a_killed_worker_is_removed(tmp_path):
     assert slots.is_dir()
     holder.kill()  # no atexit, no cleanup: as the kernel's OOM killer ends a worker
     holder.wait()
+    holder.stdout.close()
     live = _zygote_holder(tmp_path)  # a zygote of another run, alive
     live_slots = Path(live.stdout.readline().strip())
     try:
@@ -116,6 +119,7 @@ def test_the_slot_folder_of_a_killed_worker_is_removed(tmp_path):
     finally:
         live.kill()
         live.wait()
+        live.stdout.close()
 
 
 @root_only
@@ -216,3 +220,56 @@ def test_the_output_folder_is_created_private(tmp_path):
     shared = tmp_path / "shared"
     make_output(str(shared), mode=0o750)
     assert stat.S_IMODE(shared.stat().st_mode) == 0o750
+
+
+class _Replying:
+    """A stand-in for the verification channel that answers every call with one reply."""
+
+    call_timeout = 5
+
+    def __init__(self, reply: dict):
+        self.reply = reply
+
+    def request(self, message, timeout):
+        return json.loads(json.dumps(self.reply))
+
+    def fail(self, kind, detail=None):
+        from lossutils.grading.verify.channel import Fatal
+
+        raise Fatal(f"{kind}: refused ({detail})")
+
+
+def _reply(output) -> dict:
+    return {"op": "result", "output": output, "error": None, "warnings": [], "stdout": "",
+            "modified": [], "exc": None, "args": [], "kwargs": {}, "sympy": None}
+
+
+def test_a_reply_array_without_its_data_is_refused():
+    import numpy as np
+
+    from lossutils.grading.verify.channel import Fatal
+    from lossutils.grading.verify.remote import Remote
+
+    # rebuilt with np.empty, its values were whatever the worker's memory held last: inputs,
+    # expected answers, another student's data
+    remote = Remote(_Replying(_reply({"kind": "ndarray", "dtype": "<f8", "shape": [2, 3]})),
+                    "softmax", ["logits"])
+    with pytest.raises(Fatal, match="protocol"):
+        remote(np.zeros((2, 3)))
+    with_data = {"kind": "ndarray", "dtype": "<f8", "shape": [2], "data": [1.0, 2.0]}
+    assert Remote(_Replying(_reply(with_data)), "f", ["x"])(np.zeros(2)).tolist() == [1.0, 2.0]
+
+
+def test_a_reply_beyond_the_decoded_budget_is_refused(monkeypatch):
+    import numpy as np
+
+    from lossutils.grading.verify import remote as remote_module
+    from lossutils.grading.verify.channel import Fatal
+
+    monkeypatch.setattr(remote_module, "MAX_REPLY_BYTES", 20_000)
+    item = {"kind": "ndarray", "dtype": "<f8", "shape": [100], "data": [0.0] * 100}
+    small = _reply({"kind": "list", "items": [item] * 20})  # 16 kB of arrays: within
+    assert len(remote_module.Remote(_Replying(small), "f", ["x"])(np.zeros(1))) == 20
+    big = _reply({"kind": "list", "items": [item] * 25})  # 20 kB in all, none too large
+    with pytest.raises(Fatal, match="protocol"):
+        remote_module.Remote(_Replying(big), "f", ["x"])(np.zeros(1))

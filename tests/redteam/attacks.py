@@ -345,11 +345,6 @@ def trusted_side_attacks(master: dict, *, sleep: int = 8) -> list[TrustedAttack]
     )
     return [
         TrustedAttack(
-            "reply-complex", "replies",
-            "return a complex array, which travels without its data (the trusted side used "
-            "to fill it from uninitialised memory and show that in the feedback)",
-            cells={TARGET: HEADER + "    return logits.astype(complex)\n"}),
-        TrustedAttack(
             "reply-forged-arrays", "replies",
             "forge a reply of 400 data-less 64 MiB arrays on the verifier's descriptors",
             cells={TARGET: "import sys\n\n" + HEADER + _forged_reply()}),
