@@ -110,8 +110,8 @@ def kernel_zygote_for(sandbox: bool, preload=()):
 class OutputMeter:
     """What a notebook's outputs may keep: ``cell_bytes`` per cell, ``total_bytes`` in all.
 
-    Outputs over either are dropped as they arrive (the kernel can send gigabytes), except
-    what grading reads: an error is kept with its text shortened, and one line of stderr
+    Outputs (and widget messages, whose state nbclient keeps) over either are dropped as they
+    arrive (the kernel can send gigabytes), except what grading reads: an error is kept with its text shortened, and one line of stderr
     stands for whatever stderr was cut, so a failing cell still fails. ``cut`` records per
     cell how many outputs and bytes were dropped; :meth:`note` says it in the cell.
     """
@@ -168,6 +168,8 @@ def _size(msg_type: str, content: dict) -> int:
     if msg_type == "error":
         return len(str(content.get("evalue", ""))) + sum(
             len(str(line)) for line in content.get("traceback", ()))
+    if msg_type.startswith("comm"):  # widget state, which nbclient keeps
+        return len(json.dumps(content.get("data", {})))
     size = 0
     for part in (content.get("data", {}), content.get("metadata", {})):
         for value in part.values():
@@ -175,7 +177,8 @@ def _size(msg_type: str, content: dict) -> int:
     return size
 
 
-_OUTPUTS = ("stream", "display_data", "execute_result", "error", "update_display_data")
+_OUTPUTS = ("stream", "display_data", "execute_result", "error", "update_display_data",
+            "comm_open", "comm_msg")
 
 
 def _is_test_cell(cell) -> bool:
@@ -251,7 +254,7 @@ def execute(nb, task: Task, workdir: str, problems: list[Problem], resources: di
     # "immediate": the kernel is thrown away anyway, so don't wait for a polite shutdown.
     executor = _Tracking(
         timeout=task.timeout, timeout_func=cell_timeout, interrupt_on_timeout=True,
-        shutdown_kernel="immediate", store_widget_state=False,
+        shutdown_kernel="immediate",
         kernel_manager_class=sandbox_kernel_manager(
             seed=seed, env={"NBGRADER_EXECUTION": "autograde"},
             sandbox=task.sandbox, zygote=zygote,
