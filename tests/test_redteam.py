@@ -20,9 +20,11 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +40,7 @@ LOSSUTILS = Path(sys.executable).parent / "lossutils"
 # long enough that it cannot turn up in a page by chance
 SEED = 271828182
 # seconds per cell, and per submission as a whole (kernel and verification together)
-TIMEOUT, BUDGET = 10, 60
+TIMEOUT, BUDGET = 10, 120
 # address space of every process of the run, the grader's own included
 MEMORY = 4 * 2**30
 
@@ -67,9 +69,10 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
-def _grade(submissions: Path, out: Path, seed: int | None = SEED) -> tuple[int, float, float]:
-    """Run a batch with limited memory; return its exit code, its seconds, and the worst
-    latency meanwhile.
+def _grade(submissions: Path, out: Path, work: str,
+           seed: int | None = SEED) -> tuple[int, float, float]:
+    """Run a batch with limited memory, its kernels' folders under ``work``; return its exit
+    code, its seconds, and the worst latency meanwhile.
 
     The latency is how long starting a trivial process took, probed every second while the
     batch ran: what a user at the machine would feel.
@@ -77,8 +80,9 @@ def _grade(submissions: Path, out: Path, seed: int | None = SEED) -> tuple[int, 
     start = time.monotonic()
     argv = [str(LOSSUTILS), "grade", str(submissions), "--out", str(out), "--timeout",
             str(TIMEOUT), "--budget", str(BUDGET), "--workers", "2"]
+    env = dict(os.environ, LOSSUTILS_SLOTS_DIR=work, TMPDIR=work)
     proc = subprocess.Popen(argv + ([] if seed is None else ["--seed", str(seed)]), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             preexec_fn=_limit_memory)
     worst = 0.0
     while proc.poll() is None and time.monotonic() - start < 1800:
@@ -113,6 +117,8 @@ def _notebook(folder: Path, student: str, assignment: str = ASSIGNMENT) -> Path:
 def batch(tmp_path_factory):
     base = tmp_path_factory.mktemp("redteam-batch")
     submitted, out = base / "submitted", base / "out"
+    # the kernels' folders: not under /tmp (each kernel mounts its own), and only this batch's
+    work = tempfile.mkdtemp(prefix="lossutils-redteam-", dir="/var/tmp")
     releases = {a: attacks.load(ROOT / "course" / a / f"{a}.ipynb") for a in (ASSIGNMENT,
                                                                               SYMBOLIC)}
     masters = {a: attacks.load(ROOT / "solutions" / a / f"{a}.ipynb") for a in releases}
@@ -143,21 +149,22 @@ def batch(tmp_path_factory):
             releases[attack.assignment], masters[attack.assignment], attack), attack.assignment)
     planted = attacks.plant_file_attacks(submitted, ASSIGNMENT, master=MASTER,
                                          honest=submitted / "honest-1", outside=base / "outside")
-    code_exit, seconds, latency = _grade(submitted, out)
+    code_exit, seconds, latency = _grade(submitted, out, work)
     first = {"results": _results(out), "rows": _rows(out),
              "report": (out / "report.html").read_text(encoding="utf-8")}
     # a later run into the same folder, without --seed: nothing changed, so nothing is graded
-    again = _grade(submitted, out, seed=None)
+    again = _grade(submitted, out, work, seed=None)
     second = json.loads((out / "results.json").read_text())["run"]
     alone = base / "alone"
     put_alone = _notebook(alone, "honest-1")
     put_alone.parent.mkdir(parents=True)
     put_alone.write_text(json.dumps(honest))
-    _grade(alone, base / "out-alone")
-    return {"base": base, "out": out, "code": code, "files": files, "trusted": trusted,
-            "planted": planted, "exit": code_exit, "seconds": seconds, "latency": latency,
-            **first, "again": again, "second": second,
-            "alone": _results(base / "out-alone")["honest-1"]}
+    _grade(alone, base / "out-alone", work)
+    yield {"base": base, "out": out, "work": work, "code": code, "files": files,
+           "trusted": trusted, "planted": planted, "exit": code_exit, "seconds": seconds,
+           "latency": latency, **first, "again": again, "second": second,
+           "alone": _results(base / "out-alone")["honest-1"]}
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _csv_name(name: str) -> str:
@@ -246,18 +253,21 @@ def test_the_right_reason_or_flag_is_in_grades_csv(batch):
         assert "test-cell-restored" in rows[f"file-{name}"]["status"], name
 
 
-def test_nothing_was_written_outside_and_no_process_is_left(batch):
+def test_nothing_was_written_outside_and_no_process_or_folder_is_left(batch):
     assert not (batch["base"] / "pwned.txt").exists()
     assert "pwned" not in (batch["out"] / "grades.csv").read_text()
-    # Sandboxes run as fresh user ids from 10**9 up; none may outlive the batch.
+    # Every process of the batch's sandboxes works in a folder under "work"; none may outlive
+    # the batch (other runs on the machine work elsewhere), nor may any of those folders.
     left = []
     for entry in os.scandir("/proc"):
         try:
-            if entry.name.isdigit() and entry.stat().st_uid >= 10**9:
+            if entry.name.isdigit() and os.readlink(f"/proc/{entry.name}/cwd").startswith(
+                    batch["work"]):
                 left.append(entry.name)
-        except OSError:  # ended while we looked
+        except OSError:  # ended while we looked, or not ours to read
             continue
     assert left == []
+    assert os.listdir(batch["work"]) == []
 
 
 def test_the_machine_stays_responsive(batch):
@@ -290,8 +300,9 @@ class _Active(html.parser.HTMLParser):
         self._script = tag == "script"
         for name, value in attrs:
             value = (value or "").strip().lower()
-            if name.startswith("on") or name == "srcdoc" or value.startswith(
-                    ("javascript:", "vbscript:", "data:text/html")):
+            if attacks.MARKER.lower() in value and (
+                    name.startswith("on") or name == "srcdoc"
+                    or value.startswith(("javascript:", "vbscript:", "data:text/html"))):
                 self.found.append(f"<{tag} {name}={value[:60]!r}>")
 
     def handle_endtag(self, tag):
@@ -344,7 +355,7 @@ def test_output_beyond_the_budget_is_cut_and_said(batch):
 
 def test_a_submission_has_a_total_time_budget(batch):
     result, row = _trusted(batch, "slow-cells")
-    # unbounded, its 21 cells of 8 s run 168 s in the kernel and 40 s more in verification
+    # unbounded, its 20 cells of 8 s run 160 s in the kernel and 40 s more in verification
     assert result["seconds"] < BUDGET + 40
     assert "timeout" in row["status"], row
     assert f"{BUDGET} s budget" in row["reason"], row
@@ -412,7 +423,7 @@ def test_hidden_tests_and_the_seed_stay_hidden(batch):
     # `In` holds no test cell: they ran without being stored in the kernel's history
     nb = json.loads((batch["out"] / "autograded" / student / ASSIGNMENT
                      / f"{ASSIGNMENT}.ipynb").read_text())
-    printed_in = next(c for c in nb["cells"] if c["source"] == "print(In)\n")
+    printed_in = next(c for c in nb["cells"] if "".join(c["source"]) == "print(In)\n")
     text = "".join(o.get("text", "") for o in printed_in["outputs"])
     assert "def softmax" in text
     assert "hidden=True" not in text

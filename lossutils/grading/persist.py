@@ -59,9 +59,10 @@ def write_course_files(out: str, source: str, assignments, db_url: str) -> None:
         "c.CourseDirectory.autograded_directory = 'autograded'\n"
         "c.CourseDirectory.feedback_directory = 'feedback'\n"
         f"c.CourseDirectory.db_url = {db_url!r}\n"
-        "# the formgrader shows students' notebooks: HTML in their outputs and markdown cleaned,\n"
-        "# no JavaScript or widget output run\n"
+        "# the formgrader shows students' notebooks: HTML in their outputs cleaned, no\n"
+        "# JavaScript or widget output run, markdown shown with its raw HTML as text\n"
         "c.HTMLExporter.sanitize_html = True\n"
+        "c.HTMLExporter.filters = {'markdown2html': 'lossutils.grading.pages.markdown2html'}\n"
     )
     _write_atomic(Path(out, "nbgrader_config.py"), config)
 

@@ -356,10 +356,10 @@ def trusted_side_attacks(master: dict, *, sleep: int = 8) -> list[TrustedAttack]
                    "        display({'text/plain': 'x' * 2**20}, raw=True)\n\n" + HEADER + WRONG}),
         TrustedAttack(
             "slow-cells", "budget",
-            f"every solution cell and eight added cells sleep {sleep} s, under the per-cell "
+            f"every solution cell and fifteen added cells sleep {sleep} s, under the per-cell "
             "timeout, so that the notebook as a whole runs for minutes",
             cells=_with_sleeps(master, sleep),
-            added=tuple(("code", f"import time\ntime.sleep({sleep})\n") for _ in range(8))),
+            added=tuple(("code", f"import time\ntime.sleep({sleep})\n") for _ in range(15))),
         TrustedAttack(
             "symbolic-blowup", "judge",
             "return a SymPy power whose expansion has millions of terms (within the codec's "

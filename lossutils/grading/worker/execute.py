@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 
+from ..pages import inert_tex
 from ..problems import Problem
 from ..sandbox import MAX_MESSAGE_BYTES
 from ..task import Task
@@ -67,8 +68,10 @@ _SHOWN = frozenset({"text/plain", "text/html", "text/markdown", "text/latex", "i
 
 def drop_active_outputs(nb) -> None:
     """Remove from the outputs every type that runs or loads code in a page (JavaScript,
-    widgets, unknown types), and the notebook's widget state: neither the feedback page nor
-    nbgrader's formgrader, which shows the autograded notebook, may run what a student sent."""
+    widgets, unknown types), and the notebook's widget state, and make TeX outputs' acting
+    commands plain words (:func:`~lossutils.grading.pages.inert_tex`): neither the feedback
+    page nor nbgrader's formgrader, which shows the autograded notebook, may run what a student
+    sent."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -82,6 +85,8 @@ def drop_active_outputs(nb) -> None:
             if dropped and not data:
                 data["text/plain"] = (f"[an output of type {', '.join(sorted(dropped))[:200]} "
                                       "was removed: the grader's pages run no code]")
+            if isinstance(data.get("text/latex"), str):
+                data["text/latex"] = inert_tex(data["text/latex"])
 
 
 #: Why this worker's kernel zygote could not start (then every kernel is started on its own).
@@ -111,9 +116,10 @@ class OutputMeter:
     """What a notebook's outputs may keep: ``cell_bytes`` per cell, ``total_bytes`` in all.
 
     Outputs (and widget messages, whose state nbclient keeps) over either are dropped as they
-    arrive (the kernel can send gigabytes), except what grading reads: an error is kept with its text shortened, and one line of stderr
-    stands for whatever stderr was cut, so a failing cell still fails. ``cut`` records per
-    cell how many outputs and bytes were dropped; :meth:`note` says it in the cell.
+    arrive (the kernel can send gigabytes), except what grading reads: an error is kept with
+    its text shortened, and one line of stderr stands for whatever stderr was cut, so a failing
+    cell still fails. ``cut`` records per cell how many outputs and bytes were dropped;
+    :meth:`note` says it in the cell.
     """
 
     def __init__(self, cell_bytes: int, total_bytes: int):

@@ -3,10 +3,11 @@
 :func:`feedback_html` removes hidden tests and test-cell tracebacks from the notebook, adds a
 summary cell (score, what went wrong and why) at the top and renders the page the way
 ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
-The page runs nothing the student wrote: nbconvert's own sanitising is on (HTML in outputs
-and markdown cleaned, JavaScript and widgets not rendered), the notebook's and cells'
-metadata are reduced to what the template needs, and outputs that showed hidden test code or
-the grading seed are replaced by a note.
+The page runs nothing the student wrote: nbconvert's own sanitising is on (HTML outputs
+cleaned, JavaScript and widgets not rendered), markdown is rendered with its raw HTML escaped
+(:func:`lossutils.grading.pages.markdown2html`), the notebook's and cells' metadata are
+reduced to what the template needs, and outputs that showed hidden test code or the grading
+seed are replaced by a note.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 
 from .._patches import html_exporter_class
+from ..pages import markdown2html
 from ..problems import Problem
 from ..task import CellRecord, Task
 
@@ -34,8 +36,10 @@ def exporter():
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
-    # HTML in outputs and markdown through nbconvert's cleaner; no JavaScript or widget output
+    # HTML outputs through nbconvert's cleaner, no JavaScript or widget output; markdown (which
+    # nbgrader's template shows without the cleaner) with its raw HTML escaped
     config.HTMLExporter.sanitize_html = True
+    config.HTMLExporter.filters = {"markdown2html": markdown2html}
     # validate the notebook once after the preprocessors, not after each of the thirteen
     config.HTMLExporter.optimistic_validation = True
     config.HTMLExporter.extra_template_basedirs = [os.path.join(base, "templates")]
