@@ -860,10 +860,12 @@ def test_killed_run_resumes_with_every_grade_exactly_once(tmp_path):
     db.close()
     assert 1 <= before < 5
 
+    # the same command again: a run without --seed would draw a fresh seed
     summary = grade(
-        str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5, progress=None
+        str(submitted), str(out), source=str(SOURCE), workers=2, timeout=5, seed=3,
+        progress=None,
     )
-    assert summary["seed"] == 3  # the interrupted run's seed is kept
+    assert summary["seed"] == 3
     assert summary["reused"] == before
     assert summary["graded"] == 5 - before
     expected = _expected()

@@ -424,7 +424,7 @@ def test_hidden_tests_and_the_seed_stay_hidden(batch):
     nb = json.loads((batch["out"] / "autograded" / student / ASSIGNMENT
                      / f"{ASSIGNMENT}.ipynb").read_text())
     printed_in = next(c for c in nb["cells"] if "".join(c["source"]) == "print(In)\n")
-    text = "".join(o.get("text", "") for o in printed_in["outputs"])
+    text = "".join("".join(o.get("text", "")) for o in printed_in["outputs"])
     assert "def softmax" in text
     assert "hidden=True" not in text
     assert str(SEED) not in json.dumps(nb)
