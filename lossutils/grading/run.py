@@ -23,7 +23,6 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._patches import switched_off
@@ -63,8 +62,8 @@ class GradeOptions:
     seed : int, optional
         ``LOSSUTILS_GRADING_SEED`` for the hidden checks; default the seed stored by an earlier
         run into the same ``out``, else a fresh random one (recorded in ``results.json``).
-    regrade : iterable of str
-        Students to grade again even if nothing changed.
+    regrade : frozenset of str
+        Students to grade again even if nothing changed (any iterable is taken).
     max_bytes, max_output_chars : int
         Largest notebook file read; longest text kept per output.
     sandbox : bool
@@ -84,7 +83,7 @@ class GradeOptions:
     timeout: int = 60
     db: str | None = None
     seed: int | None = None
-    regrade: Iterable[str] = field(default=frozenset())
+    regrade: frozenset[str] = field(default=frozenset())
     max_bytes: int = 20_000_000
     max_output_chars: int = 20_000
     sandbox: bool = True
@@ -93,7 +92,7 @@ class GradeOptions:
         object.__setattr__(self, "regrade", frozenset(self.regrade))
 
 
-def grade(submissions: str, out: str = "grading-work", *, progress=True, **options) -> dict:
+def grade(submissions: str, out: str = "grading-work", *, progress=True, **settings) -> dict:
     """Grade a folder of submissions into ``out``; see ``docs/grading.md``.
 
     Parameters
@@ -105,7 +104,7 @@ def grade(submissions: str, out: str = "grading-work", *, progress=True, **optio
     progress : bool or file
         Where the progress bar goes: ``True`` (default) for ``sys.stderr`` as it is when the
         run starts, a file, or ``False``/``None`` for nowhere.
-    **options
+    **settings
         The fields of :class:`GradeOptions`: ``source``, ``assignment``, ``workers``,
         ``scheduler``, ``timeout``, ``db``, ``seed``, ``regrade``, ``max_bytes``,
         ``max_output_chars``, ``sandbox``.
@@ -129,7 +128,7 @@ def grade(submissions: str, out: str = "grading-work", *, progress=True, **optio
     TypeError
         An option that :class:`GradeOptions` does not have.
     """
-    options = GradeOptions(**options)
+    options = GradeOptions(**settings)
     stream = sys.stderr if progress is True else progress or None
     try:
         switched_off()
@@ -172,7 +171,7 @@ def grade(submissions: str, out: str = "grading-work", *, progress=True, **optio
         lock.close()
 
 
-def _start_executor(options: GradeOptions):
+def _start_executor(options: GradeOptions) -> tuple[cf.Executor, int]:
     """The executor the tasks go to, and how many tasks it runs at once."""
     if options.scheduler is not None:
         from .executors.dask import connect
@@ -181,9 +180,9 @@ def _start_executor(options: GradeOptions):
         return pool, options.workers or pool.workers
     workers = options.workers or os.cpu_count() or 1
     # workers start (and import nbgrader) while this process prepares the masters
-    pool = LocalPool(workers)
-    pool.warm_up()
-    return pool, workers
+    local = LocalPool(workers)
+    local.warm_up()
+    return local, workers
 
 
 @dataclass
