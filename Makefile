@@ -10,15 +10,16 @@ EXTRAS := course,test
 # nbgrader and Jupyter start helper executables (alembic, kernels) found on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup test test-fast lint demo lab release bench clean
+.PHONY: help setup test test-fast lint demo lab release bench perf-doc clean
 
 help:
 	@echo "make demo     set up, then grade the bundled sample submissions (the main job)"
 	@echo "make test     set up, then run ruff, unit tests, doctests and notebook tests"
 	@echo "make lab      JupyterLab on course/ (the student notebooks)"
 	@echo "make release  regenerate course/ from solutions/ with nbgrader"
-	@echo "make lint     ruff"
-	@echo "make bench    run the benchmarks in benchmarks/"
+	@echo "make lint     ruff, and mypy on the reference math"
+	@echo "make bench    run the benchmarks in benchmarks/ (each records its run)"
+	@echo "make perf-doc write docs/performance.md from the benchmarks' records"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -31,6 +32,7 @@ setup: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest
@@ -53,6 +55,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_checks.py
 	$(BIN)/python benchmarks/bench_notebooks.py
 	$(BIN)/python benchmarks/bench_grading.py
+
+perf-doc:
+	$(PYTHON) benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) demo-output grading-work .pytest_cache .ruff_cache .hypothesis

@@ -204,7 +204,7 @@ def test_find_submissions_layouts(tmp_path):
     (nested / "bob" / "a1").mkdir(parents=True)  # folder without the notebook
     (nested / "bob" / "zz").mkdir(parents=True)  # no master for it
     entries, notes = find_submissions(str(nested), masters)
-    assert [(e["student"], e["path"] is not None) for e in entries] == [
+    assert [(e.student, e.path is not None) for e in entries] == [
         ("ada", True),
         ("bob", False),
     ]
@@ -216,7 +216,7 @@ def test_find_submissions_layouts(tmp_path):
     with pytest.raises(UsageError, match="the assignment is ambiguous; pass --assignment"):
         find_submissions(str(flat), masters)
     entries, notes = find_submissions(str(flat), masters, "a2")
-    assert [(e["student"], e["assignment"]) for e in entries] == [("carol", "a2")]
+    assert [(e.student, e.assignment) for e in entries] == [("carol", "a2")]
     entries, notes = find_submissions(str(flat), {"a1": ["a1"]})
     assert notes[0].startswith("flat folder: assuming assignment a1 (the only master is a1)")
     with pytest.raises(UsageError, match="no master for assignment 'a9'"):

@@ -4,6 +4,8 @@ the JSON form that results.json and the ledger have always had."""
 import dataclasses
 import json
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -89,3 +91,11 @@ def test_the_status_is_the_first_problem_in_order_of_precedence():
     assert status_of(problems) == "kernel-died"
     with pytest.raises(ValueError, match="unknown problem code 'kernel-dead'"):
         Problem("kernel-dead", "y")
+
+
+def test_the_package_offers_grade_without_importing_the_coordinator_first():
+    code = ("import sys, lossutils.grading as grading\n"
+            "assert 'lossutils.grading.run' not in sys.modules\n"
+            "from lossutils.grading.run import grade\n"
+            "assert grading.grade is grade\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -132,7 +132,7 @@ def test_a_device_node_as_a_notebook_is_refused(tmp_path):
     node = folder / f"{ASSIGNMENT}.ipynb"
     os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero: endless bytes
     entries, _ = find_submissions(str(tmp_path / "submitted"), {ASSIGNMENT: [ASSIGNMENT]})
-    assert [e["path"] for e in entries] == [str(node)]
+    assert [e.path for e in entries] == [str(node)]
     result = grade_submission(_task(node, load_master(ASSIGNMENT, str(SOURCE))))
     assert result.status == "suspicious-file"
     assert "device" in result.problems[0].detail

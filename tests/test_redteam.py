@@ -1,4 +1,4 @@
-"""The red-team batch, graded by `lossutils grade` in one run with honest work.
+"""The red-team batch (SECURITY.md), graded by `lossutils grade` in one run with honest work.
 
 Submissions are generated from the releases of 03-cross-entropy and 02-gaussian-l2 by
 tests/redteam/attacks.py, in nbgrader's submitted layout: honest ones, the blank release, every

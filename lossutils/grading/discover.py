@@ -13,13 +13,26 @@ import hashlib
 import os
 import re
 import stat
+from dataclasses import dataclass
 
-__all__ = ["Refused", "UsageError", "file_hash", "find_submissions", "open_submitted",
-           "unsafe_name"]
+__all__ = ["Refused", "Submission", "UsageError", "file_hash", "find_submissions",
+           "open_submitted", "unsafe_name"]
 
 
 class UsageError(ValueError):
     """The command line asks for something the folders cannot give; the message says why."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submitted notebook found on disk (``path`` None when the student's folder lacks it;
+    ``timestamp`` is nbgrader's ``timestamp.txt``)."""
+
+    student: str
+    assignment: str
+    notebook: str
+    path: str | None
+    timestamp: str | None = None
 
 
 class Refused(OSError):
@@ -193,9 +206,8 @@ def find_submissions(path: str, masters: dict[str, list[str]], assignment: str |
 
     Returns
     -------
-    entries : list of dict
-        ``student``, ``assignment``, ``notebook``, ``path`` (``None`` when the notebook is
-        missing from the student's folder) and ``timestamp`` (nbgrader's ``timestamp.txt``).
+    entries : list of Submission
+        One per notebook of each student's assignment, found or missing.
     notes : list of str
         What was assumed or skipped, for the user to read.
 
@@ -240,25 +252,9 @@ def find_submissions(path: str, masters: dict[str, list[str]], assignment: str |
             )
         for name in flat:
             student = name[:-6]
-            entries.append(
-                {
-                    "student": student,
-                    "assignment": assignment,
-                    "notebook": notebook,
-                    "path": os.path.join(path, name),
-                    "timestamp": None,
-                }
-            )
+            entries.append(Submission(student, assignment, notebook, os.path.join(path, name)))
             for other in masters[assignment][1:]:
-                entries.append(
-                    {
-                        "student": student,
-                        "assignment": assignment,
-                        "notebook": other,
-                        "path": None,
-                        "timestamp": None,
-                    }
-                )
+                entries.append(Submission(student, assignment, other, None))
         return entries, notes
     unknown = set()
     for student in names:
@@ -275,15 +271,8 @@ def find_submissions(path: str, masters: dict[str, list[str]], assignment: str |
             timestamp = _read_timestamp(folder)
             for notebook in masters[asg]:
                 nb_path = os.path.join(folder, notebook + ".ipynb")
-                entries.append(
-                    {
-                        "student": student,
-                        "assignment": asg,
-                        "notebook": notebook,
-                        "path": nb_path if os.path.lexists(nb_path) else None,
-                        "timestamp": timestamp,
-                    }
-                )
+                found = nb_path if os.path.lexists(nb_path) else None
+                entries.append(Submission(student, asg, notebook, found, timestamp))
     if unknown:
         notes.append(f"skipped folders with no master: {', '.join(sorted(unknown))}")
     if not entries:

@@ -1,6 +1,6 @@
 """Grading on a Dask cluster: the executor behind ``lossutils grade --scheduler ADDRESS``.
 
-The coordinator (:mod:`lossutils.grading.run`) hands its plain-data tasks to an executor and
+The coordinator (:mod:`lossutils.grading.run`) hands its tasks to an executor and
 persists each result as it arrives. :func:`connect` returns a :class:`DaskExecutor`, a
 :class:`concurrent.futures.Executor` that runs those same tasks on an existing
 ``distributed`` cluster instead of local processes. Remote workers need not share the

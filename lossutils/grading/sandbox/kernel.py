@@ -1,9 +1,11 @@
-"""Jupyter kernels in the sandbox: the kernel manager nbclient uses, and the ready wait.
+"""Jupyter kernels in the sandbox: the kernel manager nbclient uses.
 
 :class:`SandboxedKernelManager` starts a Jupyter kernel in the sandbox (or forks it from a
 :class:`~lossutils.grading.sandbox.zygote.KernelZygote`); it talks to the grader over Unix
 sockets (``transport="ipc"``) in a folder shared with the sandbox, because the kernel's
-loopback TCP ports live in another network namespace.
+loopback TCP ports live in another network namespace. It customises jupyter_client only
+through its public hooks (a kernel provisioner, ``interrupt_kernel``, ``client_factory``); the
+faster wait for a new kernel is a patch (:func:`~lossutils.grading._patches.kernel_client_class`).
 """
 
 from __future__ import annotations

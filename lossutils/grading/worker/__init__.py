@@ -1,10 +1,11 @@
 """Grade one submitted notebook: the pure worker function of the grading pipeline.
 
-:func:`grade_submission` takes a *task* (plain data: where the notebook is, the master's cells,
-the limits and the seed) and returns a *result* (plain data: per-cell scores, diagnoses,
-problems, and the rendered feedback). It never touches the gradebook or the output folder, so a
-local process pool, a sandboxed process or a Dask worker can run it and hand the result back to
-the one coordinator that writes everything.
+:func:`grade_submission` takes a :class:`~lossutils.grading.task.Task` (where the notebook is,
+the master's cells, the limits and the seed) and returns a
+:class:`~lossutils.grading.task.Result` (per-cell scores, diagnoses, problems, and the rendered
+feedback). It never touches the gradebook or the output folder, so a local process pool, a
+sandboxed process or a Dask worker can run it and hand the result back to the one coordinator
+that writes everything.
 
 The notebook part drives nbgrader's own preprocessors in nbgrader's order (``ClearOutput``,
 ``DeduplicateIds``, ``OverwriteCells``, ``CheckCellMetadata``, ``Execute``, ``LimitOutput``) and
