@@ -214,10 +214,13 @@ def _record(grade_id, score, max_score=3.0, kind="test"):
     return CellRecord(grade_id, kind, max_score, score)
 
 
-def test_reconcile_takes_the_verified_score_and_flags_disagreement():
+def test_reconcile_takes_the_verified_score_and_flags_disagreement_either_way():
     records = [_record("test_a", 3.0), _record("test_b", 3.0), _record("test_c", 0.0),
                _record("test_d", 2.0, 2.0), _record("answer", None, 3.0, "manual"),
-               _record("test_unchecked", 1.0, 1.0)]
+               _record("test_unchecked", 1.0, 1.0), _record("test_e", 0.0),
+               _record("test_f", 3.0)]
+    # a cell the kernel never reached says nothing about the answer: no disagreement
+    records[6].message = "not run: execution stopped before this cell"
     verified = {
         "test_a": VerifiedScore("test_a", True, "a: 13/13 cases passed"),
         "test_b": VerifiedScore("test_b", False, "b: 0/13 cases passed; case 1 failed.\nmore",
@@ -226,10 +229,14 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement():
         "test_d": VerifiedScore("test_d", False, error="timeout: the solution code ran past "
                                 "the time limit"),
         "answer": VerifiedScore("answer", False),
+        "test_e": VerifiedScore("test_e", True, "e: 9/9 cases passed"),
+        # never judged: the submission's budget ran out first (its own timeout says so)
+        "test_f": VerifiedScore("test_f", False, error="budget: the submission as a whole "
+                                "ran out of its time budget"),
     }
     problems = reconcile(records, verified)
-    assert [r.score for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0]
-    assert [r.kernel_score for r in records] == [3.0, 3.0, 0.0, 2.0, None, None]
+    assert [r.score for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0, 3.0, 0.0]
+    assert [r.kernel_score for r in records] == [3.0, 3.0, 0.0, 2.0, None, None, 0.0, 3.0]
     assert records[1].verified.diagnosis == "no_max_shift"
     assert records[1].to_plain()["verified"]["diagnosis"] == "no_max_shift"
     assert "verified" not in records[5].to_plain()
@@ -237,11 +244,17 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement():
     assert problems == [
         Problem("tampering-suspected", "test_b: the notebook's test gave 3/3, "
                 "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."),
+        # failed in the kernel, passed outside it: the kernel ran other code, or code that
+        # behaves otherwise there
+        Problem("tampering-suspected", "test_c: the notebook's test gave 0/3, "
+                "verification outside the kernel 3: c: 14/14 cases passed"),
         Problem("verification-failed", "test_d: timeout: the solution code ran "
                 "past the time limit"),
         Problem("tampering-suspected", "test_d: the notebook's test gave 2/2, "
                 "verification outside the kernel 0: timeout: the solution code ran past the "
                 "time limit"),
+        Problem("verification-failed", "test_f: budget: the submission as a whole ran out "
+                "of its time budget"),
     ]
 
 
