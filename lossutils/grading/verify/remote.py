@@ -17,12 +17,12 @@ import numpy as np
 from ._runner import decode_sympy, encode_sympy
 from .channel import Runner
 
-__all__ = ["Remote"]
+__all__ = ["Remote", "validate_plain"]
 
 _MAX_ARRAY_BYTES = 64 * 2**20
 
 
-def _validate_plain(data, depth: int = 0) -> None:
+def validate_plain(data, depth: int = 0) -> None:
     """Refuse encoded values that would be costly or unsafe to rebuild (raise ValueError)."""
     if depth > 8 or type(data) is not dict:
         raise ValueError("malformed value")
@@ -50,16 +50,23 @@ def _validate_plain(data, depth: int = 0) -> None:
             raise ValueError("malformed number")
         if kind == "int" and abs(data["value"]) > 2**63:
             raise ValueError("integer too large")
+    elif kind == "given":
+        if type(data.get("formula")) is not str or len(data["formula"]) > 64:
+            raise ValueError("malformed given function")
+        validate_plain(data.get("params"), depth + 1)
+    elif kind == "student_function":
+        if type(data.get("name")) is not str or len(data["name"]) > 200:
+            raise ValueError("malformed function name")
     elif kind in ("tuple", "list"):
         if type(data.get("items")) is not list:
             raise ValueError("malformed sequence")
         for item in data["items"]:
-            _validate_plain(item, depth + 1)
+            validate_plain(item, depth + 1)
     elif kind == "dict":
         if type(data.get("items")) is not dict:
             raise ValueError("malformed dict")
         for item in data["items"].values():
-            _validate_plain(item, depth + 1)
+            validate_plain(item, depth + 1)
     elif kind not in ("NoneType", "other"):
         raise ValueError("unknown kind")
 
@@ -118,9 +125,9 @@ class Remote:
         }, self.runner.call_timeout)
         try:
             output = reply["output"]
-            _validate_plain(output)
+            validate_plain(output)
             for item in [*reply["args"], *reply["kwargs"].values()]:
-                _validate_plain(item)
+                validate_plain(item)
             stdout = str(reply["stdout"])[:10_000]
             texts = [str(w)[:1000] for w in reply["warnings"]][:100]
         except (KeyError, TypeError, ValueError, AttributeError):

@@ -6,7 +6,7 @@ import re
 
 from ..task import CellRecord, MasterNotebook
 
-__all__ = ["parse_diagnosis", "score_cells"]
+__all__ = ["parse_diagnosis", "score_cells", "without_diagnosis"]
 
 _DIAGNOSIS = re.compile(r"\[check: ([^;\]]+); diagnosis: ([^\]]+)\]")
 # Enough for every traceback line nbgrader keeps; bounds what one cell can put in the result.
@@ -16,8 +16,10 @@ _MAX_TEXT = 20_000
 def parse_diagnosis(text: str) -> tuple[str, str] | None:
     """Return ``(check id, diagnosis)`` from the last checker tag in ``text``, if any.
 
-    The checkers end every failure message with ``[check: <id>; diagnosis: <mistake id or
-    none>]``; the grader counts these tags for the instructor's report.
+    The checkers end the text of every failure with ``[check: <id>; diagnosis: <mistake id
+    or none>]`` (in a notebook, :class:`lossutils.checks.CheckFailed` shows the message
+    without it); the grader counts these tags for the instructor's report and removes them
+    from the message it keeps (:func:`without_diagnosis`).
 
     Parameters
     ----------
@@ -43,6 +45,17 @@ def parse_diagnosis(text: str) -> tuple[str, str] | None:
     check_id, diagnosis = found[-1]
     return check_id.strip(), diagnosis.strip()
 
+
+
+def without_diagnosis(text: str) -> str:
+    """``text`` without the checkers' tags (see :func:`parse_diagnosis`).
+
+    Examples
+    --------
+    >>> without_diagnosis("CheckFailed: overflow [check: softmax; diagnosis: no-max-shift]")
+    'CheckFailed: overflow'
+    """
+    return _DIAGNOSIS.sub("", text).rstrip()
 
 
 def _test_message(cell) -> str | None:
@@ -87,6 +100,8 @@ def score_cells(nb, master: MasterNotebook, done: set[int], executed: bool) -> l
                     tag = parse_diagnosis(record.message or "")
                     if tag is not None:
                         record.check, record.diagnosis = tag
+                        # the tag is for the report; feedback shows the message without it
+                        record.message = without_diagnosis(record.message)
         elif record.kind == "manual":
             record.comment = "No response."
         records.append(record)
