@@ -614,8 +614,9 @@ def test_only_verified_diagnoses_reach_results_and_report(graded):
     cell = next(c for c in by_student["mistake-1"]["cells"] if c["grade_id"] == "test_l2_loss")
     # the fixture's stand-in check prints the course checker's tag, but is not the course's
     # checker, so nothing verifies it: a tag in a kernel's output is the student's to forge
-    assert "[check: l2_loss; diagnosis: missing-half]" in cell["message"]
     assert (cell["check"], cell["diagnosis"]) == (None, None)
+    assert "The Gaussian derivation gives 1/2" in cell["message"]
+    assert "[check:" not in cell["message"]
     report = (out / "report.html").read_text()
     assert "missing-half" not in report
     assert "corrupt JSON" in report  # the zeros that are not wrong answers, with reasons
@@ -647,19 +648,22 @@ print(json.dumps([matplotlib.get_backend(), plt.get_fignums(), plt.gcf() is mine
 
 @pytest.mark.grading
 @pytest.mark.parametrize(
-    ("student", "message"),
+    ("student", "message", "tag"),
     [
         # fails the visible check already
-        ("mistake-1", "[check: l2_loss; diagnosis: missing-half]"),
+        ("mistake-1", "The Gaussian derivation gives 1/2 of the sum of squares.",
+         "[check: l2_loss; diagnosis: missing-half]"),
         # passes the visible check (small logits) and fails only the hidden one (huge logits)
-        ("mistake-2", "[check: softmax; diagnosis: no-max-shift]"),
+        ("mistake-2", "exp overflowed: subtract the row maximum first.",
+         "[check: softmax; diagnosis: no-max-shift]"),
     ],
 )
-def test_feedback_shows_the_message_but_no_hidden_test(graded, student, message):
+def test_feedback_shows_the_message_but_no_hidden_test(graded, student, message, tag):
     out, summary = graded
     page = (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     assert message in page
-    for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_"):
+    # the checker's tag is for the instructor's report, not for the student
+    for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_", tag):
         assert secret not in page
     # the instructor's copy keeps them: the removal above is deliberate, not an accident
     autograded = out / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"

@@ -24,6 +24,7 @@ PACKAGE = ROOT / "lossutils" / "grading"
 BY_SOURCE = {
     "lossutils/grading/verify/_runner.py": {"numpy"},
     "lossutils/grading/sandbox/_zygote.py": set(),
+    "lossutils/checks/_given.py": {"numpy"},
     "lossutils/checks/_plain.py": {"numpy"},
     "lossutils/checks/_calling.py": {"numpy"},
 }

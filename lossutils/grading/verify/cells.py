@@ -20,11 +20,16 @@ __all__ = ["NOT_IN_PRELUDE", "CheckCall", "check_calls", "code_to_verify", "mast
 
 @dataclass(frozen=True)
 class CheckCall:
-    """One ``check("<exercise>", <function>, hidden=...)`` call of a master test cell."""
+    """One ``check("<exercise>", <function>, hidden=..., <role>=<function>...)`` call.
+
+    ``uses`` pairs each role with the name of the student's function the master passes for
+    it (``train`` is checked with the student's own loss and optimizer step).
+    """
 
     exercise: str
     function: str
     hidden: bool
+    uses: tuple[tuple[str, str], ...] = ()
 
 
 
@@ -71,7 +76,8 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     -------
     dict
         Test cell grade id to its calls, in order. Only literal calls count,
-        ``check("<id>", <name>)`` with an optional literal ``hidden=True``, and only where
+        ``check("<id>", <name>)`` with an optional literal ``hidden=True`` and optional
+        ``<role>=<name>`` keywords naming the student's other functions, and only where
         ``check`` is the course's checker: imported ``from lossutils.checks`` in that cell or
         in an earlier code cell of the master, not redefined since (a master with a checker
         of its own is not verified). Cells without such a call are left out.
@@ -83,7 +89,7 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     ...         'from lossutils.checks import check\\ncheck("softmax", softmax)\\n'
     ...         'check("softmax", softmax, hidden=True)'}
     >>> check_calls({"cells": [cell]})["test_softmax"][1]
-    CheckCall(exercise='softmax', function='softmax', hidden=True)
+    CheckCall(exercise='softmax', function='softmax', hidden=True, uses=())
     """
     cells = tuple((c["cell_type"], c["source"], c["grade"], c["solution"], c["grade_id"])
                   for c in master_cells(master))
@@ -112,11 +118,14 @@ def _check_calls(cells: tuple) -> dict[str, tuple[CheckCall, ...]]:
                         and isinstance(node.args[0].value, str)
                         and isinstance(node.args[1], ast.Name)):
                     continue
-                hidden = False
+                hidden, uses = False, []
                 for kw in node.keywords:
                     if kw.arg == "hidden" and isinstance(kw.value, ast.Constant):
                         hidden = bool(kw.value.value)
-                calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden))
+                    elif kw.arg not in (None, "hidden") and isinstance(kw.value, ast.Name):
+                        uses.append((kw.arg, kw.value.id))
+                calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden,
+                                       tuple(uses)))
         if calls and grade and not solution:
             found[grade_id] = tuple(calls)
     return found

@@ -223,7 +223,7 @@ RUNNER_SOURCE = Path(__file__).with_name("_runner.py").read_text(encoding="utf-8
 
 # The checker's modules that call the student's function and encode what it returned; they
 # import only numpy, and the runner loads them in this order.
-_CORE_MODULES = ("_plain", "_calling")
+_CORE_MODULES = ("_given", "_plain", "_calling")
 
 
 def core_source() -> list[tuple[str, str]]:

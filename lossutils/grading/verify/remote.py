@@ -17,7 +17,7 @@ import numpy as np
 from ._runner import decode_sympy, encode_sympy
 from .channel import Runner
 
-__all__ = ["Remote"]
+__all__ = ["Remote", "validate_plain"]
 
 #: What one reply may make the trusted side build, all its values together (arrays by their
 #: bytes, strings by their length, containers by their items): a reply line is capped at the
@@ -37,14 +37,16 @@ class _Budget:
             raise ValueError(f"the reply describes more than {MAX_REPLY_BYTES} bytes of values")
 
 
-def _validate_plain(data, budget: _Budget, depth: int = 0) -> None:
+def validate_plain(data, budget: _Budget | None = None, depth: int = 0) -> None:
     """Refuse encoded values that would be costly or unsafe to rebuild (raise ValueError).
 
-    An array of numbers must carry its data (the runner's encoder always sends it): one
-    without would be rebuilt from uninitialised memory of the trusted process, and costs its
-    whole size in a few bytes of JSON. An array of another dtype (complex), which the encoder
-    sends without data, is turned into an opaque value in place, never allocated.
+    ``budget`` is shared by every value of one reply (default: :data:`MAX_REPLY_BYTES` for
+    ``data`` alone). An array of numbers must carry its data (the runner's encoder always sends
+    it): one without would be rebuilt from uninitialised memory of the trusted process, and
+    costs its whole size in a few bytes of JSON. An array of another dtype (complex), which the
+    encoder sends without data, is turned into an opaque value in place, never allocated.
     """
+    budget = _Budget(MAX_REPLY_BYTES) if budget is None else budget
     if depth > 8 or type(data) is not dict:
         raise ValueError("malformed value")
     budget.spend(64)
@@ -78,17 +80,24 @@ def _validate_plain(data, budget: _Budget, depth: int = 0) -> None:
             raise ValueError("integer too large")
         if kind == "str":
             budget.spend(len(data["value"]))
+    elif kind == "given":
+        if type(data.get("formula")) is not str or len(data["formula"]) > 64:
+            raise ValueError("malformed given function")
+        validate_plain(data.get("params"), budget, depth + 1)
+    elif kind == "student_function":
+        if type(data.get("name")) is not str or len(data["name"]) > 200:
+            raise ValueError("malformed function name")
     elif kind in ("tuple", "list"):
         if type(data.get("items")) is not list:
             raise ValueError("malformed sequence")
         for item in data["items"]:
-            _validate_plain(item, budget, depth + 1)
+            validate_plain(item, budget, depth + 1)
     elif kind == "dict":
         if type(data.get("items")) is not dict:
             raise ValueError("malformed dict")
         for key, item in data["items"].items():
             budget.spend(len(key))
-            _validate_plain(item, budget, depth + 1)
+            validate_plain(item, budget, depth + 1)
     elif kind not in ("NoneType", "other"):
         raise ValueError("unknown kind")
 
@@ -148,9 +157,9 @@ class Remote:
         try:
             output = reply["output"]
             budget = _Budget(MAX_REPLY_BYTES)
-            _validate_plain(output, budget)
+            validate_plain(output, budget)
             for item in [*reply["args"], *reply["kwargs"].values()]:
-                _validate_plain(item, budget)
+                validate_plain(item, budget)
             stdout = str(reply["stdout"])[:10_000]
             texts = [str(w)[:1000] for w in reply["warnings"]][:100]
             value = from_plain(output) if reply.get("sympy") is None else None

@@ -116,13 +116,14 @@ def verify_submission(
     SandboxUnavailable
         If ``sandbox`` is True and bubblewrap does not work here.
     """
-    from lossutils.checks import get_exercise
+    from lossutils.checks import StudentFunction, get_exercise
 
     if sandbox:
         require_sandbox()
     plan = check_calls(master_nb)
     prelude, cells = code_to_verify(student_nb, master_nb)
-    names = sorted({c.function for calls in plan.values() for c in calls})
+    names = sorted({name for calls in plan.values() for c in calls
+                    for name in (c.function, *(n for _, n in c.uses))})
     results: dict[str, VerifiedScore] = {}
     runner = None
     loaded: dict = {}
@@ -153,18 +154,23 @@ def verify_submission(
                     except Fatal as exc:
                         score.passed, score.error = False, str(exc)
                         break
-                status = loaded["names"].get(call.function)
-                if status != "callable":
+                broken = [(name, loaded["names"].get(name))
+                          for name in (call.function, *(n for _, n in call.uses))
+                          if loaded["names"].get(name) != "callable"]
+                if broken:
+                    name, status = broken[0]
                     score.passed = False
-                    score.message = (f"{call.function} is "
+                    score.message = (f"{name} is "
                                      f"{'not defined' if status == 'missing' else 'not a function'}"
                                      " after running the solution cells"
                                      f"{_cell_errors(loaded)}.")
                     break
                 remote = Remote(runner, call.function, exercise.arg_names)
+                # The student's other functions travel by name: the sandbox resolves them.
+                uses = {role: StudentFunction(name) for role, name in call.uses}
                 hidden_seed = seed if call.hidden else None
                 try:
-                    outcomes = [exercise.call(remote, case)
+                    outcomes = [exercise.call(remote, case, uses)
                                 for case in exercise.cases(hidden=call.hidden, seed=hidden_seed)]
                     if runner.dead:
                         score.passed, score.error = False, runner.dead

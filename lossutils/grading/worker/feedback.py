@@ -21,6 +21,7 @@ from .._patches import html_exporter_class
 from ..pages import markdown2html
 from ..problems import Problem
 from ..task import CellRecord, Task
+from .score import without_diagnosis
 
 __all__ = ["exporter", "feedback_html", "plain_feedback", "render_feedback"]
 
@@ -117,10 +118,11 @@ def feedback_html(nb, task: Task, records: list[CellRecord], problems: list[Prob
         meta["points"] = record.max_score
         meta["comment"] = record.comment
         if record.kind == "test":
-            # The traceback quotes the hidden test lines; the checker's message says it all.
+            # The traceback quotes the hidden test lines; the checker's message says it all
+            # (without its tag, which is for the report).
             for out in cell.get("outputs", []):
                 if out.output_type == "error":
-                    out.traceback = [f"{out.ename}: {out.evalue}"]
+                    out.traceback = [without_diagnosis(f"{out.ename}: {out.evalue}")]
     return render_feedback(nb, task, records, problems)
 
 

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 from ..task import CellRecord, MasterNotebook
 
-__all__ = ["score_cells"]
+__all__ = ["score_cells", "without_diagnosis"]
+
+_DIAGNOSIS = re.compile(r"\[check: [^;\]]+; diagnosis: [^\]]+\]")
 
 # Enough for every traceback line nbgrader keeps; bounds what one cell can put in the result.
 _MAX_TEXT = 20_000
+
+
+def without_diagnosis(text: str) -> str:
+    """``text`` without the checkers' tags (``[check: <id>; diagnosis: <id>]``): noise in a
+    message a student reads, and never read as a diagnosis (the report's come from
+    verification, since a kernel's output is the student's to forge).
+
+    Examples
+    --------
+    >>> without_diagnosis("CheckFailed: overflow [check: softmax; diagnosis: no-max-shift]")
+    'CheckFailed: overflow'
+    """
+    return _DIAGNOSIS.sub("", text).rstrip()
 
 
 def _test_message(cell) -> str | None:
@@ -50,7 +67,7 @@ def score_cells(nb, master: MasterNotebook, done: set[int], executed: bool) -> l
                 elif cell.cell_type == "code" and record.score < record.max_score:
                     # no check or diagnosis from here: the kernel's output is the student's
                     # to forge; verification sets the trusted ones
-                    record.message = _test_message(cell)
+                    record.message = without_diagnosis(_test_message(cell) or "") or None
         elif record.kind == "manual":
             record.comment = "No response."
         records.append(record)
