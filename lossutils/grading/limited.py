@@ -64,8 +64,12 @@ def _limit(seconds: float, memory_bytes: int) -> None:
 def _child(write_fd: int, fn, args, kwargs, seconds: float, memory_bytes: int) -> None:
     try:
         # a signal meant for the worker (Ctrl-C is ignored there) must not run its handlers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # (forked from a thread, the child may not be allowed to set them: then it has none)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            pass
         _limit(seconds, memory_bytes)
         try:
             payload = (True, fn(*args, **kwargs))
