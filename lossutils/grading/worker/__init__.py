@@ -112,8 +112,7 @@ def grade_submission(task: Task) -> Result:
     result.status = status_of(result.problems)
     result.score = sum(r.score or 0.0 for r in result.cells)
     result.max_score = sum(r.max_score for r in result.cells)
-    if nb is not None:
-        _keep_outputs(nb, task, result)
+    _keep_outputs(nb, task, result)
     result.seconds = round(time.monotonic() - start, 3)
     return result
 
@@ -164,11 +163,13 @@ def _keep_outputs(nb, task: Task, result: Result) -> None:
     """The executed notebook and the feedback page, as the task asks."""
     import nbformat
 
-    if task.keep_notebook:
+    if nb is not None and task.keep_notebook:
         result.autograded = nbformat.writes(nb)
     if task.feedback:
+        # without a notebook (unreadable, missing, wrong format) the page says why it scored 0
+        shown = nb if nb is not None else nbformat.v4.new_notebook()
         try:
-            result.feedback_html = feedback_html(nb, task, result.cells, result.problems)
+            result.feedback_html = feedback_html(shown, task, result.cells, result.problems)
         except Exception as exc:  # feedback is a courtesy; the grade stands without it
             result.problems.append(Problem("grader-error", f"feedback failed: {exc}"[:500]))
 
