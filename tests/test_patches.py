@@ -158,6 +158,24 @@ def test_the_feedback_exporter_is_nbconverts_own_when_switched_off(monkeypatch):
     assert _patches.html_exporter_class() is HTMLExporter
 
 
+@pytest.mark.parametrize("switch", ["", "nbconvert-feedback-html"])
+def test_the_feedback_page_shows_a_students_html_as_text_with_or_without_the_patch(
+        monkeypatch, switch):
+    """Showing a student's markdown as text is the page's own rule, not part of the patch."""
+    import nbformat
+
+    from lossutils.grading.worker import feedback
+
+    monkeypatch.setenv(ENV, switch)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "**bold** <script>alert('x')</script> <img src=x onerror=alert(1)>")])
+    body, _ = feedback._feedback_exporter_class()().from_notebook_node(nb)
+    assert "<strong>bold</strong>" in body
+    assert "<script>alert('x')</script>" not in body
+    assert "<img src=x onerror" not in body
+    assert "&lt;script&gt;" in body
+
+
 def test_the_kernel_client_is_jupyter_clients_own_when_switched_off(monkeypatch):
     import zmq
     from jupyter_client.asynchronous import AsyncKernelClient

@@ -318,21 +318,20 @@ def _nbconvert_exporter_internals() -> bool:
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
     return (callable(getattr(HTMLExporter, "_init_resources", None))
-            and callable(getattr(HTMLExporter, "markdown2html", None))
             and "from_notebook_node" in vars(TemplateExporter)
             and callable(Highlight2HTML) and callable(WidgetsDataTypeFilter))
 
 
 def html_exporter_class():
     """nbconvert's ``HTMLExporter``, or where the patch applies, a subclass that skips its
-    BeautifulSoup pass over the finished page and caches code highlighting and markdown.
+    BeautifulSoup pass over the finished page and caches code highlighting.
 
     That pass parses the whole page (half the rendering time of a notebook with figures) to
     add ``alt`` text to images and ``tabindex`` to JupyterLab-template elements; the feedback
     template is the classic one, so only the ``alt`` text applies, and a regular expression
-    adds it. Code highlighting and markdown are cached by source, since most cells are the
-    same in every submission. If nbconvert's internals differ from what this expects at
-    render time, the stock path runs.
+    adds it. Code highlighting is cached by source, since most cells are the same in every
+    submission. If nbconvert's internals differ from what this expects at render time, the
+    stock path runs.
     """
     from nbconvert.exporters import HTMLExporter
 
@@ -348,9 +347,6 @@ _IMG_WITHOUT_ALT = re.compile(r"<img(?![^<>]*\balt=)")
 
 @functools.cache
 def _fast_html_exporter():
-    import json
-
-    from jinja2 import pass_context
     from nbconvert.exporters import HTMLExporter, TemplateExporter
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
@@ -370,23 +366,8 @@ def _fast_html_exporter():
             return self._cached(source, language)
 
     highlighters: dict = {}
-    markdown: dict = {}
 
     class _Exporter(HTMLExporter):
-        @pass_context
-        def markdown2html(self, context, source):
-            """nbconvert's filter, cached: most markdown cells are the master's, in every
-            submission (the rendering depends on the source, the cell's attachments and the
-            notebook's folder, and on settings fixed for this exporter)."""
-            cell = context.get("cell", {})
-            key = (source, json.dumps(cell.get("attachments", {}), sort_keys=True),
-                   context.get("resources", {}).get("metadata", {}).get("path", ""))
-            if key not in markdown:
-                if len(markdown) >= 4096:
-                    markdown.clear()
-                markdown[key] = super().markdown2html(context, source)
-            return markdown[key]
-
         def from_notebook_node(self, nb, resources=None, **kw):
             try:
                 langinfo = nb.metadata.get("language_info", {})

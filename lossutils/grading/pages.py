@@ -1,12 +1,12 @@
-"""Markdown a student wrote, as the grader's pages show it: as text, never as markup or script.
+"""Markdown a student wrote, as nbgrader's formgrader shows it: as text, never as markup.
 
-nbconvert renders markdown with raw HTML passed through and ``javascript:`` links allowed, and
-nbgrader's feedback and formgrade templates show markdown cells without nbconvert's HTML
-cleaner. :func:`markdown2html` replaces nbconvert's filter of that name: raw HTML is escaped
-(``<script>`` shows as the text ``<script>``), links and images with a harmful protocol point
-nowhere, and the TeX commands with which MathJax makes links or loads code lose their
-backslash. The feedback page uses it, and the output folder's ``nbgrader_config.py`` gives it
-to the formgrader (``c.HTMLExporter.filters``), which shows the autograded notebooks.
+The formgrader shows the autograded notebooks (the instructor's, in the instructor's browser)
+with nbgrader's own template, which renders markdown cells with nbconvert's filter: raw HTML
+passed through, ``javascript:`` links allowed, and MathJax 2 without its safe extension. The
+output folder's ``nbgrader_config.py`` replaces that filter by :func:`markdown2html`: the
+feedback page's rendering (:func:`lossutils._html.markdown_to_html`: raw HTML shown as text,
+harmful links pointing nowhere), with the TeX commands by which MathJax makes links or loads
+code (:func:`inert_tex`) made plain words.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import json
 import re
 
 from jinja2 import pass_context
+
+from lossutils._html import markdown_to_html
 
 __all__ = ["inert_tex", "markdown2html"]
 
@@ -37,16 +39,13 @@ def inert_tex(text: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _render(source: str, attachments: str, path: str) -> str:
-    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
-
-    renderer = IPythonRenderer(escape=True, allow_harmful_protocols=False,
-                               attachments=json.loads(attachments), path=path)
-    return MarkdownWithMath(renderer=renderer).render(inert_tex(source))
+    return markdown_to_html(inert_tex(source), attachments=json.loads(attachments), path=path)
 
 
 @pass_context
 def markdown2html(context, source: str) -> str:
-    r"""nbconvert's ``markdown2html`` filter with raw HTML escaped and harmful links removed.
+    r"""nbconvert's ``markdown2html`` filter with raw HTML shown as text and harmful links and
+    MathJax commands removed.
 
     Cached by source, attachments and folder: most markdown cells are the master's, the same
     in every submission.
@@ -58,7 +57,7 @@ def markdown2html(context, source: str) -> str:
     >>> env.filters["markdown2html"] = markdown2html
     >>> env.from_string("{{ s | markdown2html }}").render(
     ...     s="*hi* <img src=x onerror=alert(1)> [x](javascript:alert(1))")
-    '<p><em>hi</em> &lt;img src=x onerror=alert(1)&gt; <a href="#harmful-link">x</a></p>\n'
+    '<p><em>hi</em> &lt;img src=x onerror=alert(1)&gt; <a href="#harmful-link">x</a></p>'
     """
     cell = context.get("cell") or {}
     attachments = json.dumps(cell.get("attachments") or {}, sort_keys=True)

@@ -45,7 +45,13 @@ def make_output(out: str, mode: int = 0o700) -> None:
 
 
 def write_course_files(out: str, source: str, assignments, db_url: str) -> None:
-    """Make the output folder an nbgrader course root, so formgrader and export run there."""
+    """Make the output folder an nbgrader course root, so formgrader and export run there, and
+    give its feedback pages their copy of MathJax."""
+    from lossutils._mathjax import copy_mathjax
+
+    from .worker.feedback import MATHJAX
+
+    copy_mathjax(os.path.join(out, MATHJAX))
     for assignment in assignments:
         dest = Path(out, "source", assignment)
         shutil.rmtree(dest, ignore_errors=True)

@@ -162,8 +162,7 @@ def grade_submission(task: Task) -> Result:
     result.status = status_of(result.problems)
     result.score = sum(r.score or 0.0 for r in result.cells)
     result.max_score = sum(r.max_score for r in result.cells)
-    if nb is not None:
-        _keep_outputs(nb, task, result, leaks)
+    _keep_outputs(nb, task, result, leaks)
     result.seconds = round(time.monotonic() - start, 3)
     return result
 
@@ -227,8 +226,8 @@ def _run(nb, task: Task, resources: dict, result: Result, seed: int,
 
 
 def _keep_outputs(nb, task: Task, result: Result, leaks) -> None:
-    """The executed notebook and the feedback page (without the outputs in ``leaks``), as the
-    task asks.
+    """The executed notebook (when there is one) and the feedback page (without the outputs in
+    ``leaks``), as the task asks.
 
     The page is rendered in a child process with :data:`FEEDBACK_SECONDS` and
     :data:`FEEDBACK_MEMORY_BYTES`: one that needs more gets a plain page saying so, and the
@@ -236,12 +235,14 @@ def _keep_outputs(nb, task: Task, result: Result, leaks) -> None:
     """
     import nbformat
 
-    if task.keep_notebook:
+    if nb is not None and task.keep_notebook:
         result.autograded = nbformat.writes(nb)
     if task.feedback:
+        # without a notebook (unreadable, missing, wrong format) the page says why it scored 0
+        shown = nb if nb is not None else nbformat.v4.new_notebook()
         try:
             result.feedback_html = run_limited(
-                feedback_html, nb, task, result.cells, result.problems, leaks,
+                feedback_html, shown, task, result.cells, result.problems, leaks,
                 seconds=FEEDBACK_SECONDS, memory_bytes=FEEDBACK_MEMORY_BYTES)
         except Exhausted as exc:
             problem = Problem("over-budget", f"the feedback page was not rendered: {exc}; a "

@@ -19,8 +19,17 @@ from ..problems import Problem
 from ..sandbox import MAX_MESSAGE_BYTES
 from ..task import Task
 
-__all__ = ["ZYGOTE_FAILED", "OutputMeter", "budget_detail", "clip_outputs",
-           "drop_active_outputs", "execute", "kernel_zygote_for", "strip_warnings"]
+__all__ = [
+    "MAX_IMAGE_CHARS",
+    "ZYGOTE_FAILED",
+    "OutputMeter",
+    "budget_detail",
+    "clip_outputs",
+    "drop_active_outputs",
+    "execute",
+    "kernel_zygote_for",
+    "strip_warnings",
+]
 
 # A Python warning as warnings.showwarning prints it: "<file>:<line>: <Category>: <message>",
 # followed by the indented source line when the source is available.
@@ -47,16 +56,32 @@ def strip_warnings(nb) -> None:
         cell.outputs = kept
 
 
+#: Largest image output kept (base64 characters): a figure is typically 20-150 kB.
+MAX_IMAGE_CHARS = 2_000_000
+_IMAGES = ("image/png", "image/jpeg", "image/gif")
+
+
 def clip_outputs(nb, max_chars: int) -> None:
-    """Bound every text output, so one noisy cell cannot blow up the result or the feedback."""
+    """Bound every output, so one noisy cell cannot blow up the result or the feedback.
+
+    Text is cut at ``max_chars``; an image is kept whole up to :data:`MAX_IMAGE_CHARS` and
+    replaced by a note above it (a cut base64 image is a broken picture, not a shorter one).
+    """
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.output_type == "stream" and len(out.text) > max_chars:
                 out.text = out.text[:max_chars] + "\n... output truncated by the grader ...\n"
-            for key, value in list(out.get("data", {}).items()):
-                if isinstance(value, str) and len(value) > max_chars:
-                    out.data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
-
+            data = out.get("data", {})
+            for key, value in list(data.items()):
+                if not isinstance(value, str):
+                    continue
+                if key in _IMAGES:
+                    if len(value) > MAX_IMAGE_CHARS:
+                        del data[key]
+                        data["text/plain"] = (f"[{key} output of {len(value) * 3 // 4:,} bytes "
+                                              "not shown: larger than the grader keeps]")
+                elif len(value) > max_chars:
+                    data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
 
 
 # What an output may show: text, math, images, HTML (cleaned when a page shows it) and JSON.

@@ -3,11 +3,13 @@
 :func:`feedback_html` removes hidden tests and test-cell tracebacks from the notebook, adds a
 summary cell (score, what went wrong and why) at the top and renders the page the way
 ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
-The page runs nothing the student wrote: nbconvert's own sanitising is on (HTML outputs
-cleaned, JavaScript and widgets not rendered), markdown is rendered with its raw HTML escaped
-(:func:`lossutils.grading.pages.markdown2html`), the notebook's and cells' metadata are
-reduced to what the template needs, and outputs that showed hidden test code or the grading
-seed are replaced by a note.
+
+Two things differ from nbgrader's page. Everything the student wrote is shown as text, never run
+(:mod:`lossutils._html`: markdown with raw HTML escaped, HTML outputs cleaned, JavaScript outputs
+dropped; the notebook's and cells' metadata reduced to what the template needs; outputs that
+showed hidden test code or the grading seed replaced by a note), and MathJax is loaded from
+``assets/mathjax/`` of the output folder (:data:`MATHJAX`) instead of a CDN, so that the math
+renders offline; a page copied to a student without that folder still loads it from the CDN.
 """
 
 from __future__ import annotations
@@ -16,14 +18,49 @@ import functools
 import html
 import json
 import os
+import re
+
+from lossutils._html import clean_html, markdown_code, markdown_literal, markdown_to_html
+from lossutils._mathjax import mathjax_head
 
 from .._patches import html_exporter_class
-from ..pages import markdown2html
 from ..problems import Problem
 from ..task import CellRecord, Task
 from .score import without_diagnosis
 
-__all__ = ["exporter", "feedback_html", "plain_feedback", "render_feedback"]
+__all__ = ["MATHJAX", "exporter", "feedback_html", "plain_feedback", "render_feedback"]
+
+#: The output folder's copy of MathJax (see :func:`lossutils._mathjax.copy_mathjax`).
+MATHJAX = os.path.join("assets", "mathjax")
+# nbgrader's template asks a CDN for MathJax 2; the page loads the local copy instead
+_CDN_MATHJAX = re.compile(r'<script src="https?://[^"]*mathjax[^"]*">\s*</script>', re.I)
+
+
+def _feedback_exporter_class():
+    """nbconvert's HTML exporter (or the patched one) with markdown shown as text where it
+    holds HTML: what a student writes in a markdown cell is never run in the page."""
+    from jinja2 import pass_context
+
+    markdown: dict = {}
+
+    class _FeedbackExporter(html_exporter_class()):
+        @pass_context
+        def markdown2html(self, context, source):
+            """Markdown shown as text where it holds HTML, cached: most markdown cells are the
+            master's, in every submission (the rendering depends on the source, the cell's
+            attachments and the notebook's folder, and on settings fixed for this exporter)."""
+            cell = context.get("cell", {})
+            key = (source, json.dumps(cell.get("attachments", {}), sort_keys=True),
+                   context.get("resources", {}).get("metadata", {}).get("path", ""))
+            if key not in markdown:
+                if len(markdown) >= 4096:
+                    markdown.clear()
+                markdown[key] = markdown_to_html(
+                    source, attachments=cell.get("attachments", {}), path=key[2],
+                    anchor_link_text=self.anchor_link_text)
+            return markdown[key]
+
+    return _FeedbackExporter
 
 
 @functools.cache
@@ -33,21 +70,20 @@ def exporter():
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from traitlets.config import Config
 
-    HTMLExporter = html_exporter_class()
+    HTMLExporter = _feedback_exporter_class()
     base = os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader")
     config = Config()
     config.HTMLExporter.template_name = "feedback"
-    # HTML outputs through nbconvert's cleaner, no JavaScript or widget output; markdown (which
-    # nbgrader's template shows without the cleaner) with its raw HTML escaped
-    config.HTMLExporter.sanitize_html = True
-    config.HTMLExporter.filters = {"markdown2html": markdown2html}
     # validate the notebook once after the preprocessors, not after each of the thirteen
     config.HTMLExporter.optimistic_validation = True
     config.HTMLExporter.extra_template_basedirs = [os.path.join(base, "templates")]
     config.HTMLExporter.extra_template_paths = [
         os.path.join(base, "static", "node_modules", "bootstrap", "dist", "css")
     ]
+    # no JavaScript outputs or widgets, and HTML outputs through clean_html below
+    config.HTMLExporter.sanitize_html = True
     made = HTMLExporter(config=config)
+    made.register_filter("clean_html", clean_html)
     made.register_preprocessor(CSSHTMLHeaderPreprocessor(), enabled=True)
     return made
 
@@ -56,7 +92,8 @@ def _summary_cell(task: Task, records: list[CellRecord], problems: list[Problem]
     from nbformat.v4 import new_markdown_cell
 
     lines = [
-        f"**Grading summary for {html.escape(task.student)}, {html.escape(task.assignment)}**",
+        f"**Grading summary for {markdown_code(task.student)}, "
+        f"{markdown_code(task.assignment)}**",
         "",
     ]
     for record in records:
@@ -64,13 +101,13 @@ def _summary_cell(task: Task, records: list[CellRecord], problems: list[Problem]
             continue
         line = f"- `{record.grade_id}`: {record.score:g} / {record.max_score:g}"
         if record.message:
-            line += " — " + html.escape(record.message.splitlines()[0][:300])
+            line += " — " + markdown_literal(record.message.splitlines()[0][:300])
         lines.append(line)
     manual = [r for r in records if r.kind == "manual"]
     if manual:
         lines.append(f"- {len(manual)} written answer(s) are graded by hand later.")
     for problem in problems:
-        lines.append(f"- **{problem.code}**: {html.escape(problem.detail)}")
+        lines.append(f"- **{problem.code}**: {markdown_literal(problem.detail)}")
     cell = new_markdown_cell("\n".join(lines))
     cell.id = "lossutils-grading-summary"
     return cell
@@ -159,6 +196,12 @@ def render_feedback(nb, task: Task, records: list[CellRecord], problems: list[Pr
         }
     }
     body, _ = exporter().from_notebook_node(nb, resources=resources)
+    # the page is feedback/<student>/<assignment>/<notebook>.html in the output folder
+    local = mathjax_head("../../../" + MATHJAX.replace(os.sep, "/") + "/tex-svg-full.js",
+                         cdn_fallback=True)
+    body, found = _CDN_MATHJAX.subn(lambda _: local, body, count=1)
+    if not found:
+        body = body.replace("</head>", local + "\n</head>", 1)
     return body
 
 
