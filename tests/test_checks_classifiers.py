@@ -454,6 +454,31 @@ def test_train_check_names_the_functions_it_needs():
         check("softmax_loss_vectorized", softmax_loss_vectorized, loss_fn=train)
 
 
+def test_train_may_pass_arguments_to_loss_fn_and_step_fn_by_name(capsys):
+    def by_name(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0):
+        rng = np.random.default_rng(seed)
+        W, losses = W0, []
+        for _ in range(epochs):
+            order = rng.permutation(len(y))
+            for start in range(0, len(y), batch_size):
+                idx = order[start:start + batch_size]
+                loss, dW = loss_fn(W, X[idx], y[idx], reg=reg)
+                W, state = step_fn(W, dW, state, lr=lr)
+                losses.append(loss)
+        return W, np.array(losses)
+
+    check("train", by_name, **USES["train"])
+    assert "cases passed" in capsys.readouterr().out
+
+
+def test_a_given_function_keeps_its_parameters_when_called_by_name():
+    loss_fn = GivenFunction("probe_loss", labels=np.array([0, 1]))
+    W, X, y = np.zeros((2, 3)), np.eye(2), np.array([0, 1])
+    assert loss_fn(W, X, y, reg=0.5)[0] == loss_fn(W, X, y, 0.5)[0] == 3.5
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'labels'"):
+        loss_fn(W, X, y, 0.5, labels=np.array([1, 0]))
+
+
 # --------------------------------------------------------------------------- references
 
 

@@ -677,7 +677,7 @@ class TrainExercise(Exercise):
 
     A probe case hands ``train`` a data set of one-hot rows (sample i is e_i) and two
     checker-made functions (:mod:`._given`): a loss whose gradient marks the samples of
-    the batch (1 if given with its own label, 2 if with another's), and a step that writes
+    the batch (1 if given with its own label, 100 if with another's), and a step that writes
     that mark into column t of the weights. The returned weights therefore record which
     samples every step used, and the judge checks the mini-batches, the shuffling, the
     labels, the state and the history against the contract. The accuracy case runs
