@@ -56,7 +56,7 @@ def _student_softmax(W, X, y, reg, bug=None):
     """Softmax loss as a student writes it with loops, one bug switched on."""
     n, c = X.shape[0], W.shape[1]
     loss, dW = 0.0, np.zeros_like(W)
-    scale = 1 if bug == "sum_instead_of_mean" else n
+    scale = 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
     for i in range(n):
         scores = X[i] @ W
         if bug != "not_stabilised":
@@ -72,7 +72,7 @@ def _student_softmax(W, X, y, reg, bug=None):
             dW[:, j] += (-1 if bug == "grad_sign" else 1) * coefficient * X[i]
     loss /= scale
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
-    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2}.get(bug, 1)
+    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
     return loss + loss_reg * reg * np.sum(W**2), dW + grad_reg.get(bug, 2) * reg * W
 
@@ -124,9 +124,9 @@ def _student_svm(W, X, y, reg, bug=None):
                 dW[:, j] += sign * X[i]
                 if bug != "true_class_gradient_missing":
                     dW[:, y[i]] -= sign * X[i]
-    loss /= 1 if bug == "sum_instead_of_mean" else n
+    loss /= 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
-    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2}.get(bug, 1)
+    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
     return loss + loss_reg * reg * np.sum(W * W), dW + grad_reg.get(bug, 2) * reg * W
 
@@ -331,10 +331,22 @@ def _in_place_restored_by_arithmetic(f, x, h=1e-5):
 
 SOFTMAX_BUGS = ("not_stabilised", "log_of_underflowed_p", "one_hot_not_subtracted",
                 "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
-                "reg_counted_twice", "sum_instead_of_mean", "grad_not_averaged", "grad_sign")
+                "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean",
+                "grad_not_averaged", "loss_not_averaged", "grad_sign")
 SVM_BUGS = ("counts_true_class", "margin_sign", "margin_missing", "true_class_gradient_missing",
             "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
-            "reg_counted_twice", "sum_instead_of_mean", "grad_not_averaged", "grad_sign")
+            "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean", "grad_not_averaged",
+            "loss_not_averaged", "grad_sign")
+
+
+def _svm_margins_not_masked(W, X, y, reg):
+    """Vectorised, with the true class's own margin of 1 left in the loss and the counts."""
+    n = X.shape[0]
+    scores = X @ W
+    margins = np.maximum(0, scores - scores[np.arange(n), y][:, None] + 1)
+    counts = (margins > 0).astype(W.dtype)
+    counts[np.arange(n), y] = -counts.sum(axis=1)
+    return margins.sum() / n + reg * np.sum(W * W), X.T @ counts / n + 2 * reg * W
 
 BUGGY = [
     ("nesterov_step", "gradient_at_w", _nesterov(lambda w, v, mu: w)),
@@ -355,6 +367,7 @@ BUGGY = [
     ("softmax_loss_naive", "wrong_axis", _student_softmax_wrong_axis),
     *[(name, bug, _bug(_student_svm, bug)) for bug in SVM_BUGS
       for name in ("svm_loss_naive", "svm_loss_vectorized")],
+    ("svm_loss_vectorized", "counts_true_class", _svm_margins_not_masked),
     ("numerical_gradient", "one_sided", _one_sided),
     ("numerical_gradient", "not_halved", lambda f, x, h=1e-5: _central(f, x, h, divide=1.0)),
     ("numerical_gradient", "sign_flipped", lambda f, x, h=1e-5: _central(f, x, h, sign=-1.0)),
@@ -477,6 +490,49 @@ def test_a_given_function_keeps_its_parameters_when_called_by_name():
     assert loss_fn(W, X, y, reg=0.5)[0] == loss_fn(W, X, y, 0.5)[0] == 3.5
     with pytest.raises(TypeError, match="multiple values for keyword argument 'labels'"):
         loss_fn(W, X, y, 0.5, labels=np.array([1, 0]))
+
+
+def test_a_float64_gradient_for_float32_input_is_told_where_float64_comes_from():
+    def eye_one_hot(W, X, y, reg):
+        n, c = X.shape[0], W.shape[1]
+        z = X @ W
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        Y = np.eye(c)[y]  # float64 whatever W is
+        loss = -np.sum(Y * log_p) / n + reg * np.sum(W * W)
+        return loss, X.T @ (np.exp(log_p) - Y) / n + 2 * reg * W
+
+    result = run_check("softmax_loss_vectorized", eye_one_hot)
+    assert result.diagnosis == "wrong_dtype"
+    assert "dW returned dtype float64 for float32 input" in result.message
+    assert "Hint: float32 in, float32 out: an array you create" in result.message
+
+
+def test_a_pair_returned_as_a_list_is_told_to_return_a_tuple():
+    result = run_check("svm_loss_naive", lambda W, X, y, r: list(svm_loss_naive(W, X, y, r)))
+    assert "returned a list; expected a tuple (loss, dW)." in result.message
+    assert "Hint: return both results as one tuple: return loss, dW." in result.message
+
+
+def test_a_state_without_its_counter_is_told_to_keep_the_keys():
+    def no_counter(w, grad, state, lr, rho=0.9, eps=1e-8):
+        r = rho * state["r"] + (1 - rho) * grad**2
+        return w - lr * grad / (np.sqrt(r) + eps), {"r": r}
+
+    result = run_check("rmsprop_step", no_counter)
+    assert "the returned state has no key 't'; keep the keys ['t', 'r']." in result.message
+    assert "Hint: return the new state as a new dict holding every key" in result.message
+    assert "numpy array" not in result.message
+
+
+def test_a_frozen_counter_is_explained_without_a_bias_correction():
+    def frozen(w, grad, state, lr, eps=1e-8):
+        r = state["r"] + grad**2
+        return w - lr * grad / (np.sqrt(r) + eps), {"t": state["t"], "r": r}
+
+    result = run_check("adagrad_step", frozen)
+    assert "state['t'] is 0 after 1 step(s); expected 1: t counts the calls" in result.message
+    assert "bias" not in result.message  # AdaGrad has none
 
 
 # --------------------------------------------------------------------------- references

@@ -24,6 +24,7 @@ from ._core import (
     Verdict,
     close,
     compare,
+    dtype_advice,
     float_value,
     quiet,
     register,
@@ -127,14 +128,18 @@ def _softmax_no_one_hot(s, y):
     return losses, ds
 
 
-def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True):
+def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True,
+                 self_counted=False):
+    """The hinge's data term with one mistake; ``self_counted``: with ``true_class``, the
+    true class's own (always active) term also counts in its column of the gradient."""
+
     def data(s, y):
         rows = np.arange(len(y))
         margins = sign * (s - s[rows, y][:, None]) + margin
         if not true_class:
             margins[rows, y] = 0
         active = (margins > 0).astype(np.float64) * sign
-        if true_class:
+        if true_class and not self_counted:
             active[rows, y] = 0  # d/ds_y of (s_y - s_y + 1) is 0
         if true_grad:
             active[rows, y] = -active.sum(axis=1)
@@ -173,6 +178,11 @@ def _reg_mistakes(kind):
             models=(_model(kind, loss_reg=2.0, grad_reg=4.0), _model(kind, grad_reg=4.0),
                     _model(kind, loss_reg=2.0)),
         ),
+        Mistake(
+            "reg_loss_halved",
+            "the penalty in the loss is reg * sum(W**2), with no 1/2 in front.",
+            models=(_model(kind, loss_reg=0.5),),
+        ),
     )
 
 
@@ -189,6 +199,12 @@ def _mean_mistakes(kind):
             "the loss is averaged over the batch but dW is not: divide the data part of dW "
             "by N too.",
             models=(_model(kind, grad_scale="sum"),),
+        ),
+        Mistake(
+            "loss_not_averaged",
+            "dW is averaged over the batch but the loss is not: divide the data loss by N "
+            "too.",
+            models=(_model(kind, loss_scale="sum"),),
         ),
         Mistake(
             "grad_sign",
@@ -234,7 +250,8 @@ _SVM_MISTAKES = (
         "counts_true_class",
         "you included j = y in the sum, which adds max(0, 1) = 1 per sample: skip the true "
         "class.",
-        models=(_model("svm", data=_svm_variant(true_class=True)),),
+        models=(_model("svm", data=_svm_variant(true_class=True)),
+                _model("svm", data=_svm_variant(true_class=True, self_counted=True))),
     ),
     Mistake(
         "margin_sign",
@@ -337,7 +354,8 @@ class LossGradExercise(Exercise):
         ref_loss, ref_grad = self.reference(*case.args)
         if type(output) is not tuple or len(output) != 2:
             message = f"returned {describe_returned(output)}; expected a tuple (loss, dW)."
-            return self.verdict(message, "type", ())
+            return self.verdict(message, "type", (),
+                                "return both results as one tuple: return loss, dW.")
         loss, grad = output
         got_loss, loss_failure = float_value(loss, ref_loss)
         got_grad, grad_failure = float_value(grad, ref_grad)
@@ -357,7 +375,8 @@ class LossGradExercise(Exercise):
                 parts = _Parts(got_loss if loss_failure is None else None,
                                got_grad if grad_failure is None else None)
                 explained = self.explain(case, parts, (ref_loss, ref_grad), warnings)
-            return self.verdict(message, stage, explained)
+            advice = dtype_advice(shown, dtype) if stage == "dtype" else None
+            return self.verdict(message, stage, explained, advice)
         return Verdict(True)
 
     def explain(self, case, parts, expected, warn):
@@ -706,15 +725,16 @@ class TrainExercise(Exercise):
                 f"X = np.eye({X.shape[0]}) (sample i is the row e_i), y = {fmt(y, 'y = ')}\n"
                 f"step_fn = {fmt(step_fn)}\nstate = {fmt(state)}\nhyperparameters: {hyper}")
 
-    def _fail(self, message, stage="values", mistake=None):
+    def _fail(self, message, stage="values", mistake=None, advice=None):
         explained = (self._by_id[mistake],) if mistake else ()
-        return self.verdict(message, stage, explained)
+        return self.verdict(message, stage, explained, advice)
 
     def judge(self, case, output, warnings=()):
         W0 = case.args[1]
         if type(output) is not tuple or len(output) != 2:
             return self._fail(f"returned {describe_returned(output)}; expected a tuple "
-                              "(W, history).", "type")
+                              "(W, history).", "type",
+                              advice="return both results as one tuple: return W, history.")
         W, history = output
         if type(W) is not np.ndarray or W.shape != W0.shape or W.dtype != W0.dtype:
             return self._fail(f"W: returned {describe_returned(W)}; expected the trained "
