@@ -163,7 +163,7 @@ def numerical_gradient(f, x, h=1e-5):
 def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0,
                    bug=None):
     """The mini-batch loop, one bug switched on."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng({"not_reproducible": None, "seed_ignored": 42}.get(bug, seed))
     n = X.shape[0]
     W, first_state, losses = W0, state, []
     order = rng.permutation(n)
@@ -380,7 +380,8 @@ BUGGY = [
 
 TRAIN_BUGS = ("weights_not_updated", "state_not_carried", "labels_misaligned", "no_shuffle",
               "same_order_every_epoch", "samples_skipped", "with_replacement", "full_batch",
-              "lr_not_passed", "history_per_epoch", "history_values")
+              "lr_not_passed", "history_per_epoch", "history_values", "not_reproducible",
+              "seed_ignored")
 
 
 # --------------------------------------------------------------------------- tests
@@ -481,6 +482,29 @@ def test_train_may_pass_arguments_to_loss_fn_and_step_fn_by_name(capsys):
         return W, np.array(losses)
 
     check("train", by_name, **USES["train"])
+    assert "cases passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("style", ["index array shuffled in place", "np.random.seed"])
+def test_other_seeded_shuffles_pass(style, capsys):
+    def seeded(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0):
+        rng = np.random.default_rng(seed)
+        if style == "np.random.seed":
+            np.random.seed(seed)  # noqa: NPY002 - the legacy global generator, seeded, passes
+        order, W, losses = np.arange(len(y)), W0, []
+        for _ in range(epochs):
+            if style == "np.random.seed":
+                order = np.random.permutation(len(y))  # noqa: NPY002
+            else:
+                rng.shuffle(order)
+            for start in range(0, len(y), batch_size):
+                idx = order[start:start + batch_size]
+                loss, dW = loss_fn(W, X[idx], y[idx], reg)
+                W, state = step_fn(W, dW, state, lr)
+                losses.append(loss)
+        return W, np.array(losses)
+
+    check("train", seeded, **USES["train"])
     assert "cases passed" in capsys.readouterr().out
 
 

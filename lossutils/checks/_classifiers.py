@@ -10,10 +10,11 @@ take functions as arguments: the checker gives them functions that travel as pla
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._calling import Outcome
 from ._common import DTYPES, n_random
 from ._core import (
     Case,
@@ -691,6 +692,17 @@ def _steps_per_epoch(n, b):
     return -(-n // b)
 
 
+def _other_seed(seed):
+    """The seed of a probe's third run, which must visit the samples in another order."""
+    return (seed + 1) % 2**31
+
+
+def _same_weights(a, b) -> bool:
+    """Whether two runs returned the same weights (the probe's weights record the batches)."""
+    return all(type(r) is tuple and len(r) == 2 and type(r[0]) is np.ndarray for r in (a, b)) \
+        and a[0].shape == b[0].shape and np.array_equal(a[0], b[0])
+
+
 class TrainExercise(Exercise):
     """The training loop: probes that reveal its mini-batches, then the accuracy it reaches.
 
@@ -699,7 +711,8 @@ class TrainExercise(Exercise):
     the batch (1 if given with its own label, 100 if with another's), and a step that writes
     that mark into column t of the weights. The returned weights therefore record which
     samples every step used, and the judge checks the mini-batches, the shuffling, the
-    labels, the state and the history against the contract. The accuracy case runs
+    labels, the state and the history against the contract, and that the seed decides the
+    batches (:meth:`call` runs a probe three times). The accuracy case runs
     ``train`` with the student's own loss and step functions on a digits split drawn from
     the seed and measures the test accuracy of the returned weights.
     """
@@ -711,6 +724,21 @@ class TrainExercise(Exercise):
 
     def make_cases(self, rng, hidden):
         return self._cases(rng, hidden)
+
+    def call(self, fn, case, uses=None):
+        """The accuracy case runs ``train`` once. A probe case runs it three times, with the
+        case's seed, again with the same seed (a seeded run repeats itself) and with another
+        seed (which must change the order); the judge gets the list of the three outputs."""
+        first = super().call(fn, case, uses)
+        if case.test or first.error is not None:
+            return first
+        other = replace(case, kwargs={**case.kwargs, "seed": _other_seed(case.kwargs["seed"])})
+        runs = (first, super().call(fn, case, uses), super().call(fn, other, uses))
+        return Outcome([r.output for r in runs],
+                       next((r.error for r in runs if r.error is not None), None),
+                       tuple(w for r in runs for w in r.warnings),
+                       "".join(r.stdout for r in runs),
+                       tuple(dict.fromkeys(m for r in runs for m in r.modified)))
 
     def describe_input(self, case):
         loss_fn, W0, X, y, step_fn, state = case.args
@@ -731,6 +759,11 @@ class TrainExercise(Exercise):
 
     def judge(self, case, output, warnings=()):
         W0 = case.args[1]
+        runs = None
+        if not case.test:
+            if type(output) is not list or len(output) != 3:  # only call() builds this list
+                return Verdict(False, f"no runs were recorded ({describe_returned(output)}).")
+            runs, output = output, output[0]
         if type(output) is not tuple or len(output) != 2:
             return self._fail(f"returned {describe_returned(output)}; expected a tuple "
                               "(W, history).", "type",
@@ -752,7 +785,20 @@ class TrainExercise(Exercise):
                               mistake="weights_not_updated")
         if case.test:
             return self._judge_accuracy(case, W, history)
-        return self._judge_probe(case, W, history)
+        verdict = self._judge_probe(case, W, history)
+        if not verdict.ok:
+            return verdict
+        _, again, other = runs
+        if not _same_weights(output, again) or not (
+                type(again[1]) is np.ndarray and np.array_equal(again[1], history)):
+            return self._fail("called again with the same seed, train trained on other "
+                              "batches: the run is not reproducible.",
+                              mistake="not_reproducible")
+        if _same_weights(output, other):
+            return self._fail(f"called with seed={_other_seed(case.kwargs['seed'])} instead, "
+                              "train used the same batches: the shuffling ignores the seed.",
+                              mistake="seed_ignored")
+        return verdict
 
     def _judge_accuracy(self, case, W, history):
         n = len(case.args[3])
@@ -871,6 +917,13 @@ register(
             Mistake("same_order_every_epoch",
                     "make the generator once, rng = np.random.default_rng(seed), before the "
                     "epochs, and draw a fresh permutation from it in each epoch."),
+            Mistake("not_reproducible",
+                    "draw every permutation from one generator made from the seed argument, "
+                    "np.random.default_rng(seed): a generator made without a seed, or "
+                    "np.random's global functions, shuffle differently in every run."),
+            Mistake("seed_ignored",
+                    "make the generator from the seed argument, np.random.default_rng(seed), "
+                    "not from a number of your own: another seed must give other batches."),
             Mistake("samples_skipped",
                     "every sample is used once per epoch: range(0, N, batch_size) and "
                     "perm[start:start + batch_size] keep the last, shorter batch."),
