@@ -110,6 +110,8 @@ def _student_svm(W, X, y, reg, bug=None):
     for i in range(n):
         scores = X[i].dot(W)
         for j in range(c):
+            if j == y[i] and bug == "true_class_counts_itself":
+                dW[:, y[i]] -= X[i]  # its own margin, 1, taken as violated
             if j == y[i] and bug != "counts_true_class":
                 continue
             if bug == "margin_sign":
@@ -334,6 +336,7 @@ SOFTMAX_BUGS = ("not_stabilised", "log_of_underflowed_p", "one_hot_not_subtracte
                 "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean",
                 "grad_not_averaged", "loss_not_averaged", "grad_sign")
 SVM_BUGS = ("counts_true_class", "margin_sign", "margin_missing", "true_class_gradient_missing",
+            "true_class_counts_itself",
             "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
             "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean", "grad_not_averaged",
             "loss_not_averaged", "grad_sign")
@@ -347,6 +350,17 @@ def _svm_margins_not_masked(W, X, y, reg):
     counts = (margins > 0).astype(W.dtype)
     counts[np.arange(n), y] = -counts.sum(axis=1)
     return margins.sum() / n + reg * np.sum(W * W), X.T @ counts / n + 2 * reg * W
+
+
+def _svm_counts_itself(W, X, y, reg):
+    """Vectorised, the loss right (minus the true class's 1) but its column counting itself."""
+    n = X.shape[0]
+    scores = X @ W
+    margins = np.maximum(0, scores - scores[np.arange(n), y][:, None] + 1)
+    counts = (margins > 0).astype(W.dtype)
+    counts[np.arange(n), y] = -counts.sum(axis=1)
+    loss = margins.sum() / n - 1 + reg * np.sum(W * W)
+    return loss, X.T @ counts / n + 2 * reg * W
 
 BUGGY = [
     ("nesterov_step", "gradient_at_w", _nesterov(lambda w, v, mu: w)),
@@ -368,6 +382,7 @@ BUGGY = [
     *[(name, bug, _bug(_student_svm, bug)) for bug in SVM_BUGS
       for name in ("svm_loss_naive", "svm_loss_vectorized")],
     ("svm_loss_vectorized", "counts_true_class", _svm_margins_not_masked),
+    ("svm_loss_vectorized", "true_class_counts_itself", _svm_counts_itself),
     ("numerical_gradient", "one_sided", _one_sided),
     ("numerical_gradient", "not_halved", lambda f, x, h=1e-5: _central(f, x, h, divide=1.0)),
     ("numerical_gradient", "sign_flipped", lambda f, x, h=1e-5: _central(f, x, h, sign=-1.0)),

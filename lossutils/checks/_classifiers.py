@@ -149,6 +149,13 @@ def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True,
     return data
 
 
+def _svm_counts_itself(s, y):
+    """The true class's column counts its own always-active term (margin 1) too."""
+    losses, active = _data_part("svm", s, y)
+    active[np.arange(len(y)), y] -= 1
+    return losses, active
+
+
 def _overflow_detect(case, got, expected, warnings):
     return (not np.all(np.isfinite(got))) and any("overflow" in w for w in warnings)
 
@@ -271,6 +278,12 @@ _SVM_MISTAKES = (
         "each violated margin also pulls on the true class: subtract x_i from column y_i "
         "once per wrong class j with s_j - s_y + 1 > 0.",
         models=(_model("svm", data=_svm_variant(true_grad=False)),),
+    ),
+    Mistake(
+        "true_class_counts_itself",
+        "column y_i collects -x_i once per wrong class j != y_i with a positive margin; your "
+        "count includes j = y_i too, whose own margin s_y - s_y + 1 = 1 is always positive.",
+        models=(_model("svm", data=_svm_counts_itself),),
     ),
     *_reg_mistakes("svm"),
     *_mean_mistakes("svm"),
