@@ -475,6 +475,12 @@ def test_every_catalogued_mistake_has_a_buggy_solution(name):
     assert len(get_exercise(name).mistakes) >= 5
 
 
+def test_train_diagnoses_name_the_mistake_without_dictating_the_loop():
+    for mistake in get_exercise("train").mistakes:
+        for line_of_code in ("= step_fn(", "perm[", "range(0, N"):
+            assert line_of_code not in mistake.message, mistake.id
+
+
 def test_train_check_names_the_functions_it_needs():
     with pytest.raises(ValueError, match=r"check\('train', \.\.\.\) takes exactly "
                                          r"loss_fn=\.\.\., step_fn=\.\.\., got none"):
@@ -529,6 +535,12 @@ def test_a_given_function_keeps_its_parameters_when_called_by_name():
     assert loss_fn(W, X, y, reg=0.5)[0] == loss_fn(W, X, y, 0.5)[0] == 3.5
     with pytest.raises(TypeError, match="multiple values for keyword argument 'labels'"):
         loss_fn(W, X, y, 0.5, labels=np.array([1, 0]))
+
+
+def test_x_restored_by_arithmetic_is_told_to_restore_the_saved_value():
+    message = _diagnosed("numerical_gradient", "modifies_input", _in_place_restored_by_arithmetic)
+    assert "your function modified its input x in place." in message
+    assert "Hint: x must be unchanged afterwards: restore x[k] from its saved value" in message
 
 
 def test_a_float64_gradient_for_float32_input_is_told_where_float64_comes_from():

@@ -577,6 +577,8 @@ register(
         arg_names=("f", "x", "h"),
         reference=_numgrad_reference,
         cases=_numgrad_cases,
+        modified_advice="x must be unchanged afterwards: restore x[k] from its saved value "
+        "(x[k] + h - h is not always x[k] in floating point), or perturb a copy.",
         mistakes=(
             Mistake(
                 "one_sided",
@@ -917,13 +919,14 @@ register(
         cases=_train_cases,
         mistakes=(
             Mistake("weights_not_updated",
-                    "keep what step_fn returns: W, state = step_fn(W, dW, state, lr)."),
+                    "step_fn returns the new weights rather than changing W: the next step, "
+                    "and the W you return, must use the weights it returned."),
             Mistake("state_not_carried",
-                    "pass the state step_fn returned to the next call: "
-                    "W, state = step_fn(W, dW, state, lr)."),
+                    "step_fn returns a new state and leaves the one given untouched: the next "
+                    "call needs the state the last call returned, not the initial one."),
             Mistake("labels_misaligned",
-                    "index X and y with the same permutation: idx = perm[start:start + "
-                    "batch_size], then X[idx] and y[idx]."),
+                    "the labels of a batch must be those of its samples: take X's rows and y's "
+                    "entries with the same indices."),
             Mistake("no_shuffle",
                     "draw a permutation of the samples at the start of every epoch, "
                     "rng.permutation(N), and take the batches from it."),
@@ -938,8 +941,8 @@ register(
                     "make the generator from the seed argument, np.random.default_rng(seed), "
                     "not from a number of your own: another seed must give other batches."),
             Mistake("samples_skipped",
-                    "every sample is used once per epoch: range(0, N, batch_size) and "
-                    "perm[start:start + batch_size] keep the last, shorter batch."),
+                    "every sample is used once per epoch: keep the last batch even when fewer "
+                    "than batch_size samples are left for it."),
             Mistake("with_replacement",
                     "sample without replacement: a permutation of the N samples, cut into "
                     "batches, not rng.integers or rng.choice with replacement."),
