@@ -41,7 +41,11 @@ def _find(roots: list[str], guesses: list[str | None]) -> tuple[str, str] | None
 
 
 def _assignment_checked(notebook: str) -> str | None:
-    """The one course notebook whose exercises the test cells of ``notebook`` check, if any."""
+    """The course notebook whose exercises the test cells of ``notebook`` check, if any.
+
+    A notebook may check again an exercise of an earlier one that it builds on (07 trains with
+    06's ``rmsprop_step``), never one of a later notebook: the latest notebook is the one.
+    """
     from lossutils.checks import exercises, get_exercise
 
     from .verify import check_calls
@@ -54,7 +58,7 @@ def _assignment_checked(notebook: str) -> str | None:
     known = set(exercises())
     found = {get_exercise(c.exercise).notebook
              for cell in calls.values() for c in cell if c.exercise in known}
-    return found.pop() if len(found) == 1 else None
+    return max(found, default=None)
 
 
 def _own_master(notebook: str, assignment: str, scratch: str) -> Master:
