@@ -22,13 +22,10 @@ from lossutils.grading.sandbox import (
     require_sandbox,
     run_sandboxed,
     sandbox_argv,
-    sandbox_available,
     sandbox_kernel_manager,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-needs_sandbox = pytest.mark.skipif(not sandbox_available(),
-                                   reason="bubblewrap is not available on this machine")
 
 
 def _run(tmp_path, code, **kw):
@@ -74,7 +71,7 @@ def test_argv_binds_python_and_lossutils_but_not_the_repository(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_no_network_no_repository_no_home_scrubbed_env(tmp_path):
     secret = ROOT / "solutions"
     done = _run(tmp_path, f"""
@@ -124,7 +121,7 @@ def test_no_network_no_repository_no_home_scrubbed_env(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_lossutils_can_be_hidden(tmp_path):
     done = _run(tmp_path, """
         try:
@@ -140,7 +137,7 @@ def test_lossutils_can_be_hidden(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_output_is_capped_by_the_reader(tmp_path):
     done = _run(tmp_path, "import sys\nsys.stdout.write('x' * 5_000_000)",
                 limits=Limits(max_output_bytes=1000))
@@ -149,24 +146,25 @@ def test_output_is_capped_by_the_reader(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_wall_clock_limit_kills_the_tree(tmp_path):
-    done = _run(tmp_path, "import time\ntime.sleep(60)", limits=Limits(wall_seconds=1.5))
+    done = _run(tmp_path, "import time\ntime.sleep(600)", limits=Limits(wall_seconds=1.5))
     assert done.timed_out
     assert exit_signal(done.returncode) == signal.SIGKILL
-    assert done.seconds < 30
+    assert done.seconds < 600  # killed, not waited for
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_cpu_limit(tmp_path):
-    done = _run(tmp_path, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=60))
+    # (a wall limit no loaded machine reaches before 1 s of CPU time)
+    done = _run(tmp_path, "while True: pass", limits=Limits(cpu_seconds=1, wall_seconds=600))
     assert not done.timed_out
     assert exit_signal(done.returncode) == signal.SIGXCPU
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_memory_limit(tmp_path):
     done = _run(tmp_path, """
         try:
@@ -178,7 +176,7 @@ def test_memory_limit(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_fork_bomb_is_stopped(tmp_path):
     done = _run(tmp_path, """
         import os, time
@@ -186,12 +184,12 @@ def test_fork_bomb_is_stopped(tmp_path):
         try:
             while True:
                 if os.fork() == 0:
-                    time.sleep(60)
+                    time.sleep(600)
                     os._exit(0)
                 n += 1
         except OSError as exc:
             print(n, type(exc).__name__)
-    """, limits=Limits(max_processes=10, wall_seconds=60))
+    """, limits=Limits(max_processes=10, wall_seconds=600))
     count, name = done.stdout.split()
     assert name == b"BlockingIOError"
     assert int(count) < 10
@@ -200,7 +198,7 @@ def test_fork_bomb_is_stopped(tmp_path):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_file_size_limit(tmp_path):
     done = _run(tmp_path, """
         try:
@@ -216,8 +214,6 @@ def test_file_size_limit(tmp_path):
 # --------------------------------------------------------------------------- a kernel
 
 
-needs_zygote = pytest.mark.skipif(not sandbox.zygote_supported(),
-                                  reason="kernels are forked from a zygote only by a root grader")
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +225,9 @@ def zygote():
 
 
 @pytest.mark.grading
-@needs_sandbox
-@pytest.mark.parametrize("mode", ["started", pytest.param("forked", marks=needs_zygote)])
+@pytest.mark.needs_bwrap
+@pytest.mark.parametrize("mode", ["started",
+                                  pytest.param("forked", marks=pytest.mark.needs_root)])
 def test_notebook_kernel_runs_in_the_sandbox(tmp_path, mode, request):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
@@ -260,7 +257,10 @@ def test_notebook_kernel_runs_in_the_sandbox(tmp_path, mode, request):
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     km_class = sandbox_kernel_manager(seed=77, limits=Limits(memory_bytes=2**30,
                                                              max_processes=32), zygote=zygote)
-    client = NotebookClient(nb, timeout=8, interrupt_on_timeout=True, allow_errors=True,
+    # The endless cell is interrupted after 3 s; every other cell has time to spare, however
+    # loaded the machine.
+    client = NotebookClient(nb, timeout_func=lambda cell: 3 if cell.source == cells[3] else 300,
+                            interrupt_on_timeout=True, allow_errors=True,
                             kernel_name="python3", kernel_manager_class=km_class,
                             resources={"metadata": {"path": str(workdir)}})
     client.execute(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -314,8 +314,8 @@ print(os.getuid(), caps, ','.join(sorted(os.listdir('/tmp'))), libc.shmget(4242,
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_forked_kernels_share_nothing(zygote):
     """What one forked kernel leaves behind (files, shared memory, a daemon, module state)
     is gone before the zygote forks the next one."""
@@ -363,8 +363,8 @@ unreachable = gc.collect()
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_kernels_forked_after_the_zygote_drew_a_figure_draw_their_own():
     """The zygote draws a figure before forking (matplotlib's first-figure set-up, once): no
     font file it opened may be left for a kernel to read or close under a reused descriptor
@@ -464,8 +464,8 @@ def test_a_zygote_whose_warm_up_leaves_a_file_open_starts_again_cold(leaves_a_fi
     assert reply["warm"] is not leaves_a_file_open
 
 
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_zygote_refuses_folders_outside_its_slots(zygote, tmp_path):
     with pytest.raises(sandbox.ZygoteError, match="is not under the zygote's folder"):
         zygote.fork(2_000_000_001, str(tmp_path), ["-f", "x.json"], {})
@@ -477,8 +477,8 @@ def test_kill_user_refuses_root_and_the_unset_uid():
             sandbox.kill_user(uid)
 
 
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_each_thread_gets_its_own_zygote():
     """A zygote serves one kernel at a time, so two threads (a Dask worker running two tasks)
     must not share one; the same thread reuses its own."""
@@ -506,8 +506,8 @@ def test_each_thread_gets_its_own_zygote():
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_a_forked_kernel_that_exits_is_reported_dead(zygote):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
@@ -525,8 +525,8 @@ def test_a_forked_kernel_that_exits_is_reported_dead(zygote):
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_forked_processes_still_see_a_python_that_lives_under_tmp(monkeypatch):
     """A checkout or virtual environment under /tmp (a CI clone) stays visible, read-only,
     over the fresh /tmp of each forked process; nothing else of the zygote's /tmp does."""
@@ -682,8 +682,8 @@ sys.stdin.readline()  # wait to be killed
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_spawned_processes_talk_over_pipes_and_share_nothing(bare_zygote):
     def spawn(line):
         runner = bare_zygote.spawn(sandbox._sandbox_uid(), _SPAWNED)
