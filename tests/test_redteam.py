@@ -8,9 +8,8 @@ by, grade the honest submissions exactly as when graded alone, write nothing out
 sandbox, and leave no sandboxed process behind.
 """
 
+import collections
 import csv
-import importlib.util
-import inspect
 import json
 import os
 import subprocess
@@ -20,29 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from lossutils.grading import worker
-from lossutils.grading.sandbox import sandbox_available
+from lossutils.grading import verify
+from lossutils.grading.sandbox import Limits
+from tests.conftest import ROOT, load_attacks
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03-cross-entropy"
 MASTER = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 RELEASE = ROOT / "course" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 LOSSUTILS = Path(sys.executable).parent / "lossutils"
 SEED = 2718
 
-_spec = importlib.util.spec_from_file_location("redteam_attacks", Path(__file__).parent
-                                               / "redteam" / "attacks.py")
-attacks = sys.modules.setdefault("redteam_attacks", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(attacks)
+attacks = load_attacks()
 
-_WIRED = all(name in inspect.getsource(worker)
-             for name in ("apply_verification", "sandbox_kernel_manager"))
-pytestmark = [
-    pytest.mark.grading,
-    pytest.mark.skipif(not sandbox_available(), reason="bubblewrap is not available"),
-    pytest.mark.skipif(not _WIRED, reason="the grading worker does not call verification "
-                       "and the sandboxed kernel yet (lossutils/grading/worker.py)"),
-]
+pytestmark = [pytest.mark.grading, pytest.mark.needs_bwrap]
 
 # Attacks that earn the points inside the kernel: verification must take them back and flag
 # the disagreement.
@@ -50,26 +39,55 @@ FOOL_THE_KERNEL = ("patch-checker", "input-transformer", "reference-direct",
                    "reference-obfuscated", "reference-importlib")
 
 
-def _grade(submissions: Path, out: Path) -> tuple[int, float, float]:
-    """Run the batch; return its exit code, its seconds, and the worst latency meanwhile.
+# Sandboxes of a root grader run as fresh user ids from 10**9 up.
+SANDBOX_UIDS = 10**9
 
-    The latency is how long starting a trivial process took, probed every second while the
-    batch ran: what a user at the machine would feel.
-    """
-    start = time.monotonic()
+
+def _sandbox_processes(root: int) -> collections.Counter:
+    """Processes (zombies too: they count against the limit) per sandbox user id, among the
+    descendants of ``root``: other runs on this machine have sandboxes of their own."""
+    parent, owner = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            uid = entry.stat().st_uid
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # ended while we looked
+            continue
+        # the command name (field 2) may hold spaces and parentheses: parse after the last ')'
+        parent[int(entry.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+        owner[int(entry.name)] = uid
+
+    def descends(pid):
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return collections.Counter(uid for pid, uid in owner.items()
+                               if uid >= SANDBOX_UIDS and descends(pid))
+
+
+def _grade(submissions: Path, out: Path) -> tuple[int, int, set[int]]:
+    """Run the batch; return its exit code, and, sampled while it ran, the most processes one
+    sandbox held at once and the sandboxes' user ids."""
     proc = subprocess.Popen(
         [str(LOSSUTILS), "grade", str(submissions), "--out", str(out), "--assignment",
          ASSIGNMENT, "--timeout", "10", "--workers", "2", "--seed", str(SEED)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    worst = 0.0
-    while proc.poll() is None and time.monotonic() - start < 1800:
-        probe = time.monotonic()
-        subprocess.run(["true"], check=True)
-        worst = max(worst, time.monotonic() - probe)
-        time.sleep(1)
+    most, uids = 0, set()
+    hang = time.monotonic() + 3600  # a guard against a hung batch, not a speed limit
+    while proc.poll() is None and time.monotonic() < hang:
+        counts = _sandbox_processes(proc.pid)
+        most = max([most, *counts.values()])
+        uids.update(counts)
+        time.sleep(0.1)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 1), err.decode()[-3000:]
-    return proc.returncode, time.monotonic() - start, worst
+    return proc.returncode, most, uids
 
 
 def _results(out: Path) -> dict:
@@ -106,13 +124,13 @@ def batch(tmp_path_factory):
     files = attacks.file_attacks(release, master)
     for name, data in files.items():
         (submitted / f"file-{name}.ipynb").write_bytes(data)
-    code_exit, seconds, latency = _grade(submitted, out)
+    code_exit, most_processes, uids = _grade(submitted, out)
     alone = base / "alone"
     alone.mkdir()
     (alone / "honest-1.ipynb").write_text(honest)
     _grade(alone, base / "out-alone")
     return {"base": base, "out": out, "code": code, "files": files, "exit": code_exit,
-            "seconds": seconds, "latency": latency, "results": _results(out),
+            "most_processes": most_processes, "uids": uids, "results": _results(out),
             "rows": _rows(out),
             "alone": _results(base / "out-alone")["honest-1"]}
 
@@ -178,19 +196,21 @@ def test_the_right_reason_or_flag_is_in_grades_csv(batch):
 def test_nothing_was_written_outside_and_no_process_is_left(batch):
     assert not (batch["base"] / "pwned.txt").exists()
     assert "pwned" not in (batch["out"] / "grades.csv").read_text()
-    # Sandboxes run as fresh user ids from 10**9 up; none may outlive the batch.
+    # None of the batch's sandboxes outlives it (other runs on this machine have their own).
     left = []
     for entry in os.scandir("/proc"):
         try:
-            if entry.name.isdigit() and entry.stat().st_uid >= 10**9:
+            if entry.name.isdigit() and entry.stat().st_uid in batch["uids"]:
                 left.append(entry.name)
         except OSError:  # ended while we looked
             continue
     assert left == []
 
 
-def test_the_machine_stays_responsive(batch):
-    # 2 workers, per-cell timeout 10 s: loops and bombs cost their own time only, and the
-    # machine kept starting processes promptly while fork bombs and hogs ran.
-    assert batch["seconds"] < 20 * 60
-    assert batch["latency"] < 5.0
+@pytest.mark.needs_root
+def test_fork_bombs_stay_within_the_process_limit(batch):
+    # What keeps the machine responsive while bombs and hogs run: each sandbox is its own
+    # user, capped by RLIMIT_NPROC (the kernel's limit is the larger, verification's smaller);
+    # loops and hogs end at the cell timeout (their statuses are checked above).
+    assert 0 < batch["most_processes"] <= max(Limits().max_processes,
+                                              verify.DEFAULT_LIMITS.max_processes)
