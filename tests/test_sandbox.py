@@ -24,8 +24,7 @@ from lossutils.grading.sandbox import (
     sandbox_argv,
     sandbox_kernel_manager,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def _run(tmp_path, code, **kw):
@@ -58,7 +57,7 @@ def test_argv_binds_python_and_lossutils_but_not_the_repository(tmp_path):
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a in ("--ro-bind", "--bind")]
     assert sandbox.lossutils_path() in binds
     assert str(tmp_path.resolve()) in binds
-    assert not any(b in (str(ROOT), "/", "/root", "/home", "/work") for b in binds)
+    assert not any(b in (str(ROOT), "/", "/root", "/home") for b in binds)
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
         assert flag in cmd
     assert cmd[cmd.index("--setenv", cmd.index("LOSSUTILS_GRADING_SEED") - 1) + 2] == "9"
@@ -288,12 +287,14 @@ open('/tmp/planted', 'w').write('secret')
 shm = libc.shmget(4242, 4096, 0o1666)  # IPC_CREAT | 0666
 numpy.planted = 'secret'
 os.environ['PLANTED'] = 'secret'
+started, running = os.pipe()
 if os.fork() == 0:  # a daemon that outlives the kernel, if nothing kills it
     os.setsid()
     if os.fork() == 0:
+        os.write(running, b"x")
         time.sleep(600)
     os._exit(0)
-time.sleep(0.2)
+os.read(started, 1)  # the daemon runs
 print(os.getuid(), shm >= 0)
 """
 
