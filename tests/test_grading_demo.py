@@ -6,15 +6,14 @@ test_grading.py cover the machinery, this one the real notebooks and checks toge
 
 import io
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from lossutils.grading.demo import run_demo
 from lossutils.grading.samples import expected_outcome
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "05-hinge-svm"
 MASTER = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 
