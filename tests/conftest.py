@@ -206,30 +206,30 @@ def _count_unsandboxed(request):
         request.config.stash[_unsandboxed].append(request.node.nodeid)
 
 
-def not_run_line(not_run: dict, unsandboxed: int) -> str | None:
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _not_run_line(not_run: dict, unsandboxed: int) -> str | None:
     """The one summary line: what was not run, why, and how to run it; None if all ran.
 
     ``not_run`` maps a marker to the reason and the tests skipped for it; ``unsandboxed``
     counts the grading tests that ran without the sandbox.
     """
-    parts = []
-    for marker, (kind, _) in _NEEDS.items():
-        if marker in not_run:
-            reason, tests = not_run[marker]
-            parts.append(f"{len(tests)} {kind} test{'s' * (len(tests) != 1)} ({reason})")
+    parts = [f"{_plural(len(not_run[marker][1]), kind + ' test')} ({not_run[marker][0]})"
+             for marker, (kind, _) in _NEEDS.items() if marker in not_run]
     if not parts:
         return None
-    line = "not run: " + ", ".join(parts)
     if unsandboxed:
-        line += f"; {unsandboxed} grading tests ran unsandboxed instead"
-    return line
+        parts.append(f"{_plural(unsandboxed, 'grading test')} ran unsandboxed instead")
+    return "not run: " + "; ".join(parts)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter, config):
     # Outermost wrapper: the line comes after pytest's own summary, just before the totals.
     result = yield
-    line = not_run_line(config.stash[_not_run], len(config.stash[_unsandboxed]))
+    line = _not_run_line(config.stash[_not_run], len(config.stash[_unsandboxed]))
     if line is not None:
         terminalreporter.write_line(line, yellow=True, bold=True)
     return result
