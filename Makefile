@@ -16,7 +16,7 @@ SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
 # `make system-packages APT_GET="echo apt-get"` shows what would be installed.
 APT_GET ?= apt-get
 
-.PHONY: help setup system-packages test test-fast lint demo lab release bench clean
+.PHONY: help setup system-packages test test-fast lint demo lab release bench perf-doc clean
 
 help:
 	@echo "make demo     set up, then grade the bundled sample submissions (the main job)"
@@ -24,8 +24,9 @@ help:
 	@echo "              (as root with apt-get, first installs bubblewrap and chromium if missing)"
 	@echo "make lab      JupyterLab on course/ (the student notebooks)"
 	@echo "make release  regenerate course/ from solutions/ with nbgrader"
-	@echo "make lint     ruff"
-	@echo "make bench    run the benchmarks in benchmarks/"
+	@echo "make lint     ruff, and mypy on the reference math"
+	@echo "make bench    run the benchmarks in benchmarks/ (each records its run)"
+	@echo "make perf-doc write docs/performance.md from the benchmarks' records"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -54,6 +55,7 @@ system-packages:
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup lint system-packages
 	$(BIN)/python -m pytest
@@ -76,6 +78,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_checks.py
 	$(BIN)/python benchmarks/bench_notebooks.py
 	$(BIN)/python benchmarks/bench_grading.py
+
+perf-doc:
+	$(PYTHON) benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) demo-output grading-work .pytest_cache .ruff_cache .hypothesis

@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_grading.py [--n 60] [--assignment 03-cross-entropy]
                                                   [--workers N] [--skip-nbgrader] [--skip-floor]
+                                                  [--idle] [--no-record]
 
 It builds ``--n`` submissions of one assignment from the sample generator (correct, untouched and
 mistaken ones in turn, under distinct student ids), then times, in one run:
@@ -16,8 +17,10 @@ mistaken ones in turn, under distinct student ids), then times, in one run:
 (c) the floor: nbclient executing the same notebooks one after another, each in a kernel that
     is already running (start-up and shut-down are not timed): the cells alone.
 
-It prints seconds per notebook (wall clock) for each and the ratios a/b and b/c. On a machine
-shared with other work, run it twice and keep the quieter figure.
+It prints seconds per notebook (wall clock) for each and the ratios a/b and b/c, and records
+the run in ``benchmarks/results/grading.jsonl`` (see ``_record.py``). Figures taken on a machine
+shared with other work are recorded as such; for the record of an idle machine run it with
+``--idle`` when nothing else runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from _record import Run, add_arguments
 
 KINDS = ("correct", "untouched", "mistake-1", "mistake-2")
 _STOCK_ALEMBIC_VERSION = None  # nbgrader's own, saved before lossutils replaces it
@@ -153,7 +158,10 @@ def main(argv=None) -> int:
         "--skip-floor", action="store_true",
         help="skip the floor (c), e.g. for a class-sized run where (a) against (b) is the point",
     )
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    run = Run("grading", args, packages=("nbgrader", "nbclient", "jupyter_client", "ipykernel",
+                                          "matplotlib"))
 
     global _STOCK_ALEMBIC_VERSION
     import nbgrader.api
@@ -186,7 +194,23 @@ def main(argv=None) -> int:
     for name, seconds in timings.items():
         print(f"{name:<34} {seconds:8.1f} {seconds / args.n:11.3f}")
     ours = timings["lossutils grade"]
+    values = {
+        "assignment": assignment,
+        "n": args.n,
+        "cores": cores,
+        "workers": args.workers or cores,
+        "lossutils_s": ours / args.n,
+        "nbgrader_s": None,
+        "nbgrader_loop_s": None,
+        "floor_s": None,
+        "ratio": None,
+        "ratio_loop": None,
+    }
     if "nbgrader, sequential, end to end" in timings:
+        values["nbgrader_s"] = timings["nbgrader, sequential, end to end"] / args.n
+        values["nbgrader_loop_s"] = timings["  of which the autograde loop"] / args.n
+        values["ratio"] = timings["nbgrader, sequential, end to end"] / ours
+        values["ratio_loop"] = timings["  of which the autograde loop"] / ours
         print(
             f"\nspeed-up over sequential nbgrader: "
             f"{timings['nbgrader, sequential, end to end'] / ours:.2f}x end to end, "
@@ -198,6 +222,8 @@ def main(argv=None) -> int:
             f"lossutils per core vs the sequential floor: {ours * cores / floor:.2f}x "
             "(1.0 = no overhead beyond executing the cells)"
         )
+        values["floor_s"] = floor / args.n
+    run.save(values)
     return 0
 
 

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_lossutils.py            # full table (a few minutes)
     python benchmarks/bench_lossutils.py --quick    # small sizes only
+    (and --idle, --no-record: see _record.py)
 
 For each workload (cross-entropy, cross-entropy + gradient, log-softmax, KL, multiclass hinge,
 MSE, L1) on N x K inputs with K = 10 and K = 1000, float32 and float64, it prints the median
@@ -15,7 +16,7 @@ it that the bandwidth-bound losses (MSE, L1) reach, and the import time of lossu
 
 Everything is pinned to one thread (BLAS and torch) so that the comparison is like for like.
 torch is optional (``pip install torch==2.13.0``, the CPU build); without it its column is
-empty.
+empty. The run is recorded in ``benchmarks/results/lossutils.jsonl`` (see ``_record.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.special  # noqa: E402
+from _record import Run, add_arguments  # noqa: E402
 
 import lossutils as lu  # noqa: E402
 
@@ -200,7 +202,10 @@ def make_inputs(n, k, dtype, rng):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    run = Run("lossutils", args, packages=("scipy", "torch"))
+    rows = []
     sizes = [10**5] if args.quick else [10**5, 10**6, 10**7]
     rng = np.random.default_rng(0)
 
@@ -226,9 +231,13 @@ def main(argv=None) -> int:
                     medians = median_times(impls)
                     base = medians["lossutils"]
                     cells = []
+                    row = {"workload": name, "dtype": np.dtype(dtype).name, "n": n, "k": k,
+                           "lossutils_s": base}
+                    rows.append(row)
                     for other in ("torch", "scipy", "numpy"):
                         if other in impls:
                             ratio = medians[other] / base
+                            row[other] = ratio
                             cells.append(f"{ratio:7.2f}x")
                             if other == "torch":
                                 worst_torch = min(worst_torch or ratio, ratio)
@@ -238,12 +247,20 @@ def main(argv=None) -> int:
                     if name in ("mse", "l1"):
                         nbytes = 2 * inputs[4].nbytes
                         bw = f"{nbytes / base / 1e9:5.1f} ({nbytes / base / bandwidth:.0%})"
+                        row["bandwidth_share"] = nbytes / base / bandwidth
                     print(f"{name:<20} {np.dtype(dtype).name:<8} {f'{n}x{k}':>14} "
                           f"{base * 1e3:9.2f}ms {' '.join(cells)}  {bw:>9}")
     print()
     print("ratios are other / lossutils: above 1 means lossutils is faster")
     if worst_torch is not None:
         print(f"slowest against torch: {worst_torch:.2f}x")
+    run.save({
+        "threads": 1,
+        "read_bandwidth_gbs": bandwidth / 1e9,
+        "import_numpy_s": t_numpy,
+        "import_lossutils_s": t_lossutils,
+        "rows": rows,
+    })
     return 0
 
 

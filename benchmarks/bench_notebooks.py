@@ -2,11 +2,12 @@
 
 Usage::
 
-    python benchmarks/bench_notebooks.py [--repeats 3]
+    python benchmarks/bench_notebooks.py [--repeats 3] [--idle] [--no-record]
 
 Executes every ``solutions/<id>/<id>.ipynb`` with nbclient in a fresh kernel, as a student's
 "Run all" would, and prints the median time of the cells alone and with kernel start-up, and
-the share of the 20-second budget the course sets for one notebook.
+the share of the 20-second budget the course sets for one notebook. The run is recorded in
+``benchmarks/results/notebooks.jsonl`` (see ``_record.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import nbformat
+from _record import Run, add_arguments
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,10 @@ def run_once(path: Path) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    run = Run("notebooks", args, packages=("nbclient", "ipykernel", "matplotlib", "sympy"))
+    timings = {}
     print(f"{'notebook':<22} {'cells':>8} {'with kernel':>12} {'of budget':>10}")
     worst = 0.0
     for path in sorted(ROOT.glob("solutions/*/*.ipynb")):
@@ -49,8 +54,10 @@ def main(argv=None) -> int:
         cells = statistics.median(r[0] for r in runs)
         total = statistics.median(r[1] for r in runs)
         worst = max(worst, total)
+        timings[path.stem] = {"cells_s": cells, "total_s": total}
         print(f"{path.stem:<22} {cells:7.1f}s {total:11.1f}s {total / BUDGET:10.0%}")
     print(f"\nslowest notebook: {worst:.1f} s of the {BUDGET:.0f} s budget")
+    run.save({"budget_s": BUDGET, "repeats": args.repeats, "notebooks": timings})
     return 0 if worst < BUDGET else 1
 
 

@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_scale.py [--n 1000] [--assignment 01-likelihood]
         [--workers W] [--scheduler tcp://HOST:8786] [--timeout 20] [--keep DIR]
+        [--idle] [--no-record]
 
 It writes ``--n`` submissions of one assignment, cycling through the demo's sample kinds
 (correct, untouched, two realistic mistakes, a kernel that dies, corrupt JSON; not the infinite
@@ -21,6 +22,8 @@ It reports
   ``T(W) = fixed + 6000 * max(worker_cost / W, coordinator_cost)``.
 
 The run with the default ``--n 1000`` takes a long time on two cores; use ``--n 60`` to try it.
+The run is recorded in ``benchmarks/results/scale.jsonl`` (see ``_record.py``), from which
+``benchmarks/render.py`` draws the projection of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import shutil
 import sys
 import tempfile
 import time
+
+from _record import Run, add_arguments
 
 KINDS = ("correct", "untouched", "mistake-1", "mistake-2", "kernel-dies", "corrupt-json")
 PROJECTED_NOTEBOOKS = 1000 * 6
@@ -125,7 +130,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scheduler", help="grade on this Dask scheduler instead of locally")
     parser.add_argument("--timeout", type=int, default=20, help="seconds per cell (default 20)")
     parser.add_argument("--keep", help="grade into this folder and keep it (default: a temp dir)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    run_record = Run("scale", args, packages=("nbgrader", "distributed"))
 
     from lossutils.grading import run
     from lossutils.grading.masters import list_masters
@@ -202,6 +209,22 @@ def main(argv=None) -> int:
         print(
             f"| {w} | {seconds / 60:.0f} min |" if seconds >= 120 else f"| {w} | {seconds:.0f} s |"
         )
+    run_record.save({
+        "assignment": assignment,
+        "n": graded,
+        "workers": workers,
+        "scheduler": bool(args.scheduler),
+        "statuses": dict(statuses),
+        "wall_s": wall,
+        "fixed_s": fixed,
+        "per_nb_wall_s": per_nb_wall,
+        "worker_cost_s": worker_cost,
+        "in_worker_s": in_worker,
+        "coordinator_s": coordinator_cost,
+        "rss_before_mb": baseline_kb / 1024,
+        "rss_mb": [[done, kb / 1024] for done, _, kb in probe.samples],
+        "peak_mb": peak_kb / 1024,
+    })
     return 0
 
 

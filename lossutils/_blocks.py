@@ -10,15 +10,17 @@ the block size, so blocking changes no value.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["BLOCK_BYTES", "FEW_CLASSES", "Block", "blocks"]
 
 # About 512 KiB of rows per block. Smaller blocks fit a core's L2 cache but pay the Python
 # overhead of a dozen numpy calls per block too often; larger ones spill out of the L3 cache.
-# Measured on the project's machine (2-core AMD EPYC, 512 KiB L2, 32 MiB L3) for 10^7
-# elements: 512 KiB to 1 MiB is fastest, 20-40 % faster than 128 KiB.
+# The size was chosen by measurement: docs/performance.md, the reference library.
 BLOCK_BYTES = 1 << 19
 
 # numpy reduces a short row one row at a time, which dominates softmax and cross-entropy for
@@ -32,31 +34,33 @@ class Block(typing.NamedTuple):
     """A block of rows of a 2-D array of scores, as :func:`blocks` yields it."""
 
     rows: slice  # which rows of the array
-    scores: np.ndarray  # their scores, classes along ``axis`` (0 if class-major, else 1)
+    scores: NDArray[Any]  # their scores, classes along ``axis`` (0 if class-major, else 1)
     axis: int
-    result: np.ndarray  # where a result of the scores' shape and layout goes
-    spare: np.ndarray  # scratch space of the same shape
+    result: NDArray[Any]  # where a result of the scores' shape and layout goes
+    spare: NDArray[Any]  # scratch space of the same shape
 
-    def max(self, values: np.ndarray | None = None) -> np.ndarray:
+    def max(self, values: NDArray[Any] | None = None) -> NDArray[Any]:
         """Row maxima of ``values`` (default: the scores), the class axis kept; -inf if empty."""
         values = self.scores if values is None else values
         # The ufunc's own reduce: np.max's Python wrapper costs more than a small block.
         return np.maximum.reduce(values, axis=self.axis, keepdims=True, initial=-np.inf)
 
-    def sum(self, values: np.ndarray) -> np.ndarray:
+    def sum(self, values: NDArray[Any]) -> NDArray[Any]:
         """Row sums of ``values`` (laid out as ``scores``), the class axis kept."""
         return np.add.reduce(values, axis=self.axis, keepdims=True)
 
-    def per_row(self, values: np.ndarray) -> np.ndarray:
+    def per_row(self, values: NDArray[Any]) -> NDArray[Any]:
         """One value per row of the block, shape (rows,), shaped to broadcast against scores."""
         return values[None, :] if self.axis == 0 else values[:, None]
 
-    def flat_index(self, classes: np.ndarray) -> np.ndarray:
+    def flat_index(self, classes: NDArray[np.integer[Any]]) -> NDArray[np.integer[Any]]:
         """Flat indices of ``[n, classes[n]]`` (one class per row of the block) into ``scores``
         or ``result``.
 
         Both are C-contiguous, and one flat index is several times faster than two.
         """
+        n_rows: int
+        n_classes: int
         if self.axis == 0:  # class-major: the block's row n is column n
             n_rows = self.scores.shape[1]
             return classes * n_rows + np.arange(n_rows)
@@ -64,7 +68,7 @@ class Block(typing.NamedTuple):
         return np.arange(0, n_rows * n_classes, n_classes) + classes
 
 
-def blocks(x: np.ndarray, out: np.ndarray | None = None):
+def blocks(x: NDArray[Any], out: NDArray[Any] | None = None) -> Iterator[Block]:
     """Yield the 2-D ``x`` as blocks of rows of about BLOCK_BYTES each (see :class:`Block`).
 
     With many classes, ``scores`` is the view ``x[rows]`` and ``result`` is ``out[rows]``. With

@@ -6,10 +6,18 @@ what was found and how to fix it; nothing here broadcasts, clips or copies silen
 
 from __future__ import annotations
 
+import typing
+from typing import Any, Literal, TypeAlias
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "REDUCTIONS",
+    "ArrayLike",
+    "FloatArray",
+    "Loss",
+    "Reduction",
     "as_float",
     "as_labels",
     "as_target",
@@ -21,13 +29,20 @@ __all__ = [
     "float_dtype",
     "grad_scale",
     "reduce",
+    "reduce_grad",
     "sum_tolerance",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
+# The types of the public signatures. A batch reduction ("mean", "sum") gives a numpy scalar of
+# the input's precision, "none" an array; a gradient is always an array.
+Reduction: TypeAlias = Literal["mean", "sum", "none"]
+FloatArray: TypeAlias = NDArray[np.floating[Any]]
+Loss: TypeAlias = FloatArray | np.floating[Any]
+
+REDUCTIONS: tuple[str, ...] = typing.get_args(Reduction)
 
 
-def as_float(x, name: str) -> np.ndarray:
+def as_float(x: ArrayLike, name: str) -> FloatArray:
     """Return ``x`` as a floating array without copying float32/float64 input.
 
     Lists, Python scalars, booleans and integer arrays become float64; float16 is promoted to
@@ -54,7 +69,7 @@ def as_float(x, name: str) -> np.ndarray:
     )
 
 
-def as_target(target, prediction: np.ndarray, name: str = "target") -> np.ndarray:
+def as_target(target: ArrayLike, prediction: FloatArray, name: str = "target") -> FloatArray:
     """A floating target; integer and boolean targets take the prediction's dtype.
 
     Integer labels such as 0/1, -1/+1 or one-hot rows carry no precision of their own, so they
@@ -66,12 +81,14 @@ def as_target(target, prediction: np.ndarray, name: str = "target") -> np.ndarra
     return as_float(arr, name)
 
 
-def float_dtype(*arrays: np.ndarray) -> np.dtype:
+def float_dtype(*arrays: FloatArray) -> np.dtype[np.floating[Any]]:
     """The floating dtype of the result: float64 if any input is float64, else float32."""
     return np.result_type(*[a.dtype for a in arrays])
 
 
-def as_labels(labels, num_classes: int, name: str = "target", *, batch: int | None = None):
+def as_labels(
+    labels: ArrayLike, num_classes: int, name: str = "target", *, batch: int | None = None
+) -> NDArray[np.integer[Any]]:
     """Validate integer class labels of shape ``(N,)`` with values in ``[0, num_classes)``."""
     arr = np.asarray(labels)
     if arr.dtype.kind == "f":
@@ -107,7 +124,7 @@ def as_labels(labels, num_classes: int, name: str = "target", *, batch: int | No
     return arr
 
 
-def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def check_same_shape(a: NDArray[Any], b: NDArray[Any], name_a: str, name_b: str) -> None:
     """Refuse to broadcast: ``a`` and ``b`` must have exactly the same shape."""
     if a.shape != b.shape:
         raise ValueError(
@@ -117,7 +134,9 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
-def check_probs(p: np.ndarray, name: str, *, normalised: bool = False, atol=None) -> None:
+def check_probs(
+    p: FloatArray, name: str, *, normalised: bool = False, atol: float | None = None
+) -> None:
     """Probabilities must lie in [0, 1]; ``normalised`` ones also sum to 1 on the last axis."""
     if p.size == 0:
         return
@@ -141,23 +160,22 @@ def check_probs(p: np.ndarray, name: str, *, normalised: bool = False, atol=None
             )
 
 
-def sum_tolerance(dtype) -> float:
+def sum_tolerance(dtype: np.dtype[Any]) -> float:
     """How far from 1 the sum of a distribution may be (``check_probs(normalised=True)``)."""
     return 1e-4 if dtype == np.float32 else 1e-6
 
 
-def check_hinge_target(target: np.ndarray, name: str = "target") -> None:
+def check_hinge_target(target: FloatArray, name: str = "target") -> None:
     """Binary margin targets must be exactly -1 or +1."""
     ok = (target == 1) | (target == -1)
     if not np.all(ok):
         bad = np.unique(target[~ok])[:5].tolist()
         raise ValueError(
-            f"{name} must hold labels in {{-1, +1}}, found {bad}; map 0/1 labels with "
-            "2 * y - 1."
+            f"{name} must hold labels in {{-1, +1}}, found {bad}; map 0/1 labels with 2 * y - 1."
         )
 
 
-def check_positive(x: np.ndarray, name: str) -> None:
+def check_positive(x: FloatArray, name: str) -> None:
     """Strictly positive values (variances, scales, precisions)."""
     if x.size and not np.all(x > 0):
         bad = x[~(x > 0)]
@@ -168,13 +186,12 @@ def check_positive(x: np.ndarray, name: str) -> None:
 
 
 def check_reduction(reduction: str) -> None:
+    """Refuse a reduction other than "mean", "sum" and "none" (a str from an untyped caller)."""
     if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}."
-        )
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.")
 
 
-def reduce(loss: np.ndarray, reduction: str) -> np.ndarray:
+def reduce(loss: FloatArray, reduction: Reduction) -> Loss:
     """Apply a batch reduction to per-sample losses.
 
     ``"mean"`` and ``"sum"`` return a numpy scalar of the dtype of ``loss`` (numpy sums
@@ -184,12 +201,12 @@ def reduce(loss: np.ndarray, reduction: str) -> np.ndarray:
     if reduction == "none":
         return loss
     if reduction == "sum":
-        return loss.sum(dtype=loss.dtype)
+        return typing.cast("np.floating[Any]", loss.sum(dtype=loss.dtype))
     grad_scale(loss.size, reduction)  # refuses the mean of an empty batch
-    return loss.mean(dtype=loss.dtype)
+    return typing.cast("np.floating[Any]", loss.mean(dtype=loss.dtype))
 
 
-def grad_scale(shape_n: int, reduction: str) -> float:
+def grad_scale(shape_n: int, reduction: Reduction) -> float:
     """Factor by which a per-sample gradient is multiplied under ``reduction``."""
     check_reduction(reduction)
     if reduction != "mean":
@@ -199,3 +216,8 @@ def grad_scale(shape_n: int, reduction: str) -> float:
             "reduction='mean' of an empty batch is undefined; pass at least one sample."
         )
     return 1.0 / shape_n
+
+
+def reduce_grad(grad: FloatArray, reduction: Reduction) -> FloatArray:
+    """Scale an elementwise gradient by the derivative of the reduction over all elements."""
+    return grad * grad_scale(grad.size, reduction)

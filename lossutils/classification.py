@@ -6,7 +6,7 @@ distributions those probabilities parameterise. Everything is computed in log sp
 max-shifted log-sum-exp for the softmax family, ``logaddexp`` / ``log1p`` for the sigmoid
 family, and ``0 log 0 = 0`` where a target puts no mass.
 
-Conventions (see DESIGN.md): prediction first, target second; the class axis is the last axis;
+Conventions (docs/design.md): prediction first, target second; the class axis is the last axis;
 integer class labels have shape ``(N,)``, probability targets ``(N, C)``; ``reduction`` is
 ``"mean"`` (over the batch, as torch), ``"sum"`` or ``"none"``; every loss ``f`` has ``f_grad``
 with the same signature returning d f / d (first argument), where ``"none"`` gives the gradient
@@ -25,11 +25,17 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from ._blocks import blocks
 from ._validation import (
+    ArrayLike,
+    FloatArray,
+    Loss,
+    Reduction,
     as_float,
     as_labels,
     as_target,
@@ -59,12 +65,15 @@ __all__ = [
 ]
 
 
+Axis = int | tuple[int, ...] | None
+Labels = NDArray[np.integer[Any]]
+
 # ---------------------------------------------------------------------------------------------
 # Private helpers
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
+def _as_rows(x: FloatArray, axis: Axis) -> tuple[FloatArray, tuple[int, ...], tuple[int, ...]]:
     """``x`` as a 2-D array whose rows are its slices along ``axis`` (a view when possible).
 
     Also returns the reduced axes and the shape of ``x`` with them moved last, from which
@@ -78,14 +87,14 @@ def _as_rows(x: np.ndarray, axis) -> tuple[np.ndarray, tuple, tuple]:
     return moved.reshape(math.prod(kept), math.prod(reduced)), axes, moved.shape
 
 
-def _from_rows(values: np.ndarray, axes: tuple, shape: tuple) -> np.ndarray:
+def _from_rows(values: FloatArray, axes: tuple[int, ...], shape: tuple[int, ...]) -> FloatArray:
     """Reshape ``values`` to ``shape`` (axes moved last) and move ``axes`` back in place."""
     if axes == (-1,):
         return values.reshape(shape)
     return np.moveaxis(values.reshape(shape), range(-len(axes), 0), axes)
 
 
-def _finite_shift(row_max: np.ndarray) -> np.ndarray:
+def _finite_shift(row_max: FloatArray) -> FloatArray:
     """The shift of a log-sum-exp: ``row_max``, with non-finite maxima replaced by 0 in place.
 
     Shifting by a non-finite maximum would compute ``inf - inf``; such rows are shifted by 0
@@ -100,7 +109,7 @@ def _finite_shift(row_max: np.ndarray) -> np.ndarray:
     return row_max
 
 
-def _quiet():
+def _quiet() -> np.errstate:
     """Silence the warnings of rows with a non-finite maximum.
 
     Rows with finite maxima cannot raise any: every shifted score is at most 0, and every sum
@@ -110,7 +119,9 @@ def _quiet():
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
-def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
+def _shift_and_log_sum(
+    x: FloatArray, labels: Labels | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Split the log-sum-exp of each row of the 2-D ``x`` as ``shift + log_sum``, shape (N,).
 
     ``shift`` is the row maximum (see :func:`_finite_shift`), so every ``exp(x - shift)`` is at
@@ -119,10 +130,10 @@ def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
     close to 0.
 
     Returns ``shift, log_sum, picked`` where ``picked`` is ``x[n, labels[n]]`` if ``labels``
-    are given (gathered while each block is in cache), else None.
+    are given (gathered while each block is in cache), else an empty array.
     """
     shift, log_sum = np.empty(x.shape[0], x.dtype), np.empty(x.shape[0], x.dtype)
-    picked = None if labels is None else np.empty(x.shape[0], x.dtype)
+    picked = np.empty(0 if labels is None else x.shape[0], x.dtype)
     with _quiet():
         for block in blocks(x):
             if labels is not None:  # before the scores are overwritten below
@@ -135,7 +146,7 @@ def _shift_and_log_sum(x: np.ndarray, labels: np.ndarray | None = None):
     return shift, log_sum, picked
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def _log_softmax(x: FloatArray) -> FloatArray:
     """Log-softmax of each row of the 2-D ``x``: ``(x - shift) - log_sum``, block by block."""
     out = np.empty(x.shape, x.dtype)  # C-contiguous, as blocks() needs
     with _quiet():
@@ -145,7 +156,9 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) -> np.ndarray:
+def _scaled_softmax(
+    x: FloatArray, total: float, labels: Labels | None = None, label_weight: float = 0.0
+) -> FloatArray:
     """``total * softmax`` of each row of the 2-D ``x``: rows normalised to sum to ``total``.
 
     With ``labels`` (shape (N,)), ``label_weight`` is then subtracted at ``[n, labels[n]]``,
@@ -163,7 +176,7 @@ def _scaled_softmax(x: np.ndarray, total: float, labels=None, label_weight=0.0) 
     return out
 
 
-def _as_batch_scores(x, name: str) -> np.ndarray:
+def _as_batch_scores(x: ArrayLike, name: str) -> FloatArray:
     """Scores (logits or log-probabilities) of shape ``(N, C)``, class axis last."""
     arr = as_float(x, name)
     if arr.ndim == 2:
@@ -182,11 +195,11 @@ def _as_batch_scores(x, name: str) -> np.ndarray:
     )
 
 
-def _check_label_smoothing(label_smoothing) -> float:
+def _check_label_smoothing(label_smoothing: object) -> float:
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
-        or not 0.0 <= label_smoothing <= 1.0
+        or not 0.0 <= float(label_smoothing) <= 1.0
     ):
         raise ValueError(
             f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}; "
@@ -195,7 +208,9 @@ def _check_label_smoothing(label_smoothing) -> float:
     return float(label_smoothing)
 
 
-def _cross_entropy_inputs(logits, target, reduction: str, label_smoothing):
+def _cross_entropy_inputs(
+    logits: ArrayLike, target: ArrayLike, reduction: str, label_smoothing: object
+) -> tuple[FloatArray, Labels | None, FloatArray | None, float]:
     """Validate the arguments of cross_entropy(_grad).
 
     Returns ``(logits, labels, probs, eps)`` where exactly one of ``labels`` (int, ``(N,)``)
@@ -222,7 +237,7 @@ def _cross_entropy_inputs(logits, target, reduction: str, label_smoothing):
     return logits.astype(dtype, copy=False), None, probs.astype(dtype, copy=False), eps
 
 
-def _smoothed(probs: np.ndarray, eps: float) -> np.ndarray:
+def _smoothed(probs: FloatArray, eps: float) -> FloatArray:
     """``(1 - eps) * probs + eps / C``; ``probs`` itself when ``eps == 0``."""
     if eps == 0.0:
         return probs
@@ -231,7 +246,9 @@ def _smoothed(probs: np.ndarray, eps: float) -> np.ndarray:
     return out
 
 
-def _nll_inputs(log_probs, target, reduction: str):
+def _nll_inputs(
+    log_probs: ArrayLike, target: ArrayLike, reduction: str
+) -> tuple[FloatArray, Labels]:
     check_reduction(reduction)
     log_probs = _as_batch_scores(log_probs, "log_probs")
     labels = as_labels(target, log_probs.shape[1], "target", batch=log_probs.shape[0])
@@ -245,7 +262,9 @@ def _nll_inputs(log_probs, target, reduction: str):
     return log_probs, labels
 
 
-def _bce_inputs(prediction, target, name: str, reduction: str):
+def _bce_inputs(
+    prediction: ArrayLike, target: ArrayLike, name: str, reduction: str
+) -> tuple[FloatArray, FloatArray]:
     check_reduction(reduction)
     prediction = as_float(prediction, name)
     target = as_target(target, prediction)
@@ -260,7 +279,7 @@ def _bce_inputs(prediction, target, name: str, reduction: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def one_hot(labels, num_classes, *, dtype=np.float64) -> np.ndarray:
+def one_hot(labels: ArrayLike, num_classes: int, *, dtype: DTypeLike = np.float64) -> NDArray[Any]:
     r"""Encode integer class labels as one-hot rows.
 
     .. math:: Y_{n c} = [\,y_n = c\,], \qquad c = 0, \dots, C - 1.
@@ -311,7 +330,7 @@ def one_hot(labels, num_classes, *, dtype=np.float64) -> np.ndarray:
     return out
 
 
-def logsumexp(x, *, axis=-1, keepdims=False):
+def logsumexp(x: ArrayLike, *, axis: Axis = -1, keepdims: bool = False) -> Loss:
     r"""Log of the sum of exponentials, computed without overflow.
 
     .. math::
@@ -362,7 +381,7 @@ def logsumexp(x, *, axis=-1, keepdims=False):
     return out.reshape(kept)[()]
 
 
-def softmax(logits, *, axis=-1):
+def softmax(logits: ArrayLike, *, axis: Axis = -1) -> FloatArray:
     r"""Softmax: turn scores into probabilities along ``axis``.
 
     .. math::
@@ -414,7 +433,7 @@ def softmax(logits, *, axis=-1):
     return _from_rows(_scaled_softmax(rows, 1.0), axes, shape)
 
 
-def log_softmax(logits, *, axis=-1):
+def log_softmax(logits: ArrayLike, *, axis: Axis = -1) -> FloatArray:
     r"""Logarithm of the softmax, computed as ``x - logsumexp(x)``.
 
     .. math::
@@ -458,7 +477,7 @@ def log_softmax(logits, *, axis=-1):
     return _from_rows(_log_softmax(rows), axes, shape)
 
 
-def sigmoid(x):
+def sigmoid(x: ArrayLike) -> FloatArray:
     r"""Logistic sigmoid, stable for scores of any size.
 
     .. math::
@@ -495,7 +514,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
-def log_sigmoid(x):
+def log_sigmoid(x: ArrayLike) -> FloatArray:
     r"""Logarithm of the logistic sigmoid, :math:`\log \sigma(x) = -\log(1 + e^{-x})`.
 
     Computed as ``-np.logaddexp(0, -x)``, which never overflows and keeps full precision both
@@ -526,7 +545,13 @@ def log_sigmoid(x):
 # ---------------------------------------------------------------------------------------------
 
 
-def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> Loss:
     r"""Cross-entropy between ``softmax(logits)`` and class labels or class probabilities.
 
     The negative log-likelihood of a categorical distribution parameterised by a softmax. Per
@@ -614,7 +639,13 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
     return reduce(loss, reduction)
 
 
-def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0):
+def cross_entropy_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> FloatArray:
     r"""Gradient of :func:`cross_entropy` with respect to ``logits``.
 
     .. math::
@@ -670,7 +701,7 @@ def cross_entropy_grad(logits, target, *, reduction="mean", label_smoothing=0.0)
     return grad
 
 
-def nll_loss(log_probs, target, *, reduction="mean"):
+def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Negative log-likelihood of integer class labels under given log-probabilities.
 
     .. math:: \ell_n = -\log p_{n y_n},
@@ -713,7 +744,9 @@ def nll_loss(log_probs, target, *, reduction="mean"):
     return reduce(loss, reduction)
 
 
-def nll_loss_grad(log_probs, target, *, reduction="mean"):
+def nll_loss_grad(
+    log_probs: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`nll_loss` with respect to ``log_probs``.
 
     .. math:: \frac{\partial \ell_n}{\partial \log p_{nc}} = -[\,c = y_n\,],
@@ -752,7 +785,9 @@ def nll_loss_grad(log_probs, target, *, reduction="mean"):
 # ---------------------------------------------------------------------------------------------
 
 
-def binary_cross_entropy(probs, target, *, reduction="mean"):
+def binary_cross_entropy(
+    probs: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> Loss:
     r"""Binary cross-entropy between predicted probabilities and targets in [0, 1].
 
     .. math:: \ell_i = -\bigl[y_i \log p_i + (1 - y_i) \log(1 - p_i)\bigr],
@@ -810,7 +845,9 @@ def binary_cross_entropy(probs, target, *, reduction="mean"):
     return reduce(loss, reduction)
 
 
-def binary_cross_entropy_grad(probs, target, *, reduction="mean"):
+def binary_cross_entropy_grad(
+    probs: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`binary_cross_entropy` with respect to ``probs``.
 
     .. math:: \frac{\partial \ell_i}{\partial p_i} = -\frac{y_i}{p_i} + \frac{1 - y_i}{1 - p_i}
@@ -846,14 +883,16 @@ def binary_cross_entropy_grad(probs, target, *, reduction="mean"):
     check_probs(p, "probs")
     scale = grad_scale(p.size, reduction)
     with np.errstate(divide="ignore"):  # y / 0 = inf where the target has mass on p = 0
-        grad = np.divide(1.0 - y, 1.0 - p, out=np.zeros_like(p), where=y < 1)
+        grad: FloatArray = np.divide(1.0 - y, 1.0 - p, out=np.zeros_like(p), where=y < 1)
         grad -= np.divide(y, p, out=np.zeros_like(p), where=y > 0)
     if scale != 1.0:
         grad *= scale
     return grad
 
 
-def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> Loss:
     r"""Binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], from logits.
 
     .. math::
@@ -905,7 +944,9 @@ def binary_cross_entropy_with_logits(logits, target, *, reduction="mean"):
     return reduce(loss, reduction)
 
 
-def binary_cross_entropy_with_logits_grad(logits, target, *, reduction="mean"):
+def binary_cross_entropy_with_logits_grad(
+    logits: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``logits``.
 
     .. math:: \frac{\partial \ell_i}{\partial x_i} = \sigma(x_i) - y_i,

@@ -88,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="self-check one notebook as the grader would")
     check.add_argument("notebook")
-    check.add_argument("--assignment", help="assignment id (default: from the file name)")
+    check.add_argument(
+        "--assignment",
+        help="assignment id (default: from the file or folder name, or the exercises checked)",
+    )
     check.add_argument("--course-root", default=".", help="folder with solutions/ or course/")
     check.add_argument("--timeout", type=_positive, default=60)
 
@@ -178,10 +181,11 @@ def _check(args) -> int:
         timeout=args.timeout,
     )
     out = sys.stdout
-    if result["against"] == "release":
-        out.write(
-            "note: no master here; ran the visible tests only (the grader also runs hidden ones)\n"
-        )
+    source = {"master": "its master", "release": "the released notebook",
+              "notebook": "its own test cells"}[result["against"]]
+    out.write(f"checked {args.notebook} as assignment {result['assignment']}, against {source}\n")
+    for what in result["not_run"]:
+        out.write(f"not run: {what}\n")
     for cell in result["cells"]:
         if cell["kind"] == "manual":
             out.write(f"{cell['grade_id']:<32} {'?':>5} / {cell['max_score']:g}  graded by hand\n")

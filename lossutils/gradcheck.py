@@ -8,27 +8,26 @@ own arguments can be changed by the check.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import numpy as np
 
-from ._validation import as_float
+from ._validation import ArrayLike, FloatArray, as_float
 
 __all__ = ["gradient_check", "numerical_gradient"]
 
 
-def _check_eps(eps) -> float:
+def _check_eps(eps: object) -> float:
     if (
         isinstance(eps, bool)
         or not isinstance(eps, numbers.Real)
-        or not (np.isfinite(eps) and eps > 0)
+        or not (np.isfinite(float(eps)) and float(eps) > 0)
     ):
-        raise ValueError(
-            f"eps must be a positive finite number, got {eps!r}; 1e-6 suits float64."
-        )
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}; 1e-6 suits float64.")
     return float(eps)
 
 
-def _scalar(value) -> float:
+def _scalar(value: object) -> float:
     arr = np.asarray(value)
     if arr.ndim != 0 or arr.dtype.kind not in "biuf":
         raise ValueError(
@@ -38,7 +37,9 @@ def _scalar(value) -> float:
     return float(arr)
 
 
-def numerical_gradient(f, x, *, eps=1e-6):
+def numerical_gradient(
+    f: Callable[[FloatArray], object], x: ArrayLike, *, eps: float = 1e-6
+) -> FloatArray:
     r"""Central-difference gradient of a scalar function ``f`` at ``x``.
 
     .. math::
@@ -102,7 +103,13 @@ def numerical_gradient(f, x, *, eps=1e-6):
     return grad
 
 
-def gradient_check(f, grad_f, x, *, eps=1e-6) -> float:
+def gradient_check(
+    f: Callable[[FloatArray], object],
+    grad_f: Callable[[FloatArray], ArrayLike],
+    x: ArrayLike,
+    *,
+    eps: float = 1e-6,
+) -> float:
     r"""Largest relative error between an analytic gradient and central differences.
 
     .. math::

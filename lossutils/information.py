@@ -13,10 +13,21 @@ a softmax, to respect it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from ._blocks import blocks
-from ._validation import as_float, check_probs, check_same_shape, float_dtype, sum_tolerance
+from ._blocks import Block, blocks
+from ._validation import (
+    ArrayLike,
+    FloatArray,
+    Loss,
+    as_float,
+    check_probs,
+    check_same_shape,
+    float_dtype,
+    sum_tolerance,
+)
 
 __all__ = [
     "distribution_cross_entropy",
@@ -27,8 +38,11 @@ __all__ = [
     "kl_divergence_grad",
 ]
 
+# The elementwise terms of a sum over the last axis, written into ``out`` (see _row_sums).
+Terms = Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
 
-def _distribution(x, name: str) -> np.ndarray:
+
+def _distribution(x: ArrayLike, name: str) -> FloatArray:
     x = as_float(x, name)
     check_probs(x, name, normalised=True)
     if x.shape[-1] == 0:
@@ -39,7 +53,7 @@ def _distribution(x, name: str) -> np.ndarray:
     return x
 
 
-def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
+def _pair(p: ArrayLike, q: ArrayLike) -> tuple[FloatArray, FloatArray]:
     p = as_float(p, "p")
     q = as_float(q, "q")
     check_same_shape(p, q, "p", "q")
@@ -49,20 +63,21 @@ def _pair(p, q) -> tuple[np.ndarray, np.ndarray]:
     return p.astype(dtype, copy=False), q.astype(dtype, copy=False)
 
 
-def _log0(x: np.ndarray) -> np.ndarray:
+def _log0(x: FloatArray) -> FloatArray:
     """Natural log with log 0 = -inf and no warning."""
     # A zero probability has log -inf; the callers decide what that means (an infinite
     # divergence, or a term multiplied away by 0 log 0 = 0), so the warning is noise.
     with np.errstate(divide="ignore"):
-        return np.log(x)
+        log: FloatArray = np.log(x)
+    return log
 
 
-def _log_where_positive(x: np.ndarray) -> np.ndarray:
+def _log_where_positive(x: FloatArray) -> FloatArray:
     """log x where x > 0, and 0 elsewhere (for terms that a factor x = 0 removes)."""
     return np.log(np.where(x > 0, x, 1))
 
 
-def _row_sums(terms, p_in, q_in) -> np.ndarray:
+def _row_sums(terms: Terms, p_in: ArrayLike, q_in: ArrayLike) -> Loss:
     """Sum ``terms(p, q)`` over the last axis of the distributions ``p`` and ``q``, validated.
 
     Works block by block (see :mod:`lossutils._blocks`): ``terms(p, q, out)`` writes the
@@ -84,19 +99,19 @@ def _row_sums(terms, p_in, q_in) -> np.ndarray:
         for block_p, block_q in zip(blocks(p), blocks(q), strict=True):
             if not all(map(_maybe_distributions, (block_p, block_q), tolerances)):
                 _pair(p_in, q_in)  # raises the usual error
-            values = terms(block_p.scores, block_q.scores, out=block_p.spare)
+            values = terms(block_p.scores, block_q.scores, block_p.spare)
             out[block_p.rows] = block_p.sum(values).ravel()
     return out.reshape(np.shape(p_in)[:-1])[()]
 
 
-def _maybe_distributions(block, atol: float) -> bool:
+def _maybe_distributions(block: Block, atol: float) -> bool:
     """Fast test of a block of rows: entries in [0, 1], rows summing to 1 (False for a nan)."""
     if not (block.scores.min() >= 0 and block.scores.max() <= 1):  # nan: both False
         return False
     return bool(np.all(np.abs(block.sum(block.scores) - 1) <= atol))
 
 
-def _cross_entropy_terms(p, q, out):
+def _cross_entropy_terms(p: FloatArray, q: FloatArray, out: FloatArray) -> FloatArray:
     """``-p log q`` with ``0 log q = 0``, also for q = 0; ``-p log p`` for the entropy."""
     np.log(q, out=out)
     out *= p
@@ -105,7 +120,7 @@ def _cross_entropy_terms(p, q, out):
     return out
 
 
-def _kl_terms(p, q, out):
+def _kl_terms(p: FloatArray, q: FloatArray, out: FloatArray) -> FloatArray:
     """``p log(p / q)`` with ``0 log(0 / q) = 0``, also for q = 0."""
     # One log of the ratio instead of log p - log q: half the logs, and no cancellation
     # between two large logs when p and q are small and close.
@@ -120,7 +135,7 @@ def _kl_terms(p, q, out):
     return out
 
 
-def entropy(p):
+def entropy(p: ArrayLike) -> Loss:
     r"""Shannon entropy of distributions over the last axis, in nats.
 
     .. math:: H(p) = -\sum_k p_k \log p_k, \qquad 0 \log 0 = 0
@@ -162,7 +177,7 @@ def entropy(p):
     return _row_sums(_cross_entropy_terms, p, p) + 0.0  # H(p) = H(p, p)
 
 
-def entropy_grad(p):
+def entropy_grad(p: ArrayLike) -> FloatArray:
     r"""Gradient of ``entropy(p).sum()`` with respect to ``p``: :math:`-(\log p_k + 1)`.
 
     Parameters
@@ -195,7 +210,7 @@ def entropy_grad(p):
     return -(_log0(p) + 1)
 
 
-def distribution_cross_entropy(p, q):
+def distribution_cross_entropy(p: ArrayLike, q: ArrayLike) -> Loss:
     r"""Cross-entropy between distributions over the last axis, in nats.
 
     .. math:: H(p, q) = -\sum_k p_k \log q_k = H(p) + \mathrm{KL}(p \,\|\, q)
@@ -232,7 +247,7 @@ def distribution_cross_entropy(p, q):
     return _row_sums(_cross_entropy_terms, p, q) + 0.0
 
 
-def distribution_cross_entropy_grad(p, q):
+def distribution_cross_entropy_grad(p: ArrayLike, q: ArrayLike) -> FloatArray:
     r"""Gradient of ``distribution_cross_entropy(p, q).sum()`` with respect to ``p``:
     :math:`-\log q_k`.
 
@@ -265,7 +280,7 @@ def distribution_cross_entropy_grad(p, q):
     return -_log0(q)
 
 
-def kl_divergence(p, q):
+def kl_divergence(p: ArrayLike, q: ArrayLike) -> Loss:
     r"""Kullback–Leibler divergence KL(p || q) over the last axis, in nats.
 
     .. math::
@@ -330,7 +345,7 @@ def kl_divergence(p, q):
     return _row_sums(_kl_terms, p, q)
 
 
-def kl_divergence_grad(p, q):
+def kl_divergence_grad(p: ArrayLike, q: ArrayLike) -> FloatArray:
     r"""Gradient of ``kl_divergence(p, q).sum()`` with respect to ``p``:
     :math:`\log p_k - \log q_k + 1`.
 

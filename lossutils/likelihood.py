@@ -8,17 +8,25 @@ maximisation into minimisation.
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 import numpy as np
 
 from ._validation import (
+    ArrayLike,
+    FloatArray,
+    Loss,
+    Reduction,
     as_float,
     as_labels,
     check_probs,
     check_reduction,
     check_same_shape,
     reduce,
+    reduce_grad,
 )
-from .regression import _reduce_grad, gaussian_nll_loss, laplace_nll_loss
+from .regression import gaussian_nll_loss, laplace_nll_loss
 
 __all__ = [
     "bernoulli_log_pmf",
@@ -31,29 +39,30 @@ __all__ = [
 ]
 
 
-def _log(p: np.ndarray) -> np.ndarray:
+def _log(p: FloatArray) -> FloatArray:
     """Natural log of probabilities in [0, 1], with log 0 = -inf and no warning."""
     # A probability of exactly 0 means an impossible outcome: its log-probability is -inf,
     # the correct value, not an accident worth a RuntimeWarning.
     with np.errstate(divide="ignore"):
-        return np.log(p)
+        log: FloatArray = np.log(p)
+    return log
 
 
-def _sample_probs(probs) -> np.ndarray:
+def _sample_probs(probs: ArrayLike) -> FloatArray:
     """Per-sample probabilities p(y_m | x_m): a 1-D array of values in [0, 1]."""
-    probs = as_float(probs, "probs")
-    if probs.ndim != 1:
+    p = as_float(probs, "probs")
+    if p.ndim != 1:
         raise ValueError(
             f"probs must be a 1-D array of per-sample probabilities p(y_m | x_m), shape (M,), "
-            f"got shape {probs.shape}; for class probabilities of shape (M, C) pick each "
+            f"got shape {p.shape}; for class probabilities of shape (M, C) pick each "
             "sample's true class first (probs[np.arange(M), labels]) or use "
             "categorical_log_pmf."
         )
-    check_probs(probs, "probs")
-    return probs
+    check_probs(p, "probs")
+    return p
 
 
-def bernoulli_log_pmf(probs, target):
+def bernoulli_log_pmf(probs: ArrayLike, target: ArrayLike) -> FloatArray:
     r"""Log-probability of binary outcomes under Bernoulli distributions, elementwise.
 
     .. math::
@@ -120,7 +129,7 @@ def bernoulli_log_pmf(probs, target):
     return np.where(target == 1, _log(probs), log_fail)
 
 
-def categorical_log_pmf(probs, target):
+def categorical_log_pmf(probs: ArrayLike, target: ArrayLike) -> FloatArray:
     r"""Log-probability of class labels under categorical distributions, one per row.
 
     .. math:: \log p(y_m \mid \pi_m) = \log \pi_{m, y_m}
@@ -166,7 +175,7 @@ def categorical_log_pmf(probs, target):
     return _log(probs[np.arange(probs.shape[0]), labels])
 
 
-def gaussian_log_pdf(pred, target, *, var=1.0):
+def gaussian_log_pdf(pred: ArrayLike, target: ArrayLike, *, var: ArrayLike = 1.0) -> Loss:
     r"""Log-density of ``target`` under a Gaussian with mean ``pred`` and variance ``var``.
 
     .. math::
@@ -206,7 +215,7 @@ def gaussian_log_pdf(pred, target, *, var=1.0):
     return -gaussian_nll_loss(pred, target, var=var, full=True, reduction="none")
 
 
-def laplace_log_pdf(pred, target, *, scale=1.0):
+def laplace_log_pdf(pred: ArrayLike, target: ArrayLike, *, scale: ArrayLike = 1.0) -> Loss:
     r"""Log-density of ``target`` under a Laplace distribution with location ``pred``.
 
     .. math:: \log \mathrm{Laplace}(y; \hat y, b) = -\log 2b - \frac{|y - \hat y|}{b}
@@ -243,7 +252,7 @@ def laplace_log_pdf(pred, target, *, scale=1.0):
     return -laplace_nll_loss(pred, target, scale=scale, full=True, reduction="none")
 
 
-def log_likelihood(probs):
+def log_likelihood(probs: ArrayLike) -> np.floating[Any]:
     r"""Log of the joint likelihood of i.i.d. samples: the sum of per-sample log-probabilities.
 
     .. math::
@@ -290,10 +299,10 @@ def log_likelihood(probs):
     np.float64(-2302.585092994)
     """
     probs = _sample_probs(probs)
-    return _log(probs).sum(dtype=probs.dtype)
+    return typing.cast("np.floating[Any]", _log(probs).sum(dtype=probs.dtype))
 
 
-def negative_log_likelihood(probs, *, reduction: str = "mean"):
+def negative_log_likelihood(probs: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Negative log-likelihood of per-sample probabilities, reduced over the samples.
 
     .. math::
@@ -343,7 +352,7 @@ def negative_log_likelihood(probs, *, reduction: str = "mean"):
     return reduce(-_log(probs), reduction)
 
 
-def negative_log_likelihood_grad(probs, *, reduction: str = "mean"):
+def negative_log_likelihood_grad(probs: ArrayLike, *, reduction: Reduction = "mean") -> FloatArray:
     r"""Gradient of :func:`negative_log_likelihood` with respect to ``probs``:
     :math:`-1 / p_m`, scaled by :math:`1/M` for ``reduction="mean"``.
 
@@ -377,4 +386,4 @@ def negative_log_likelihood_grad(probs, *, reduction: str = "mean"):
     # -1/0 = -inf is the exact limit at an impossible sample; see _log.
     with np.errstate(divide="ignore"):
         grad = -1.0 / probs
-    return _reduce_grad(grad, reduction)
+    return reduce_grad(grad, reduction)

@@ -17,11 +17,18 @@ in any dtype, so they do not promote the result.
 from __future__ import annotations
 
 import numbers
+import typing
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ._blocks import blocks
+from ._blocks import Block, blocks
 from ._validation import (
+    ArrayLike,
+    FloatArray,
+    Loss,
+    Reduction,
     as_float,
     as_labels,
     check_hinge_target,
@@ -43,10 +50,11 @@ __all__ = [
     "zero_one_loss_grad",
 ]
 
-_KINDS = ("weston_watkins", "crammer_singer")
+Kind = Literal["weston_watkins", "crammer_singer"]
+_KINDS: tuple[str, ...] = typing.get_args(Kind)
 
 
-def _binary(scores, target):
+def _binary(scores: ArrayLike, target: ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Validated ``(s, y)`` as arrays of the dtype of ``scores``."""
     s = as_float(scores, "scores")
     y = as_float(target, "target")
@@ -55,18 +63,19 @@ def _binary(scores, target):
     return s, y.astype(s.dtype, copy=False)
 
 
-def _margin(margin, dtype) -> np.generic:
+def _margin(margin: object, dtype: np.dtype[Any]) -> np.floating[Any]:
     if (
         isinstance(margin, bool)
         or not isinstance(margin, numbers.Real)
-        or not (np.isfinite(margin) and margin > 0)
+        or not (np.isfinite(float(margin)) and float(margin) > 0)
     ):
         raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
     # A numpy float64 margin would otherwise promote float32 scores to float64.
-    return dtype.type(margin)
+    value: np.floating[Any] = dtype.type(margin)
+    return value
 
 
-def zero_one_loss(scores, target, *, reduction="mean"):
+def zero_one_loss(scores: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Zero-one (misclassification) loss: 1 where the sign of the score is wrong.
 
     .. math::
@@ -117,7 +126,9 @@ def zero_one_loss(scores, target, *, reduction="mean"):
     return reduce((y * s <= 0).astype(s.dtype), reduction)
 
 
-def zero_one_loss_grad(scores, target, *, reduction="mean"):
+def zero_one_loss_grad(
+    scores: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Derivative of :func:`zero_one_loss`: zero everywhere.
 
     .. math::
@@ -157,7 +168,7 @@ def zero_one_loss_grad(scores, target, *, reduction="mean"):
     return np.zeros_like(s)
 
 
-def perceptron_loss(scores, target, *, reduction="mean"):
+def perceptron_loss(scores: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Perceptron criterion: the negative margin of misclassified samples.
 
     .. math::
@@ -203,7 +214,9 @@ def perceptron_loss(scores, target, *, reduction="mean"):
     return reduce(np.maximum(-y * s, 0), reduction)
 
 
-def perceptron_loss_grad(scores, target, *, reduction="mean"):
+def perceptron_loss_grad(
+    scores: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Subgradient of :func:`perceptron_loss` with respect to ``scores``.
 
     .. math::
@@ -243,7 +256,9 @@ def perceptron_loss_grad(scores, target, *, reduction="mean"):
     return np.where(y * s <= 0, -y, 0).astype(s.dtype, copy=False) * s.dtype.type(scale)
 
 
-def hinge_loss(scores, target, *, margin=1.0, reduction="mean"):
+def hinge_loss(
+    scores: ArrayLike, target: ArrayLike, *, margin: float = 1.0, reduction: Reduction = "mean"
+) -> Loss:
     r"""Hinge loss, the loss of the soft-margin support vector machine.
 
     .. math::
@@ -300,7 +315,9 @@ def hinge_loss(scores, target, *, margin=1.0, reduction="mean"):
     return reduce(np.maximum(m - y * s, 0), reduction)
 
 
-def hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
+def hinge_loss_grad(
+    scores: ArrayLike, target: ArrayLike, *, margin: float = 1.0, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Subgradient of :func:`hinge_loss` with respect to ``scores``.
 
     .. math::
@@ -344,7 +361,9 @@ def hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
     return np.where(y * s < m, -y, 0).astype(s.dtype, copy=False) * s.dtype.type(scale)
 
 
-def squared_hinge_loss(scores, target, *, margin=1.0, reduction="mean"):
+def squared_hinge_loss(
+    scores: ArrayLike, target: ArrayLike, *, margin: float = 1.0, reduction: Reduction = "mean"
+) -> Loss:
     r"""Squared hinge loss (the L2-SVM loss).
 
     .. math::
@@ -396,7 +415,9 @@ def squared_hinge_loss(scores, target, *, margin=1.0, reduction="mean"):
     return reduce(np.square(np.maximum(m - y * s, 0)), reduction)
 
 
-def squared_hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
+def squared_hinge_loss_grad(
+    scores: ArrayLike, target: ArrayLike, *, margin: float = 1.0, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`squared_hinge_loss` with respect to ``scores``.
 
     .. math::
@@ -439,7 +460,9 @@ def squared_hinge_loss_grad(scores, target, *, margin=1.0, reduction="mean"):
     )
 
 
-def _multiclass(scores, target, margin, kind):
+def _multiclass(
+    scores: ArrayLike, target: ArrayLike, margin: object, kind: str
+) -> tuple[FloatArray, NDArray[np.integer[Any]], np.floating[Any]]:
     """Validated scores (N, C), labels (N,) and margin (in the dtype of the scores)."""
     s = as_float(scores, "scores")
     if s.ndim != 2:
@@ -453,15 +476,15 @@ def _multiclass(scores, target, margin, kind):
             "for two classes with one score each use hinge_loss with -1/+1 labels."
         )
     if kind not in _KINDS:
-        raise ValueError(
-            f"kind must be 'weston_watkins' or 'crammer_singer', got {kind!r}."
-        )
+        raise ValueError(f"kind must be 'weston_watkins' or 'crammer_singer', got {kind!r}.")
     n = s.shape[0]
     y = as_labels(target, s.shape[1], "target", batch=n)
     return s, y, _margin(margin, s.dtype)
 
 
-def _block_margins(block, labels: np.ndarray, margin, kind: str):
+def _block_margins(
+    block: Block, labels: NDArray[np.integer[Any]], margin: np.floating[Any], kind: str
+) -> tuple[FloatArray, NDArray[np.integer[Any]]]:
     """``s_j - s_y + margin`` for a block of rows (see :mod:`lossutils._blocks`), in place.
 
     Written into ``block.result``; returns it and the flat index of the true classes, whose
@@ -476,7 +499,14 @@ def _block_margins(block, labels: np.ndarray, margin, kind: str):
     return margins, true_class
 
 
-def multiclass_hinge_loss(scores, target, *, margin=1.0, kind="weston_watkins", reduction="mean"):
+def multiclass_hinge_loss(
+    scores: ArrayLike,
+    target: ArrayLike,
+    *,
+    margin: float = 1.0,
+    kind: Kind = "weston_watkins",
+    reduction: Reduction = "mean",
+) -> Loss:
     r"""Multi-class hinge loss, Weston-Watkins (sum) or Crammer-Singer (max) form.
 
     .. math::
@@ -556,8 +586,13 @@ def multiclass_hinge_loss(scores, target, *, margin=1.0, kind="weston_watkins", 
 
 
 def multiclass_hinge_loss_grad(
-    scores, target, *, margin=1.0, kind="weston_watkins", reduction="mean"
-):
+    scores: ArrayLike,
+    target: ArrayLike,
+    *,
+    margin: float = 1.0,
+    kind: Kind = "weston_watkins",
+    reduction: Reduction = "mean",
+) -> FloatArray:
     r"""Subgradient of :func:`multiclass_hinge_loss` with respect to ``scores``.
 
     Weston-Watkins, for a wrong class :math:`j \ne y` and the true class :math:`y`:

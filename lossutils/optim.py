@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ._validation import as_float, check_same_shape
+from ._validation import ArrayLike, FloatArray, as_float, check_same_shape
 
 __all__ = [
     "SGD",
@@ -38,7 +40,7 @@ __all__ = [
 
 # Every hyperparameter name means the same thing in every optimizer, so one table validates
 # them all: name -> (description of the allowed values, predicate).
-_HYPERPARAMETERS = {
+_HYPERPARAMETERS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "lr": ("a finite number > 0", lambda v: 0 < v < math.inf),
     "momentum": ("a number in [0, 1)", lambda v: 0 <= v < 1),
     "mu": ("a number in [0, 1)", lambda v: 0 <= v < 1),
@@ -47,9 +49,9 @@ _HYPERPARAMETERS = {
 }
 
 
-def _real(name: str, value, rule: str | None = None) -> float:
+def _real(name: str, value: object, rule: str | None = None) -> float:
     allowed, ok = _HYPERPARAMETERS[rule or name]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
         raise ValueError(f"{name} must be {allowed}, got {value!r}.")
     # Python floats keep float32 arithmetic in float32 (numpy treats them as weakly typed).
     return float(value)
@@ -59,13 +61,17 @@ class _Optimizer:
     """State handling shared by all optimizers; subclasses define ``_init`` and ``_update``."""
 
     _state_names: tuple[str, ...] = ()
+    t: int
+    lr: float
+    _shape: tuple[int, ...] | None
+    _dtype: np.dtype[Any] | None
 
-    def __init__(self, **hyperparameters):
+    def __init__(self, **hyperparameters: float) -> None:
         for name, value in hyperparameters.items():
             setattr(self, name, value)
         self.reset()
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         if name in _HYPERPARAMETERS:
             value = _real(name, value)
         super().__setattr__(name, value)
@@ -74,7 +80,7 @@ class _Optimizer:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._hyper_names())
         return f"{type(self).__name__}({args})"
 
-    def _hyper_names(self):
+    def _hyper_names(self) -> list[str]:
         return [name for name in _HYPERPARAMETERS if name in vars(self)]
 
     def reset(self) -> None:
@@ -86,18 +92,18 @@ class _Optimizer:
             setattr(self, "_" + name, None)
 
     @property
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """A copy of the state, ``{"t": steps taken, name: array, ...}``.
 
         The arrays are ``None`` before the first step; changing the copy changes nothing.
         """
-        out = {"t": self.t}
+        out: dict[str, Any] = {"t": self.t}
         for name in self._state_names:
             value = getattr(self, "_" + name)
             out[name] = None if value is None else value.copy()
         return out
 
-    def step(self, params, grads) -> np.ndarray:
+    def step(self, params: ArrayLike, grads: ArrayLike) -> FloatArray:
         """Return the parameters after one step from ``params`` with gradient ``grads``.
 
         Parameters
@@ -136,7 +142,7 @@ class _Optimizer:
         # caller holds is written to, and nothing returned aliases the state.
         return np.asarray(self._update(w, g.astype(w.dtype, copy=False)))
 
-    def _update(self, w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         raise NotImplementedError
 
 
@@ -164,10 +170,10 @@ class SGD(_Optimizer):
     array([0.])
     """
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         super().__init__(lr=lr)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         return w - self.lr * g
 
 
@@ -216,11 +222,13 @@ class Momentum(_Optimizer):
     """
 
     _state_names = ("v",)
+    momentum: float
+    _v: FloatArray
 
-    def __init__(self, lr, momentum=0.9):
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._v = self.momentum * self._v - self.lr * g
         return w + self._v
 
@@ -283,13 +291,16 @@ class Nesterov(_Optimizer):
     """
 
     _state_names = ("v",)
+    momentum: float
+    _v: FloatArray
 
-    def __init__(self, lr, momentum=0.9):
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._v = self.momentum * self._v - self.lr * g
-        return w + self.momentum * self._v - self.lr * g
+        new_w: FloatArray = w + self.momentum * self._v - self.lr * g
+        return new_w
 
 
 class AdaGrad(_Optimizer):
@@ -336,11 +347,13 @@ class AdaGrad(_Optimizer):
     """
 
     _state_names = ("r",)
+    eps: float
+    _r: FloatArray
 
-    def __init__(self, lr=0.01, eps=1e-8):
+    def __init__(self, lr: float = 0.01, eps: float = 1e-8) -> None:
         super().__init__(lr=lr, eps=eps)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._r = self._r + g * g
         return w - self.lr * g / (np.sqrt(self._r) + self.eps)
 
@@ -391,11 +404,14 @@ class RMSProp(_Optimizer):
     """
 
     _state_names = ("r",)
+    rho: float
+    eps: float
+    _r: FloatArray
 
-    def __init__(self, lr=0.001, rho=0.9, eps=1e-8):
+    def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(lr=lr, rho=rho, eps=eps)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._r = self.rho * self._r + (1 - self.rho) * g * g
         return w - self.lr * g / (np.sqrt(self._r) + self.eps)
 
@@ -452,19 +468,26 @@ class Adam(_Optimizer):
     array([0.9, 1.1])
     """
 
-    _state_names = ("m", "r")
+    _state_names: tuple[str, ...] = ("m", "r")
+    mu: float
+    rho: float
+    eps: float
+    _m: FloatArray
+    _r: FloatArray
 
-    def __init__(self, lr=0.001, mu=0.9, rho=0.999, eps=1e-8):
+    def __init__(
+        self, lr: float = 0.001, mu: float = 0.9, rho: float = 0.999, eps: float = 1e-8
+    ) -> None:
         super().__init__(lr=lr, mu=mu, rho=rho, eps=eps)
 
-    def _update_moments(self, g):
+    def _update_moments(self, g: FloatArray) -> None:
         self._m = self.mu * self._m + (1 - self.mu) * g
         self._r = self.rho * self._r + (1 - self.rho) * g * g
 
-    def _corrected_moments(self):
+    def _corrected_moments(self) -> tuple[FloatArray, FloatArray]:
         return self._m / (1 - self.mu**self.t), self._r / (1 - self.rho**self.t)
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._update_moments(g)
         m_hat, r_hat = self._corrected_moments()
         return w - self.lr * m_hat / (np.sqrt(r_hat) + self.eps)
@@ -543,8 +566,17 @@ class AMSGrad(Adam):
     """
 
     _state_names = ("m", "r", "r_max")
+    _r_max: FloatArray
 
-    def __init__(self, lr=0.001, mu=0.9, rho=0.999, eps=1e-8, *, bias_correction=True):
+    def __init__(
+        self,
+        lr: float = 0.001,
+        mu: float = 0.9,
+        rho: float = 0.999,
+        eps: float = 1e-8,
+        *,
+        bias_correction: bool = True,
+    ) -> None:
         if not isinstance(bias_correction, bool):
             raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}.")
         self.bias_correction = bias_correction
@@ -553,14 +585,14 @@ class AMSGrad(Adam):
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, bias_correction={self.bias_correction})"
 
-    def _update(self, w, g):
+    def _update(self, w: FloatArray, g: FloatArray) -> FloatArray:
         self._update_moments(g)
         m, r = self._corrected_moments() if self.bias_correction else (self._m, self._r)
         self._r_max = np.maximum(self._r_max, r)
         return w - self.lr * m / (np.sqrt(self._r_max) + self.eps)
 
 
-def step_decay(lr0, epoch, *, every, factor=0.1) -> float:
+def step_decay(lr0: float, epoch: int, *, every: int, factor: float = 0.1) -> float:
     r"""Step-decay learning-rate schedule: multiply by ``factor`` every ``every`` epochs.
 
     .. math::

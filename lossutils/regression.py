@@ -14,10 +14,16 @@ squared error, a Laplace likelihood gives the absolute error.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ._validation import (
+    ArrayLike,
+    FloatArray,
+    Loss,
+    Reduction,
     as_float,
     as_target,
     check_positive,
@@ -26,6 +32,7 @@ from ._validation import (
     float_dtype,
     grad_scale,
     reduce,
+    reduce_grad,
 )
 
 __all__ = [
@@ -47,7 +54,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
 
 
-def _pair(pred, target, reduction: str) -> tuple[np.ndarray, np.ndarray]:
+def _pair(pred: ArrayLike, target: ArrayLike, reduction: str) -> tuple[FloatArray, FloatArray]:
     """Validate ``pred``/``target``/``reduction``; return both arrays in the result dtype."""
     check_reduction(reduction)
     pred = as_float(pred, "pred")
@@ -59,17 +66,17 @@ def _pair(pred, target, reduction: str) -> tuple[np.ndarray, np.ndarray]:
     return pred.astype(dtype, copy=False), target.astype(dtype, copy=False)
 
 
-def _reduce_grad(grad: np.ndarray, reduction: str) -> np.ndarray:
-    """Scale an elementwise gradient by the derivative of the reduction over all elements."""
-    return grad * grad_scale(grad.size, reduction)
-
-
 # Bandwidth-bound losses read both inputs once, block by block: a full-size difference array
 # would be written and read back from memory (a third of the throughput at 10^7 elements).
 _BLOCK = 1 << 15
 
 
-def _reduce_blocks(pred: np.ndarray, target: np.ndarray, reduction: str, block_sum):
+def _reduce_blocks(
+    pred: FloatArray,
+    target: FloatArray,
+    reduction: Reduction,
+    block_sum: Callable[[FloatArray], float | np.floating[Any]],
+) -> np.floating[Any]:
     """Reduce ``block_sum(pred - target)`` over blocks that stay in cache."""
     grad_scale(pred.size, reduction)  # refuses the mean of an empty batch
     flat_pred, flat_target = pred.reshape(-1), target.reshape(-1)
@@ -82,7 +89,7 @@ def _reduce_blocks(pred: np.ndarray, target: np.ndarray, reduction: str, block_s
     return pred.dtype.type(total / pred.size if reduction == "mean" else total)
 
 
-def _real_scalar(value, name: str) -> float:
+def _real_scalar(value: object, name: str) -> float:
     """A tuning keyword (``p``, ``delta``, ``eps``) as a Python float."""
     arr = np.asarray(value)
     if arr.ndim != 0 or arr.dtype.kind not in "iuf":
@@ -90,7 +97,7 @@ def _real_scalar(value, name: str) -> float:
     return float(arr)
 
 
-def _per_element(value, pred: np.ndarray, name: str) -> np.ndarray:
+def _per_element(value: ArrayLike, pred: FloatArray, name: str) -> FloatArray:
     """A scalar or exactly-``pred``-shaped parameter (``var``, ``scale``) in ``pred``'s dtype."""
     arr = as_float(value, name)
     if arr.ndim != 0 and arr.shape != pred.shape:
@@ -104,7 +111,7 @@ def _per_element(value, pred: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(pred.dtype, copy=False)
 
 
-def _gaussian_var(var, pred: np.ndarray, eps) -> np.ndarray:
+def _gaussian_var(var: ArrayLike, pred: FloatArray, eps: float) -> FloatArray:
     """The variance actually used: validated, and clamped to ``eps`` only if ``eps > 0``."""
     eps = _real_scalar(eps, "eps")
     if not (math.isfinite(eps) and eps >= 0):
@@ -126,7 +133,7 @@ def _gaussian_var(var, pred: np.ndarray, eps) -> np.ndarray:
     return np.maximum(v, eps)
 
 
-def _check_p(p) -> float:
+def _check_p(p: float) -> float:
     p = _real_scalar(p, "p")
     if not (math.isfinite(p) and p >= 1):
         raise ValueError(
@@ -136,7 +143,7 @@ def _check_p(p) -> float:
     return p
 
 
-def _check_delta(delta) -> float:
+def _check_delta(delta: float) -> float:
     delta = _real_scalar(delta, "delta")
     if not (math.isfinite(delta) and delta > 0):
         raise ValueError(
@@ -146,7 +153,7 @@ def _check_delta(delta) -> float:
     return delta
 
 
-def mse_loss(pred, target, *, reduction: str = "mean"):
+def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Mean squared error: the squared difference per element, reduced over all elements.
 
     .. math::
@@ -210,7 +217,9 @@ def mse_loss(pred, target, *, reduction: str = "mean"):
     return _reduce_blocks(pred, target, reduction, lambda d: np.dot(d, d))
 
 
-def mse_loss_grad(pred, target, *, reduction: str = "mean"):
+def mse_loss_grad(
+    pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`mse_loss` with respect to ``pred``: :math:`2(\hat y - y)`, scaled
     by :math:`1/n` for ``reduction="mean"``.
 
@@ -234,10 +243,10 @@ def mse_loss_grad(pred, target, *, reduction: str = "mean"):
     array([2., 0.])
     """
     pred, target = _pair(pred, target, reduction)
-    return _reduce_grad(2.0 * (pred - target), reduction)
+    return reduce_grad(2.0 * (pred - target), reduction)
 
 
-def l1_loss(pred, target, *, reduction: str = "mean"):
+def l1_loss(pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean") -> Loss:
     r"""Absolute error per element, reduced over all elements.
 
     .. math:: \ell_i = |\hat y_i - y_i|
@@ -275,7 +284,9 @@ def l1_loss(pred, target, *, reduction: str = "mean"):
     return _reduce_blocks(pred, target, reduction, lambda d: np.abs(d, out=d).sum())
 
 
-def l1_loss_grad(pred, target, *, reduction: str = "mean"):
+def l1_loss_grad(
+    pred: ArrayLike, target: ArrayLike, *, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""A subgradient of :func:`l1_loss` with respect to ``pred``:
     :math:`\operatorname{sign}(\hat y - y)`.
 
@@ -305,10 +316,12 @@ def l1_loss_grad(pred, target, *, reduction: str = "mean"):
     array([ 1., -1.,  0.])
     """
     pred, target = _pair(pred, target, reduction)
-    return _reduce_grad(np.sign(pred - target), reduction)
+    return reduce_grad(np.sign(pred - target), reduction)
 
 
-def lp_loss(pred, target, *, p: float = 2.0, reduction: str = "mean"):
+def lp_loss(
+    pred: ArrayLike, target: ArrayLike, *, p: float = 2.0, reduction: Reduction = "mean"
+) -> Loss:
     r"""The p-th power of the absolute error per element, reduced over all elements.
 
     .. math:: \ell_i = |\hat y_i - y_i|^p, \qquad p \ge 1
@@ -347,7 +360,9 @@ def lp_loss(pred, target, *, p: float = 2.0, reduction: str = "mean"):
     return reduce(np.abs(pred - target) ** p, reduction)
 
 
-def lp_loss_grad(pred, target, *, p: float = 2.0, reduction: str = "mean"):
+def lp_loss_grad(
+    pred: ArrayLike, target: ArrayLike, *, p: float = 2.0, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""(Sub)gradient of :func:`lp_loss` with respect to ``pred``:
     :math:`p\,|\hat y - y|^{p-1} \operatorname{sign}(\hat y - y)`.
 
@@ -379,10 +394,12 @@ def lp_loss_grad(pred, target, *, p: float = 2.0, reduction: str = "mean"):
     p = _check_p(p)
     pred, target = _pair(pred, target, reduction)
     diff = pred - target
-    return _reduce_grad(p * np.abs(diff) ** (p - 1) * np.sign(diff), reduction)
+    return reduce_grad(p * np.abs(diff) ** (p - 1) * np.sign(diff), reduction)
 
 
-def huber_loss(pred, target, *, delta: float = 1.0, reduction: str = "mean"):
+def huber_loss(
+    pred: ArrayLike, target: ArrayLike, *, delta: float = 1.0, reduction: Reduction = "mean"
+) -> Loss:
     r"""Huber loss: quadratic for small errors, linear for large ones (torch's definition).
 
     .. math::
@@ -437,7 +454,9 @@ def huber_loss(pred, target, *, delta: float = 1.0, reduction: str = "mean"):
     return reduce(loss, reduction)
 
 
-def huber_loss_grad(pred, target, *, delta: float = 1.0, reduction: str = "mean"):
+def huber_loss_grad(
+    pred: ArrayLike, target: ArrayLike, *, delta: float = 1.0, reduction: Reduction = "mean"
+) -> FloatArray:
     r"""Gradient of :func:`huber_loss` with respect to ``pred``: the error clipped to
     :math:`[-\delta, \delta]`.
 
@@ -465,12 +484,18 @@ def huber_loss_grad(pred, target, *, delta: float = 1.0, reduction: str = "mean"
     """
     delta = _check_delta(delta)
     pred, target = _pair(pred, target, reduction)
-    return _reduce_grad(np.clip(pred - target, -delta, delta), reduction)
+    return reduce_grad(np.clip(pred - target, -delta, delta), reduction)
 
 
 def gaussian_nll_loss(
-    pred, target, *, var=1.0, full: bool = False, eps: float = 0.0, reduction: str = "mean"
-):
+    pred: ArrayLike,
+    target: ArrayLike,
+    *,
+    var: ArrayLike = 1.0,
+    full: bool = False,
+    eps: float = 0.0,
+    reduction: Reduction = "mean",
+) -> Loss:
     r"""Negative log-likelihood of ``target`` under a Gaussian with mean ``pred``.
 
     .. math::
@@ -541,8 +566,14 @@ def gaussian_nll_loss(
 
 
 def gaussian_nll_loss_grad(
-    pred, target, *, var=1.0, full: bool = False, eps: float = 0.0, reduction: str = "mean"
-):
+    pred: ArrayLike,
+    target: ArrayLike,
+    *,
+    var: ArrayLike = 1.0,
+    full: bool = False,
+    eps: float = 0.0,
+    reduction: Reduction = "mean",
+) -> FloatArray:
     r"""Gradient of :func:`gaussian_nll_loss` with respect to ``pred``:
     :math:`(\hat y - y) / v`.
 
@@ -568,10 +599,17 @@ def gaussian_nll_loss_grad(
     """
     pred, target = _pair(pred, target, reduction)
     v = _gaussian_var(var, pred, eps)
-    return _reduce_grad((pred - target) / v, reduction)
+    return reduce_grad((pred - target) / v, reduction)
 
 
-def laplace_nll_loss(pred, target, *, scale=1.0, full: bool = False, reduction: str = "mean"):
+def laplace_nll_loss(
+    pred: ArrayLike,
+    target: ArrayLike,
+    *,
+    scale: ArrayLike = 1.0,
+    full: bool = False,
+    reduction: Reduction = "mean",
+) -> Loss:
     r"""Negative log-likelihood of ``target`` under a Laplace distribution centred at ``pred``.
 
     .. math::
@@ -622,7 +660,14 @@ def laplace_nll_loss(pred, target, *, scale=1.0, full: bool = False, reduction: 
     return reduce(loss, reduction)
 
 
-def laplace_nll_loss_grad(pred, target, *, scale=1.0, full: bool = False, reduction: str = "mean"):
+def laplace_nll_loss_grad(
+    pred: ArrayLike,
+    target: ArrayLike,
+    *,
+    scale: ArrayLike = 1.0,
+    full: bool = False,
+    reduction: Reduction = "mean",
+) -> FloatArray:
     r"""A subgradient of :func:`laplace_nll_loss` with respect to ``pred``:
     :math:`\operatorname{sign}(\hat y - y) / b`.
 
@@ -653,4 +698,4 @@ def laplace_nll_loss_grad(pred, target, *, scale=1.0, full: bool = False, reduct
     pred, target = _pair(pred, target, reduction)
     b = _per_element(scale, pred, "scale")
     check_positive(b, "scale")
-    return _reduce_grad(np.sign(pred - target) / b, reduction)
+    return reduce_grad(np.sign(pred - target) / b, reduction)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -64,23 +65,48 @@ def test_check_failed_is_an_assertion_error_with_attributes():
     assert isinstance(err, AssertionError)
     assert err.exercise == "softmax"
     assert err.diagnosis == "overflow"
-    lines = str(err).splitlines()
-    assert lines[-1] == "[check: softmax; diagnosis: overflow]"
-    assert "subtract the row maximum first" in str(err)
-    assert "expected:" in str(err)
-    assert "got:" in str(err)
+    assert "shift each row by its maximum" in err.message
+    assert "expected:" in err.message
+    assert "got:" in err.message
+
+
+def test_the_grader_tag_is_in_the_exception_text_but_not_in_what_a_student_sees():
+    err = failure("softmax", naive_softmax)
+    # str() is what the kernel reports as the error's value, which the grader parses.
+    assert str(err) == f"{err.message}\n[check: softmax; diagnosis: overflow]"
+    assert "[check:" not in err.message
+    assert "[check:" not in run_check("softmax", naive_softmax).message
+    shown = err._render_traceback_()
+    assert "CheckFailed" in shown[0]
+    assert "\n".join(shown).endswith(err.message.splitlines()[-1])
+    assert not any("[check:" in line for line in shown)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (str(copy), copy.exercise, copy.diagnosis) == (str(err), "softmax", "overflow")
+
+
+def test_ipython_shows_the_message_without_the_tag_or_the_checker_frames():
+    # In a fresh process: an IPython shell replaces __main__ and the warning filters.
+    cell = "from lossutils.checks import check\ncheck('softmax', lambda x: x * 0.5)"
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            f"InteractiveShell.instance().run_cell({cell!r})")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout
+    assert "CheckFailed" in shown
+    assert "softmax: 0/13 cases passed" in shown
+    assert "[check:" not in shown
+    assert "_core.py" not in shown
 
 
 def test_undiagnosed_failure_says_none():
     err = failure("softmax", lambda x: softmax(x) * 0.9)
     assert err.diagnosis is None
-    assert str(err).endswith("[check: softmax; diagnosis: none]")
+    assert str(err).endswith("\n[check: softmax; diagnosis: none]")
     assert "returned wrong values" in str(err)
 
 
 def test_unknown_exercise_lists_known_ones():
     with pytest.raises(ValueError, match=r"unknown exercise 'sofmax'\. Did you mean 'softmax'\?"
-                       r" Known exercises: log_likelihood, .*amsgrad_step\.") as info:
+                       r" Known exercises: log_likelihood, .*, train\.") as info:
         check("sofmax", softmax)
     assert all(name in str(info.value) for name in exercises())
 
@@ -141,7 +167,7 @@ def test_python_float_where_array_due_is_rejected():
 
 
 def test_python_float_where_scalar_due_is_accepted(capsys):
-    check("log_likelihood", lambda p: float(np.sum(np.log(p))))
+    check("l1_loss", lambda p, t: float(np.sum(np.abs(p - t))))
     assert "cases passed" in capsys.readouterr().out
 
 
@@ -189,7 +215,68 @@ def test_float64_for_float32_input_is_rejected():
 def test_integer_array_is_rejected():
     err = failure("l2_loss_grad", lambda p, t: np.round(p - t).astype(int))
     assert err.diagnosis == "wrong_dtype"
-    assert "returned an array of dtype int64; expected floats" in str(err)
+    assert "returned an array of dtype int64 for float64 input; expected floats (float64)." \
+        in err.message
+    assert "Hint: return floats, not integers" in err.message
+
+
+def test_integer_input_is_named_as_such_and_gets_no_float32_hint():
+    err = failure("bernoulli_mle", lambda o: np.float32(np.mean(o)))
+    assert err.diagnosis == "wrong_dtype"
+    assert "returned a float32 scalar for integer input; expected a float64 scalar." \
+        in err.message
+    assert "float64 input" not in err.message
+    assert "float32 in, float32 out" not in err.message
+    assert "Hint: do not lower the precision" in err.message
+
+
+def test_integer_one_hot_is_told_to_return_floats():
+    def one_hot_ints(labels, num_classes):
+        if np.any((labels < 0) | (labels >= num_classes)):
+            raise ValueError("label out of range")
+        return np.eye(num_classes, dtype=int)[labels]
+
+    err = failure("one_hot", one_hot_ints)
+    assert "returned an array of dtype int64 for integer input; expected a float array." \
+        in err.message
+    assert "float32" not in err.message
+    assert "Hint: return floats, not integers" in err.message
+
+
+def test_the_first_failing_case_is_reported_with_the_diagnosis_of_a_later_one():
+    # Wrong by 10% on the first case (no known mistake), the naive softmax elsewhere.
+    def softmax_two_bugs(logits):
+        if logits.shape == (1, 4):
+            return softmax(logits) * 0.9
+        return naive_softmax(logits)
+
+    err = failure("softmax", softmax_two_bugs)
+    assert "case 1 (FAU exercise: a row of four equally spaced logits) failed." in err.message
+    assert err.diagnosis == "overflow"
+    assert "Diagnosis (from case 2, FAU exercise: all logits 10000): exp overflowed" \
+        in err.message
+
+
+def test_a_warning_fails_only_where_the_contract_forbids_it(capsys):
+    err = failure("log_likelihood", lambda p: np.sum(np.log(p)))
+    assert err.diagnosis == "warns"
+    assert "case 3 (a sample of probability exactly 0) failed." in err.message
+    assert "RuntimeWarning: divide by zero encountered in log" in err.message
+
+    def softmax_that_warns(logits):
+        warnings.warn("just saying", UserWarning, stacklevel=1)
+        return softmax(logits)
+
+    check("softmax", softmax_that_warns)  # 03 states no rule about warnings
+    assert "cases passed" in capsys.readouterr().out
+
+
+def test_an_invalid_input_must_raise_the_named_exception():
+    err = failure("one_hot", lambda y, c: np.eye(c)[y])
+    assert err.diagnosis == "missing_error"
+    assert "case 5 (a label of -1) failed." in err.message
+    assert "your function returned an array of dtype float64 and shape (3, 3) on this input; " \
+        "expected a ValueError: a label of -1 is outside [0, 3)" in err.message
 
 
 def test_none_is_reported_as_missing_return():

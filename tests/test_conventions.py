@@ -1,4 +1,4 @@
-"""The calling convention of DESIGN.md, checked across every public loss at once.
+"""The calling convention of the library (docs/design.md), checked across every public loss.
 
 Module tests check each function's values; this file checks that all of them keep the same
 promises: a ``*_grad`` for every loss with the same signature, ``reduction`` semantics, dtype
@@ -82,8 +82,9 @@ def _params(fn):
 
 @pytest.mark.parametrize("name", sorted(BATCH_LOSSES))
 def test_every_loss_has_a_grad_with_the_same_signature(name):
+    # the same parameters; the return types differ (a loss may be reduced, a gradient is not)
     grad = getattr(lu, f"{name}_grad")
-    assert inspect.signature(grad) == inspect.signature(getattr(lu, name))
+    assert inspect.signature(grad).parameters == inspect.signature(getattr(lu, name)).parameters
 
 
 @pytest.mark.parametrize("name", sorted(BATCH_LOSSES))

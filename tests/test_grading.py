@@ -601,6 +601,8 @@ def test_diagnoses_reach_results_and_report(graded):
     by_student = {r["student"]: r for r in summary["results"]}
     cell = next(c for c in by_student["mistake-1"]["cells"] if c["grade_id"] == "test_l2_loss")
     assert (cell["check"], cell["diagnosis"]) == ("l2_loss", "missing-half")
+    assert "The Gaussian derivation gives 1/2" in cell["message"]
+    assert "[check:" not in cell["message"]
     report = (out / "report.html").read_text()
     assert "missing-half" in report
     assert "no-max-shift" in report
@@ -633,19 +635,22 @@ print(json.dumps([matplotlib.get_backend(), plt.get_fignums(), plt.gcf() is mine
 
 @pytest.mark.grading
 @pytest.mark.parametrize(
-    ("student", "message"),
+    ("student", "message", "tag"),
     [
         # fails the visible check already
-        ("mistake-1", "[check: l2_loss; diagnosis: missing-half]"),
+        ("mistake-1", "The Gaussian derivation gives 1/2 of the sum of squares.",
+         "[check: l2_loss; diagnosis: missing-half]"),
         # passes the visible check (small logits) and fails only the hidden one (huge logits)
-        ("mistake-2", "[check: softmax; diagnosis: no-max-shift]"),
+        ("mistake-2", "exp overflowed: subtract the row maximum first.",
+         "[check: softmax; diagnosis: no-max-shift]"),
     ],
 )
-def test_feedback_shows_the_message_but_no_hidden_test(graded, student, message):
+def test_feedback_shows_the_message_but_no_hidden_test(graded, student, message, tag):
     out, summary = graded
     page = (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     assert message in page
-    for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_"):
+    # the checker's tag is for the instructor's report, not for the student
+    for secret in ("hidden=True", "BEGIN HIDDEN TESTS", "Traceback", "ipykernel_", tag):
         assert secret not in page
     # the instructor's copy keeps them: the removal above is deliberate, not an accident
     autograded = out / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"

@@ -1,7 +1,8 @@
 """The demo on a real course notebook: every sample gets the score and reason its master implies.
 
-One assignment only (the demo on all six takes minutes); the fixture-based tests in
-test_grading.py cover the machinery, this one the real notebooks and checks together.
+Two assignments (the demo on all of them takes minutes): 05, and 07, whose train exercise is
+verified with the student's own loss and optimizer passed by name; the fixture-based tests in
+test_grading.py cover the machinery, these the real notebooks and checks together.
 """
 
 import io
@@ -14,18 +15,17 @@ from lossutils.grading.demo import run_demo
 from lossutils.grading.samples import expected_outcome
 from tests.conftest import ROOT
 
-ASSIGNMENT = "05-hinge-svm"
-MASTER = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-
 
 @pytest.mark.grading
-def test_demo_on_a_real_assignment(tmp_path):
+@pytest.mark.parametrize("assignment", ["05-hinge-svm", "07-linear-classifiers"])
+def test_demo_on_a_real_assignment(tmp_path, assignment):
     table = io.StringIO()
     code = run_demo(str(tmp_path / "demo"), source=str(ROOT / "solutions"),
-                    assignments=[ASSIGNMENT], timeout=10, stream=table, progress=False)
+                    assignments=[assignment], timeout=10, stream=table, progress=False)
     results = json.loads((tmp_path / "demo" / "results.json").read_text())["submissions"]
     got = {r["student"]: (r["score"], r["status"]) for r in results}
-    master = nbformat.read(MASTER, as_version=4)
+    master = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb",
+                           as_version=4)
     correct = expected_outcome(master, "correct")
     # the points of the master's test cells, summed independently of the generator
     total = sum(float(c.metadata["nbgrader"]["points"]) for c in master.cells

@@ -9,6 +9,7 @@ that exercise's points).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -103,6 +104,40 @@ def test_every_exercise_has_a_locked_test_cell_with_hidden_checks(aid):
 
 
 # --- stock nbgrader autograde ---------------------------------------------------------------
+
+# Packages a notebook may use for extras but that a student's machine may lack.
+OPTIONAL = {"ipywidgets"}
+
+
+def _unguarded_optional_imports(source: str) -> list[str]:
+    """Optional packages imported outside a ``try`` that catches ImportError."""
+    tree = ast.parse(source)
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
+        ):
+            guarded |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] in OPTIONAL and id(node) not in guarded]
+    return found
+
+
+@pytest.mark.parametrize("aid", IDS)
+def test_optional_packages_have_a_fallback(aid):
+    # Run All must not stop on a machine without ipywidgets.
+    for cell in _load(_master(aid))["cells"]:
+        if cell["cell_type"] == "code":
+            assert _unguarded_optional_imports(_src(cell)) == [], (aid, cell.get("id"))
+
 
 def _strip_solution_markers(source: str) -> str:
     return "\n".join(

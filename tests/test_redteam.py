@@ -1,4 +1,4 @@
-"""The red-team batch of issue 7, graded by `lossutils grade` in one run with honest work.
+"""The red-team batch (SECURITY.md), graded by `lossutils grade` in one run with honest work.
 
 Submissions are generated from the release of 03-cross-entropy by tests/redteam/attacks.py:
 honest ones, the blank release, every attack on the solution code (the attacked exercise is

@@ -59,6 +59,8 @@ def _patterns(source):
     ("%load_ext autoreload\nx = 1", "magic"),
     ("files = !ls", "magic"),
     ("def f(:\n", "syntax-error"),
+    ("def svm_loss_naive(W, X, y, reg):\n    return svm_loss_vectorized(W, X, y, reg)",
+     "naive-without-loop"),
 ])
 def test_each_pattern_is_found(source, pattern):
     assert pattern in _patterns(source)

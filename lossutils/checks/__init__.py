@@ -12,6 +12,7 @@ See ``docs/checks.md`` for what a failing check looks like and how to add an exe
 # Importing the exercise modules registers their exercises, in notebook order.
 from . import (  # noqa: F401
     _classification,
+    _classifiers,
     _information,
     _likelihood,
     _margin,
@@ -27,6 +28,7 @@ from ._core import (
     Exercise,
     FunctionExercise,
     Mistake,
+    Uses,
     Verdict,
     assess,
     check,
@@ -36,6 +38,7 @@ from ._core import (
     resolve_seed,
     run_check,
 )
+from ._given import GivenFunction, StudentFunction
 from ._plain import from_plain, to_plain
 
 # Tracebacks name the public path, lossutils.checks.CheckFailed.
@@ -47,8 +50,11 @@ __all__ = [
     "CheckResult",
     "Exercise",
     "FunctionExercise",
+    "GivenFunction",
     "Mistake",
     "Outcome",
+    "StudentFunction",
+    "Uses",
     "Verdict",
     "assess",
     "check",

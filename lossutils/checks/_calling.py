@@ -13,8 +13,9 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Outcome:
         )
 
 
-def quiet(fn, *args, **kwargs):
+def quiet(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Call trusted code (references, mistake models) with every warning silenced."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -65,7 +66,7 @@ def quiet(fn, *args, **kwargs):
 # --------------------------------------------------------------------------- calling
 
 
-def snapshot(value):
+def snapshot(value: Any) -> Any:
     """A deep copy of a checker-made input, to detect in-place modification later."""
     if type(value) is np.ndarray:
         return value.copy()
@@ -76,7 +77,7 @@ def snapshot(value):
     return copy.deepcopy(value)
 
 
-def same(a, b) -> bool:
+def same(a: Any, b: Any) -> bool:
     """Whether a checker-made input equals its snapshot (arrays: values, dtype and shape)."""
     if type(a) is not type(b):
         return False
@@ -118,7 +119,7 @@ def _fd2_to(sink):
         os.close(saved)
 
 
-def call_safely(fn, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
+def call_safely(fn: Callable, args: tuple, kwargs: dict, names: Sequence[str]) -> Outcome:
     """Run ``fn(*args, **kwargs)`` capturing everything it could emit.
 
     ``fn`` receives copies of the inputs; after the call each copy is compared with its

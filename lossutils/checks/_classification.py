@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, lossutils_ref, n_random, sum_instead_of_mean
-from ._core import FunctionExercise, Mistake, register
+import lossutils
+
+from ._common import DTYPES, case, n_random, sum_instead_of_mean
+from ._core import Case, FunctionExercise, Mistake, close, register
 
 NOTEBOOK = "03-cross-entropy"
 
@@ -86,17 +88,31 @@ def _ce_cases(rng, hidden):
     return cases
 
 
+def _out_of_range(label: str, labels: np.ndarray, c: int, bad: int) -> Case:
+    why = f"a label of {bad} is outside [0, {c})"
+    if bad < 0:
+        why += " (numpy indexing would silently pick a class from the end)"
+    return Case(label, (labels, c), raises=("ValueError", why))
+
+
 def _label_cases(rng, hidden):
     cases = [
         case("hand-made", np.array([0, 2, 1]), 3),
         case("the last class does not occur", np.array([0, 1, 0]), 4),
         case("batch of one", np.array([2]), 3),
         case("square: N = C", np.array([1, 0, 3, 3]), 4),
+        _out_of_range("a label of -1", np.array([0, -1, 2]), 3, -1),
+        _out_of_range("a label equal to num_classes", np.array([1, 3]), 3, 3),
     ]
     for _ in range(2 * n_random(hidden)):
         c = int(rng.integers(2, 8))
         n = int(rng.integers(1, 9))
         cases.append(case(f"random, N = {n}, C = {c}", rng.integers(0, c, size=n), c))
+    if hidden:
+        c = int(rng.integers(2, 8))
+        labels = rng.integers(0, c, size=4)
+        labels[int(rng.integers(0, 4))] = bad = int(rng.choice([-c, -1, c, c + 2]))
+        cases.append(_out_of_range(f"random, a label of {bad} with C = {c}", labels, c, bad))
     return cases
 
 
@@ -109,8 +125,8 @@ def _overflow_detect(case_, got, expected, warnings):
 def _overflow(*models):
     return Mistake(
         "overflow",
-        "exp overflowed for large logits (inf / inf = nan): subtract the row maximum first, "
-        "x - x.max(axis=-1, keepdims=True); it does not change the result.",
+        "exp overflowed for large logits (inf / inf = nan): shift each row by its maximum "
+        "before exponentiating; the softmax does not change under such a shift.",
         models=models,
         detect=_overflow_detect,
     )
@@ -119,8 +135,8 @@ def _overflow(*models):
 def _wrong_axis(*models):
     return Mistake(
         "wrong_axis",
-        "you normalised along the wrong axis: the classes are on the last axis, so reduce "
-        "with axis=-1 (each row must sum to 1).",
+        "you normalised along the wrong axis: the classes are on the last axis, whatever the "
+        "number of leading axes, so normalise over the class axis (each row must sum to 1).",
         models=models,
     )
 
@@ -144,8 +160,8 @@ def _no_keepdims_log_softmax(x):
 def _no_keepdims(*models):
     return Mistake(
         "no_keepdims",
-        "the row sums lost their axis and broadcast across columns: use keepdims=True "
-        "(or [:, None]) so each row is divided by its own sum.",
+        "the row sums lost their axis and broadcast across columns: keep the reduced axis, "
+        "so that each row is divided by its own sum.",
         models=models,
     )
 
@@ -154,7 +170,7 @@ def _global_max(model):
     return Mistake(
         "global_max",
         "you subtracted the maximum of the whole array; a row far below it underflows to "
-        "0/0: subtract each row's own maximum, x.max(axis=-1, keepdims=True).",
+        "0/0: shift each row by its own maximum.",
         models=(model,),
     )
 
@@ -162,9 +178,43 @@ def _global_max(model):
 def _log_of_softmax(model):
     return Mistake(
         "log_of_softmax",
-        "log(softmax(x)) gives log(0) = -inf once a probability underflows: compute "
-        "log-softmax directly, s - log(sum(exp(s))) with s = x - max(x).",
+        "log(softmax(x)) gives log(0) = -inf once a probability underflows: stay in log "
+        "space and compute the log-probabilities from the logits with the shifted "
+        "log-sum-exp.",
         models=(model,),
+    )
+
+
+# The epsilons students add inside a log (or clip a probability to): powers of ten and the
+# float types' eps and tiny. A fixed set, not a fitted value: one free parameter would
+# "explain" any loss that is too small.
+_EPSILONS = (*(10.0**-k for k in range(3, 46)),
+             *(float(f(t)) for t in (np.float32, np.float64)
+               for f in (lambda t: np.finfo(t).eps, lambda t: np.finfo(t).tiny)))
+
+
+def _epsilon_in_log(log_probs_of):
+    """A probe: the output equals ``log_probs_of(logits, labels, guard)`` for some epsilon.
+
+    ``guard(p)`` is ``p + eps`` or ``max(p, eps)``, applied to the softmax probabilities.
+    """
+
+    def detect(case_, got, expected, warnings):
+        p = _stable_softmax(np.asarray(case_.args[0], dtype=np.float64))
+        dtype = np.asarray(case_.args[0]).dtype
+        for eps in _EPSILONS:
+            for guarded in (p + eps, np.maximum(p, eps)):
+                model = log_probs_of(np.log(guarded), *case_.args[1:])
+                if close(got, model, dtype) and not close(model, expected, dtype):
+                    return True
+        return False
+
+    return Mistake(
+        "epsilon_in_log",
+        "adding a small epsilon inside the log (or clipping the probability) caps -log p at "
+        "-log(eps), while for logits of +-1e4 the true value is in the thousands: compute "
+        "the log-probabilities from the logits with the shifted log-sum-exp, no epsilon.",
+        detect=detect,
     )
 
 
@@ -172,7 +222,8 @@ def _labels_as_one_hot(*models):
     return Mistake(
         "labels_as_one_hot",
         "you used the labels as if they were one-hot rows; they are class indices of shape "
-        "(N,): pick log_probs[np.arange(N), labels] (or one-hot encode them first).",
+        "(N,): take from each row the entry in the column of that row's label (or one-hot "
+        "encode them first).",
         models=models,
     )
 
@@ -182,7 +233,7 @@ register(
         notebook=NOTEBOOK,
         signature="one_hot(labels, num_classes)",
         arg_names=("labels", "num_classes"),
-        reference=lossutils_ref("one_hot"),
+        reference=lossutils.one_hot,
         cases=_label_cases,
         any_float=True,
         mistakes=(
@@ -209,7 +260,7 @@ register(
         notebook=NOTEBOOK,
         signature="softmax(logits)",
         arg_names=("logits",),
-        reference=lossutils_ref("softmax"),
+        reference=lossutils.softmax,
         cases=_logit_cases,
         mistakes=(
             _overflow(_naive_softmax),
@@ -229,17 +280,18 @@ register(
         notebook=NOTEBOOK,
         signature="log_softmax(logits)",
         arg_names=("logits",),
-        reference=lossutils_ref("log_softmax"),
+        reference=lossutils.log_softmax,
         cases=_logit_cases,
         mistakes=(
             _overflow(lambda x: np.log(_naive_softmax(x))),
             _log_of_softmax(lambda x: np.log(_stable_softmax(x))),
+            _epsilon_in_log(lambda logp: logp),
             _global_max(lambda x: x - x.max()
                         - np.log(np.sum(np.exp(x - x.max()), axis=-1, keepdims=True))),
             Mistake(
                 "shift_not_undone",
-                "you subtracted the maximum inside exp but not outside: log-softmax is "
-                "s - log(sum(exp(s))) with s = x - max(x), not x - log(sum(exp(s))).",
+                "you subtracted the maximum inside exp but not outside, so every entry is off "
+                "by its row's maximum: the shift must apply to both terms.",
                 models=(lambda x: x - np.log(np.sum(np.exp(x - x.max(-1, keepdims=True)), -1,
                                                     keepdims=True)),),
             ),
@@ -257,17 +309,18 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy(logits, labels)",
         arg_names=("logits", "labels"),
-        reference=lossutils_ref("cross_entropy"),
+        reference=lossutils.cross_entropy,
         cases=_ce_cases,
         mistakes=(
             _overflow(lambda x, y: -np.mean(_pick(np.log(_naive_softmax(x)), y))),
             _log_of_softmax(lambda x, y: -np.mean(_pick(np.log(_stable_softmax(x)), y))),
+            _epsilon_in_log(lambda logp, y: -np.mean(_pick(logp, y))),
             sum_instead_of_mean(lambda x, y: -np.sum(_pick(_stable_log_softmax(x), y)),
                                 what="the cross-entropy loss"),
             Mistake(
                 "all_pairs_indexed",
-                "logp[:, labels] picks every label for every row (an N x N block): pick one "
-                "entry per row with logp[np.arange(N), labels].",
+                "indexing the columns with the labels alone picks every label for every row "
+                "(an N x N block): pair each row with its own label, one entry per row.",
                 models=(lambda x, y: -np.mean(_stable_log_softmax(x)[:, y]),),
             ),
             _labels_as_one_hot(lambda x, y: -np.mean(np.sum(_stable_log_softmax(x) * y, -1)),
@@ -288,7 +341,7 @@ register(
         notebook=NOTEBOOK,
         signature="cross_entropy_grad(logits, labels)",
         arg_names=("logits", "labels"),
-        reference=lossutils_ref("cross_entropy_grad"),
+        reference=lossutils.cross_entropy_grad,
         cases=_ce_cases,
         mistakes=(
             _overflow(lambda x, y: (_naive_softmax(x) - _one_hot(y, x.shape[1], x.dtype))
@@ -296,13 +349,13 @@ register(
             Mistake(
                 "missing_mean",
                 "your gradient is N times too large: the loss is a mean over the batch, so "
-                "its gradient is (softmax - one_hot) / N.",
+                "every entry of its gradient carries the 1/N of the mean.",
                 models=(lambda x, y: _stable_softmax(x) - _one_hot(y, x.shape[1], x.dtype),),
             ),
             Mistake(
                 "sign_flipped",
-                "the sign is flipped: the gradient is (softmax(logits) - one_hot(labels)) / N, "
-                "predicted minus true.",
+                "the sign is flipped: raising the true class's logit lowers the loss, so that "
+                "entry of the gradient must be negative.",
                 models=(lambda x, y: (_one_hot(y, x.shape[1], x.dtype) - _stable_softmax(x))
                         / len(y),),
             ),

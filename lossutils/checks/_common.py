@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ._core import Case, Mistake
@@ -10,7 +13,6 @@ __all__ = [
     "DTYPES",
     "case",
     "log_base",
-    "lossutils_ref",
     "mean_instead_of_sum",
     "n_random",
     "sum_instead_of_mean",
@@ -24,28 +26,11 @@ def n_random(hidden: bool) -> int:
     return 4 if hidden else 2
 
 
-def case(label: str, *args, **kwargs) -> Case:
+def case(label: str, *args: Any, **kwargs: Any) -> Case:
     return Case(label, tuple(args), dict(kwargs))
 
 
-def lossutils_ref(name: str, scale: float = 1.0, **options):
-    """The reference ``scale * lossutils.<name>(*args, **options)``, imported on first use.
-
-    The import is deferred so that ``import lossutils.checks`` does not need the reference
-    modules until a check runs.
-    """
-
-    def reference(*args):
-        import lossutils
-
-        out = getattr(lossutils, name)(*args, **options)
-        return out if scale == 1.0 else scale * out
-
-    reference.__name__ = name
-    return reference
-
-
-def sum_instead_of_mean(*models, what: str = "the loss") -> Mistake:
+def sum_instead_of_mean(*models: Callable, what: str = "the loss") -> Mistake:
     return Mistake(
         "sum_instead_of_mean",
         f"you summed over the batch, but {what} is the mean over the batch (first axis): "
@@ -54,7 +39,7 @@ def sum_instead_of_mean(*models, what: str = "the loss") -> Mistake:
     )
 
 
-def mean_instead_of_sum(*models, what: str = "this quantity") -> Mistake:
+def mean_instead_of_sum(*models: Callable, what: str = "this quantity") -> Mistake:
     return Mistake(
         "mean_instead_of_sum",
         f"you averaged, but {what} is a sum over the samples (as derived in the lecture): "
@@ -63,7 +48,7 @@ def mean_instead_of_sum(*models, what: str = "this quantity") -> Mistake:
     )
 
 
-def log_base(*models) -> Mistake:
+def log_base(*models: Callable) -> Mistake:
     return Mistake(
         "log_base",
         "you used a logarithm in another base (log2 or log10); losses here are in nats: "

@@ -20,8 +20,9 @@ from __future__ import annotations
 import difflib
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ __all__ = [
     "Exercise",
     "FunctionExercise",
     "Mistake",
+    "Uses",
     "Verdict",
     "assess",
     "check",
@@ -63,10 +65,22 @@ GENERIC = {
     "wrong_type": "return a numpy array (np.ndarray) or, where a scalar is due, a float.",
     "wrong_shape": "compare your result's shape with the expected one; reduce over the right "
     "axis and keep the batch axis where the contract keeps it.",
-    "wrong_dtype": "float32 in, float32 out: do not mix in float64 arrays (np.zeros(shape), "
-    "np.eye(C)) without dtype=x.dtype, and return floats, not integers.",
+    "wrong_dtype": "keep the dtype the contract asks for.",
     "modifies_input": "your function changed its input in place (e.g. `x -= x.max()` or "
     "`state['t'] += 1` on the caller's object); work on new arrays and return them.",
+    "missing_error": "the contract names inputs that are errors in the caller: check for them "
+    "and raise the exception it names, with a message saying what was wrong.",
+}
+
+# What to do about a wrong dtype depends on what was returned for what input.
+_DTYPE_ADVICE = {
+    "integer": "return floats, not integers: an array computed from integers (or created "
+    "with an integer dtype) stays integer unless you make it float.",
+    "float64 for float32": "float32 in, float32 out: an array you create (zeros, an identity "
+    "matrix) is float64 unless you give it the input's dtype, and mixing it in promotes the "
+    "whole result to float64.",
+    "float32 for float64": "do not lower the precision: the result is float64 here (integer "
+    "input gives float64, as np.mean does).",
 }
 
 
@@ -85,17 +99,56 @@ class CheckFailed(AssertionError):
 
     def __init__(self, message: str, *, exercise: str, diagnosis: str | None):
         super().__init__(message)
+        self.message = message
         self.exercise = exercise
         self.diagnosis = diagnosis
+
+    def __reduce__(self):
+        return _rebuild_check_failed, (self.message, self.exercise, self.diagnosis)
+
+    def __str__(self) -> str:
+        # The grader reads the diagnosis from this last line of the kernel's error output
+        # (the ``evalue`` of an exception is its str); notebooks show _render_traceback_.
+        return f"{self.message}\n{tag(self.exercise, self.diagnosis)}"
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows in a notebook: the message, without the tag or the frames."""
+        first, *rest = self.message.splitlines() or [""]
+        return [f"\x1b[0;31mCheckFailed\x1b[0m: {first}", *rest]
+
+
+def _rebuild_check_failed(message: str, exercise: str, diagnosis: str | None) -> CheckFailed:
+    return CheckFailed(message, exercise=exercise, diagnosis=diagnosis)
+
+
+def tag(exercise: str, diagnosis: str | None) -> str:
+    """The machine-readable line ``[check: <id>; diagnosis: <mistake id or none>]``."""
+    return f"[check: {exercise}; diagnosis: {diagnosis or 'none'}]"
 
 
 @dataclass(frozen=True)
 class Case:
-    """One input to an exercise: positional ``args``, keyword ``kwargs`` and a ``label``."""
+    """One input to an exercise: positional ``args``, keyword ``kwargs`` and a ``label``.
+
+    A case with ``raises`` expects the function to raise that exception instead of returning.
+    """
 
     label: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
+    raises: tuple[str, str] | None = None
+    """For an invalid input the contract names: ``(exception name, why it is invalid)``."""
+
+
+@dataclass(frozen=True)
+class Uses:
+    """In a case's arguments: the student's function given to ``check`` as ``role=...``.
+
+    ``check("train", train, loss_fn=softmax_loss_vectorized)`` grades ``train`` with the
+    student's own loss function: the case holds ``Uses("loss_fn")`` where that goes.
+    """
+
+    role: str
 
 
 @dataclass(frozen=True)
@@ -143,16 +196,30 @@ class CheckResult:
 # --------------------------------------------------------------------------- values
 
 
-def float_value(obj, expected):
+def input_dtype(args: Sequence) -> str | None:
+    """How messages name the dtype of a case's array inputs: "float32 input", "integer input"."""
+    arrays = [a for a in args if type(a) is np.ndarray]
+    floats = [a.dtype for a in arrays if a.dtype.kind == "f"]
+    if floats:
+        return f"{np.result_type(*floats)} input"
+    return "integer input" if any(a.dtype.kind in "biu" for a in arrays) else None
+
+
+def float_value(
+    obj: Any, expected: Any, source: str | None = None, any_float: bool = False
+) -> tuple[Any, tuple[str, str] | None]:
     """Validate ``obj`` against the reference value ``expected``; return (array, failure).
 
     ``expected`` is a checker-made numpy scalar or array. On success ``array`` is a float64
     copy of the student's value with the reference's shape and ``failure`` is None; otherwise
     ``failure`` is ``(stage, message)`` with stage "type", "shape" or "dtype" and ``array`` is
     the converted value when it could be converted safely (for shape errors), else None.
-    Only exact types are accepted, so no method of a student's object is ever called.
+    ``source`` names the input in dtype messages (see :func:`input_dtype`); ``any_float``
+    says that the contract accepts any float dtype. Only exact types are accepted, so no
+    method of a student's object is ever called.
     """
     exp = np.asarray(expected)
+    source = source or f"{exp.dtype} input"
     t = type(obj)
     if exp.ndim == 0:
         if t is float:
@@ -179,7 +246,7 @@ def float_value(obj, expected):
         if exp.dtype == np.float64 and value.dtype == np.float32:
             return None, (
                 "dtype",
-                "returned a float32 scalar for float64 input; keep the input's precision.",
+                f"returned a float32 scalar for {source}; expected a float64 scalar.",
             )
         return np.float64(value), None
     if t is not np.ndarray:
@@ -199,20 +266,30 @@ def float_value(obj, expected):
             f"returned an array of shape {obj.shape}; expected shape {exp.shape}.",
         )
     if obj.dtype.kind != "f":
+        wanted = "a float array" if any_float else f"floats ({exp.dtype})"
         return None, (
             "dtype",
-            f"returned an array of dtype {obj.dtype}; expected floats ({exp.dtype}).",
+            f"returned an array of dtype {obj.dtype} for {source}; expected {wanted}.",
         )
-    if obj.dtype != exp.dtype:
+    if obj.dtype != exp.dtype and not any_float:
         return None, (
             "dtype",
-            f"returned dtype {obj.dtype} for {exp.dtype} input; expected {exp.dtype} "
-            "(float32 in, float32 out).",
+            f"returned dtype {obj.dtype} for {source}; expected {exp.dtype}.",
         )
     return np.asarray(obj, dtype=np.float64), None
 
 
-def close(got: np.ndarray, ref, dtype) -> bool:
+def dtype_advice(obj: Any, expected_dtype: np.dtype) -> str:
+    """The hint for a wrong dtype: integers, float64 for float32, or float32 for float64."""
+    if type(obj) in (int, bool) or is_numpy_scalar(obj, "biu") or (
+            type(obj) is np.ndarray and obj.dtype.kind in "biu"):
+        return _DTYPE_ADVICE["integer"]
+    if np.dtype(expected_dtype) == np.float32:
+        return _DTYPE_ADVICE["float64 for float32"]
+    return _DTYPE_ADVICE["float32 for float64"]
+
+
+def close(got: np.ndarray, ref: Any, dtype: Any) -> bool:
     """Equal up to the tolerance of ``dtype``; non-finite entries must match exactly."""
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -227,7 +304,7 @@ def close(got: np.ndarray, ref, dtype) -> bool:
     return bool(np.all(np.abs(got[fin] - ref[fin]) <= atol + rtol * np.abs(ref[fin])))
 
 
-def compare(got: np.ndarray, expected, dtype) -> tuple[str, str] | None:
+def compare(got: np.ndarray, expected: Any, dtype: Any) -> tuple[str, str] | None:
     """Finiteness, then values; None when equal, else ``(stage, message)``."""
     ref = np.asarray(expected, dtype=np.float64)
     bad = ~np.isfinite(got) & np.isfinite(ref)
@@ -272,6 +349,14 @@ class Exercise:
         Names of the positional arguments, to show inputs and name a modified one.
     mistakes : sequence of Mistake
         The catalogue of known mistakes, most specific first (ties are broken by order).
+    uses : sequence of str
+        Roles of the student's other functions that the check must be given, e.g.
+        ``("loss_fn", "step_fn")`` for ``check("train", train, loss_fn=..., step_fn=...)``;
+        the cases hold :class:`Uses` placeholders for them.
+    no_warnings : str, optional
+        For an exercise whose contract forbids warnings: the advice shown when the function
+        returns the right value but raises a warning (diagnosis ``warns``). Without it,
+        warnings are only shown when a case fails.
     """
 
     def __init__(
@@ -282,12 +367,16 @@ class Exercise:
         signature: str,
         arg_names: Sequence[str],
         mistakes: Sequence[Mistake] = (),
+        uses: Sequence[str] = (),
+        no_warnings: str | None = None,
     ):
         self.id = id
         self.notebook = notebook
         self.signature = signature
         self.arg_names = tuple(arg_names)
         self.mistakes = tuple(mistakes)
+        self.uses = tuple(uses)
+        self.no_warnings = no_warnings
 
     def __repr__(self) -> str:
         return f"<exercise {self.id!r} ({self.notebook}): {self.signature}>"
@@ -301,11 +390,17 @@ class Exercise:
         rng = np.random.default_rng([seed, zlib.crc32(self.id.encode())])
         return self.make_cases(rng, hidden)
 
-    def call(self, fn, case: Case) -> Outcome:
-        """Run the student's function on one case (safe for untrusted code)."""
-        return call_safely(fn, case.args, case.kwargs, self.arg_names)
+    def call(self, fn: Callable, case: Case, uses: Mapping | None = None) -> Outcome:
+        """Run the student's function on one case (safe for untrusted code).
 
-    def judge(self, case: Case, output, warnings: Sequence[str] = ()) -> Verdict:
+        ``uses`` maps each role of :attr:`uses` to the function that stands in the case's
+        :class:`Uses` placeholders.
+        """
+        args = tuple(uses[a.role] if type(a) is Uses else a for a in case.args)
+        kwargs = {k: uses[v.role] if type(v) is Uses else v for k, v in case.kwargs.items()}
+        return call_safely(fn, args, kwargs, self.arg_names)
+
+    def judge(self, case: Case, output: Any, warnings: Sequence[str] = ()) -> Verdict:
         raise NotImplementedError
 
     def describe_input(self, case: Case) -> str:
@@ -315,17 +410,21 @@ class Exercise:
         named += list(case.kwargs.items())
         return "\n".join(f"{k} = {fmt(v, prefix=f'{k} = ')}" for k, v in named)
 
-    def verdict(self, message: str, stage: str, explained: Sequence[Mistake]) -> Verdict:
-        """A failing verdict: diagnosed by the first mistake that explains it, else by stage."""
+    def verdict(self, message: str, stage: str, explained: Sequence[Mistake],
+                advice: str | None = None) -> Verdict:
+        """A failing verdict: diagnosed by the first mistake that explains it, else by stage.
+
+        ``advice`` replaces the generic hint of the stage (a dtype hint that fits the case).
+        """
         if explained:
             first = explained[0]
             return Verdict(False, message, first.id, first.message,
                            tuple(m.id for m in explained))
         diag = {"type": "wrong_type", "shape": "wrong_shape", "dtype": "wrong_dtype"}.get(stage)
-        return Verdict(False, message, diag, GENERIC[diag] if diag else "")
+        return Verdict(False, message, diag, advice or (GENERIC[diag] if diag else ""))
 
 
-def case_dtype(expected) -> np.dtype:
+def case_dtype(expected: Any) -> np.dtype:
     dt = np.asarray(expected).dtype
     return dt if dt.kind == "f" else np.dtype(np.float64)
 
@@ -343,30 +442,34 @@ class FunctionExercise(Exercise):
         Accept any floating dtype (for results whose dtype the contract leaves open).
     """
 
-    def __init__(self, id, *, reference, cases, any_float=False, **kw):
+    def __init__(
+        self,
+        id: str,
+        *,
+        reference: Callable,
+        cases: Callable[[np.random.Generator, bool], list[Case]],
+        any_float: bool = False,
+        **kw: Any,
+    ):
         super().__init__(id, **kw)
         self.reference = reference
         self._cases = cases
         self.any_float = any_float
 
-    def make_cases(self, rng, hidden):
+    def make_cases(self, rng: np.random.Generator, hidden: bool) -> list[Case]:
         return self._cases(rng, hidden)
 
-    def expected(self, case: Case):
+    def expected(self, case: Case) -> Any:
         return quiet(self.reference, *case.args, **case.kwargs)
 
-    def adjust_expected(self, case: Case, got: np.ndarray, expected):
+    def adjust_expected(self, case: Case, got: np.ndarray, expected: Any) -> Any:
         """Hook for answers that are not unique (subgradients): the reference to compare with."""
         return expected
 
-    def judge(self, case, output, warnings=()):
+    def judge(self, case: Case, output: Any, warnings: Sequence[str] = ()) -> Verdict:
         expected = self.expected(case)
         exp = np.asarray(expected)
-        obj = output
-        if self.any_float and type(obj) is np.ndarray and obj.dtype.kind == "f" \
-                and obj.dtype != exp.dtype:
-            obj = obj.astype(exp.dtype)
-        got, failure = float_value(obj, expected)
+        got, failure = float_value(output, expected, input_dtype(case.args), self.any_float)
         if failure is None:
             expected = self.adjust_expected(case, got, expected)
             failure = compare(got, expected, exp.dtype)
@@ -374,12 +477,14 @@ class FunctionExercise(Exercise):
             return Verdict(True)
         stage, message = failure
         message = f"{message}\n{expected_got(expected, output)}"
-        explained = ()
+        explained: tuple[Mistake, ...] = ()
         if got is not None and stage != "dtype":
             explained = self.explain(case, got, expected, warnings)
-        return self.verdict(message, stage, explained)
+        advice = dtype_advice(output, exp.dtype) if stage == "dtype" else None
+        return self.verdict(message, stage, explained, advice)
 
-    def explain(self, case, got, expected, warn) -> tuple[Mistake, ...]:
+    def explain(self, case: Case, got: np.ndarray, expected: Any,
+                warn: Sequence[str]) -> tuple[Mistake, ...]:
         """Every catalogued mistake that explains the validated output ``got``."""
         dtype = case_dtype(expected)
         found = []
@@ -492,11 +597,11 @@ def resolve_seed(hidden: bool, seed: int | None = None) -> int:
 
 
 def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
-    """Judge one :class:`Outcome`: an exception, then the output, then modified inputs."""
+    """Judge one :class:`Outcome`: an exception, the output, modified inputs, then warnings."""
+    if case.raises is not None:
+        return _assess_error(case.raises, outcome)
     if outcome.error is not None:
-        diag = "not_implemented" if outcome.error.startswith("NotImplementedError(") else "raised"
-        return Verdict(False, f"your function raised {outcome.error} on this input.", diag,
-                       GENERIC[diag])
+        return _raised(outcome.error)
     verdict = exercise.judge(case, outcome.output, warnings=outcome.warnings)
     if verdict.ok and outcome.modified:
         return Verdict(
@@ -505,22 +610,49 @@ def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
             "modifies_input",
             GENERIC["modifies_input"],
         )
+    if verdict.ok and outcome.warnings and exercise.no_warnings is not None:
+        return Verdict(
+            False,
+            "your function returned the right value but raised a warning on this valid "
+            "input; the exercise asks for none.",
+            "warns",
+            exercise.no_warnings,
+        )
     return verdict
+
+
+def _raised(error: str) -> Verdict:
+    diag = "not_implemented" if error.startswith("NotImplementedError(") else "raised"
+    return Verdict(False, f"your function raised {error} on this input.", diag, GENERIC[diag])
+
+
+def _assess_error(raises: tuple[str, str], outcome: Outcome) -> Verdict:
+    """A case whose input the contract calls invalid: the named exception is the answer."""
+    name, why = raises
+    if outcome.error is not None and outcome.error.startswith(f"{name}("):
+        return Verdict(True)
+    if outcome.error is not None and outcome.error.startswith("NotImplementedError("):
+        return _raised(outcome.error)
+    did = (f"raised {outcome.error}" if outcome.error is not None
+           else f"returned {describe_returned(outcome.output)}")
+    return Verdict(False, f"your function {did} on this input; expected a {name}: {why}.",
+                   "missing_error", GENERIC["missing_error"])
 
 
 def run_check(
     name: str,
-    fn=None,
+    fn: Callable | None = None,
     hidden: bool = False,
     seed: int | None = None,
     *,
     outcomes: Sequence[Outcome] | None = None,
+    uses: Mapping | None = None,
 ) -> CheckResult:
     """Run the battery of exercise ``name`` on ``fn``, or judge outcomes produced elsewhere.
 
-    Every case is run and judged; the result reports how many passed and, on failure, the
-    most telling failing case: the one explained by the catalogued mistake that explains
-    the most failing cases (see :class:`Mistake`).
+    Every case is run and judged; on failure the result reports the first failing case and,
+    when a catalogued mistake explains failing cases, the one that explains the most of them
+    (see :class:`Mistake`).
 
     Parameters
     ----------
@@ -537,39 +669,52 @@ def run_check(
         One :class:`Outcome` per case of ``get_exercise(name).cases(hidden, seed)``, in order,
         for instance rebuilt with :meth:`Outcome.from_plain` from what a sandboxed process
         shipped back; ``fn`` is then not called, and the verdict is the same as in-process.
+    uses : mapping, optional
+        The student's other functions the exercise is graded with, by role (exactly the
+        exercise's ``uses``), e.g. ``{"loss_fn": softmax_loss_vectorized}``.
 
     Returns
     -------
     CheckResult
-        ``passed``, ``n_cases``, ``n_passed``, the student-facing ``message`` (which ends with
-        ``[check: <id>; diagnosis: <mistake id or none>]``) and the ``diagnosis`` id.
+        ``passed``, ``n_cases``, ``n_passed``, the student-facing ``message`` and the
+        ``diagnosis`` id (None when no mistake was recognised).
 
     Raises
     ------
     ValueError
-        For an unknown exercise, a malformed seed, or as many outcomes as there are cases.
+        For an unknown exercise, a malformed seed, outcomes that are not one per case, or
+        ``uses`` that do not name exactly the exercise's roles.
 
     Examples
     --------
     >>> import numpy as np
-    >>> result = run_check("log_likelihood", lambda p: np.log(np.prod(p)))
+    >>> result = run_check("l2_loss", lambda pred, target: np.sum((pred - target) ** 2))
     >>> result.passed, result.diagnosis
-    (False, 'product_underflow')
-    >>> print(result.message.splitlines()[-1])
-    [check: log_likelihood; diagnosis: product_underflow]
+    (False, 'missing_half')
+    >>> print(result.message.splitlines()[0])
+    l2_loss: 0/9 cases passed; case 1 (hand-made: L([3], [1])) failed.
+    >>> print(result.message.splitlines()[-1])  # doctest: +ELLIPSIS
+    Diagnosis: the factor 1/2 is missing: ...
     """
     exercise = get_exercise(name)
+    uses = dict(uses or {})
+    if outcomes is None and set(uses) != set(exercise.uses):
+        wanted = ", ".join(f"{role}=..." for role in exercise.uses)
+        raise ValueError(
+            f"check({name!r}, ...) takes " + (f"exactly {wanted}" if wanted else "no other "
+            "functions") + f", got {', '.join(sorted(uses)) or 'none'}; the test cell of "
+            "the exercise shows the call."
+        )
     if outcomes is None and not callable(fn):
         got = "None" if fn is None else describe_returned(fn)
         message = (
             f"{name}: expected your function, got {got}.\n"
             f"Hint: {GENERIC['not_callable'].format(id=name, name=name)}"
         )
-        return CheckResult(name, False, 0, 0, _tail(message, name, "not_callable"),
-                           "not_callable")
+        return CheckResult(name, False, 0, 0, message, "not_callable")
     cases = exercise.cases(hidden=hidden, seed=seed)
     if outcomes is None:
-        outcomes = [exercise.call(fn, case) for case in cases]
+        outcomes = [exercise.call(fn, case, uses) for case in cases]
     elif len(outcomes) != len(cases):
         raise ValueError(f"{name}: got {len(outcomes)} outcomes for {len(cases)} cases.")
     verdicts = [assess(exercise, c, o) for c, o in zip(cases, outcomes, strict=True)]
@@ -577,35 +722,39 @@ def run_check(
     if n_passed == len(cases):
         return CheckResult(name, True, len(cases), n_passed,
                            f"{name}: {n_passed}/{len(cases)} cases passed", None)
-    i, verdict = _most_telling(exercise, verdicts)
-    message = _failure_message(exercise, cases[i], outcomes[i], verdict, i, len(cases), n_passed)
+    i, verdict, seen_in = _report(exercise, verdicts)
+    message = _failure_message(exercise, cases, outcomes[i], verdict, i, seen_in, n_passed)
     return CheckResult(name, False, len(cases), n_passed, message, verdict.diagnosis)
 
 
-def _most_telling(exercise: Exercise, verdicts: Sequence[Verdict]) -> tuple[int, Verdict]:
-    """The failing case to report, and its verdict.
+def _report(exercise: Exercise, verdicts: Sequence[Verdict]) -> tuple[int, Verdict, int | None]:
+    """The first failing case, its verdict, and the case the diagnosis was seen in if another.
 
     One case can be consistent with several mistakes (with lr = 1 two momentum conventions
     agree), so the mistake consistent with the most failing cases wins, ties going to the
-    catalogue's order; the first case it explains is reported. Without one, a failure with
-    a generic diagnosis teaches more than an unexplained one.
+    catalogue's order. When it does not explain the first failing case (two bugs, or a case
+    where the buggy model happens to be right), the message says which case it explains.
     """
     failing = [i for i, v in enumerate(verdicts) if not v.ok]
+    first = failing[0]
     order = [m.id for m in exercise.mistakes]
     votes = {d: sum(d in verdicts[i].explained_by for i in failing) for d in order}
     best = max(order, key=lambda d: votes[d], default=None)
-    if best is not None and votes[best]:
-        i = next(i for i in failing if best in verdicts[i].explained_by)
-        mistake = exercise.mistakes[order.index(best)]
-        return i, replace(verdicts[i], diagnosis=best, advice=mistake.message)
-    known = [i for i in failing if verdicts[i].diagnosis not in (None, "raised", "not_implemented")]
-    i = known[0] if known else failing[0]
-    return i, verdicts[i]
+    if best is None or not votes[best]:
+        return first, verdicts[first], None
+    mistake = exercise.mistakes[order.index(best)]
+    verdict = replace(verdicts[first], diagnosis=best, advice=mistake.message)
+    if best in verdicts[first].explained_by:
+        return first, verdict, None
+    return first, verdict, next(i for i in failing if best in verdicts[i].explained_by)
 
 
-def _failure_message(exercise, case, outcome, verdict, i, n, n_passed) -> str:
+def _failure_message(exercise: Exercise, cases: Sequence[Case], outcome: Outcome,
+                     verdict: Verdict, i: int, seen_in: int | None, n_passed: int) -> str:
+    case = cases[i]
     lines = [
-        f"{exercise.id}: {n_passed}/{n} cases passed; case {i + 1} ({case.label}) failed.",
+        f"{exercise.id}: {n_passed}/{len(cases)} cases passed; case {i + 1} ({case.label}) "
+        "failed.",
         "input:",
         indent(exercise.describe_input(case)),
         verdict.message,
@@ -619,16 +768,15 @@ def _failure_message(exercise, case, outcome, verdict, i, n, n_passed) -> str:
             printed[3] = "..."
         lines.append("your function printed:\n" + indent("\n".join(printed)))
     if verdict.advice:
-        label = "Diagnosis" if verdict.diagnosis not in GENERIC else "Hint"
+        catalogued = verdict.diagnosis in {m.id for m in exercise.mistakes}
+        label = "Diagnosis" if catalogued else "Hint"
+        if seen_in is not None:
+            label += f" (from case {seen_in + 1}, {cases[seen_in].label})"
         lines.append(f"{label}: {verdict.advice}")
-    return _tail("\n".join(lines), exercise.id, verdict.diagnosis)
+    return "\n".join(lines)
 
 
-def _tail(message: str, name: str, diagnosis: str | None) -> str:
-    return f"{message}\n[check: {name}; diagnosis: {diagnosis or 'none'}]"
-
-
-def check(name: str, fn, *, hidden: bool = False) -> None:
+def check(name: str, fn: Callable, *, hidden: bool = False, **uses: Callable) -> None:
     """Check the student's ``fn`` for exercise ``name``: print one line, or raise.
 
     The test cell of every autograded exercise calls this. On success it prints a single
@@ -645,6 +793,10 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
         The student's function, with the signature of the exercise.
     hidden : bool, default False
         Use the hidden battery, seeded from ``LOSSUTILS_GRADING_SEED`` when set.
+    **uses
+        The student's other functions an exercise is graded with, by role: ``train`` runs
+        with the student's own loss and optimizer step,
+        ``check("train", train, loss_fn=softmax_loss_vectorized, step_fn=rmsprop_step)``.
 
     Raises
     ------
@@ -673,7 +825,7 @@ def check(name: str, fn, *, hidden: bool = False) -> None:
     ...     print(failure.diagnosis)
     overflow
     """
-    result = run_check(name, fn, hidden=hidden)
+    result = run_check(name, fn, hidden=hidden, uses=uses)
     if not result.passed:
         raise CheckFailed(result.message, exercise=name, diagnosis=result.diagnosis) from None
     print(result.message)

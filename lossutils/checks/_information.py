@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, log_base, lossutils_ref, n_random, sum_instead_of_mean
+import lossutils
+
+from ._common import DTYPES, case, log_base, n_random, sum_instead_of_mean
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "04-kl-divergence"
@@ -46,11 +48,18 @@ def _pair_cases(rng, hidden):
              np.array([[0.2, 0.8], [0.6, 0.4]])),
         case("p with zeros (0 log 0 = 0)", np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]),
              np.array([[0.2, 0.3, 0.5], [0.4, 0.4, 0.2]])),
+        case("q with zeros: inf where p > 0, 0 where p = 0 too",
+             np.array([[0.5, 0.5, 0.0], [0.0, 0.3, 0.7]]),
+             np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])),
         case("square input with distinct rows",
              np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]),
              np.array([[0.3, 0.3, 0.4], [0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])),
         case("batch of one, float32", np.array([[0.1, 0.6, 0.3]], np.float32),
              np.array([[0.3, 0.3, 0.4]], np.float32)),
+        case("3-D input (2, 2, 3)", np.array([[[0.1, 0.2, 0.7], [0.5, 0.5, 0.0]],
+                                              [[1.0, 0.0, 0.0], [0.3, 0.3, 0.4]]]),
+             np.array([[[0.3, 0.3, 0.4], [0.2, 0.2, 0.6]],
+                       [[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]])),
     ]
     for dtype in DTYPES:
         for i in range(n_random(hidden)):
@@ -87,8 +96,17 @@ def _xlogy(x, y):
 
 _LOG_ZERO = (
     "log_zero",
-    "a probability of 0 gave 0 * log(0) = nan: use the convention 0 log 0 = 0, e.g. "
-    "np.where(p > 0, p * np.log(p), 0.0) (no epsilon needed).",
+    "a probability of 0 gave 0 * log(0) = nan: the convention is 0 log 0 = 0. Keep the "
+    "zeros out of the logarithm's argument, so that log never sees a 0 (no epsilon needed; "
+    "masking the result afterwards still evaluates log(0) and warns).",
+)
+
+# The three exercises state "no warnings": a warning here means log(0) or an overflow was
+# evaluated, which the notebook teaches to avoid rather than to silence.
+_NO_LOG_ZERO = (
+    "the value is right, but log(0) (or 0 * inf) was evaluated along the way and warned: "
+    "keep the zeros out of the logarithm's argument, so that it never sees a 0 (choosing "
+    "among results afterwards is too late, both branches are computed)."
 )
 
 register(
@@ -97,14 +115,15 @@ register(
         notebook=NOTEBOOK,
         signature="entropy(p)",
         arg_names=("p",),
-        reference=lossutils_ref("entropy"),
+        reference=lossutils.entropy,
         cases=_dist_cases,
+        no_warnings=_NO_LOG_ZERO,
         mistakes=(
             Mistake(*_LOG_ZERO, models=(lambda p: -np.sum(p * np.log(p), axis=-1),)),
             Mistake(
                 "wrong_axis",
-                "you summed over the wrong axis: the distribution is along the last axis, "
-                "so sum with axis=-1 (one entropy per row).",
+                "you summed over the wrong axis: each distribution lies along the last axis, "
+                "whatever the number of leading axes (one entropy per distribution).",
                 models=(lambda p: -np.sum(_xlogy(p, p), axis=0), lambda p: -np.sum(_xlogy(p, p))),
             ),
             Mistake(
@@ -129,8 +148,10 @@ register(
         notebook=NOTEBOOK,
         signature="kl_divergence(p, q)",
         arg_names=("p", "q"),
-        reference=lossutils_ref("kl_divergence"),
+        reference=lossutils.kl_divergence,
         cases=_pair_cases,
+        no_warnings=_NO_LOG_ZERO + " Where q is 0 under p > 0, +inf is honest: silence only "
+        "that divide-by-zero warning.",
         mistakes=(
             Mistake(
                 "swapped_arguments",
@@ -152,8 +173,8 @@ register(
             ),
             Mistake(
                 "wrong_axis",
-                "you summed over the wrong axis: the distributions are along the last axis, "
-                "so sum with axis=-1 (one divergence per row).",
+                "you summed over the wrong axis: each distribution lies along the last axis, "
+                "whatever the number of leading axes (one divergence per pair).",
                 models=(lambda p, q: np.sum(_xlogy(p, p) - _xlogy(p, q), axis=0),
                         lambda p, q: np.sum(_xlogy(p, p) - _xlogy(p, q))),
             ),
@@ -186,13 +207,17 @@ register(
         notebook=NOTEBOOK,
         signature="binary_cross_entropy_with_logits(logits, target)",
         arg_names=("logits", "target"),
-        reference=lossutils_ref("binary_cross_entropy_with_logits"),
+        reference=lossutils.binary_cross_entropy_with_logits,
         cases=_logit_cases,
+        no_warnings="the value is right, but exp overflowed or log saw a 0 along the way: "
+        "write the loss so that exp only ever sees non-positive arguments and log only "
+        "positive ones.",
         mistakes=(
             Mistake(
                 "overflow",
                 "sigmoid(x) rounds to 0 or 1 for large |x|, and log(0) = -inf (or exp "
-                "overflows): use the stable form max(x, 0) - x t + log(1 + exp(-|x|)).",
+                "overflows): compute the loss from the logit in a form where exp only ever "
+                "sees non-positive arguments.",
                 models=(_naive_bce,),
                 detect=_overflow_detect,
             ),

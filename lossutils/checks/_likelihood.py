@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from ._common import DTYPES, case, log_base, lossutils_ref, mean_instead_of_sum, n_random
+import lossutils
+
+from ._common import DTYPES, case, log_base, mean_instead_of_sum, n_random
 from ._core import FunctionExercise, Mistake, register
 
 NOTEBOOK = "01-likelihood"
@@ -40,6 +44,13 @@ def _underflow(model):
     )
 
 
+# Both exercises state that -inf comes without a warning (stderr would fail a notebook cell).
+_SILENCE_LOG_ZERO = (
+    "the value is right, but np.log(0) warned (divide by zero) although -inf is the right "
+    "answer: silence that one warning around the logarithm, as the exercise says, and "
+    "nothing more."
+)
+
 _EPSILON = Mistake(
     "epsilon_clip",
     "a probability of exactly 0 makes the likelihood 0 and its log -inf; do not add an epsilon "
@@ -53,8 +64,9 @@ register(
         notebook=NOTEBOOK,
         signature="log_likelihood(probs)",
         arg_names=("probs",),
-        reference=lossutils_ref("log_likelihood"),
+        reference=lossutils.log_likelihood,
         cases=_prob_cases,
+        no_warnings=_SILENCE_LOG_ZERO,
         mistakes=(
             _underflow(lambda p: np.log(np.prod(p))),
             Mistake(
@@ -76,8 +88,9 @@ register(
         notebook=NOTEBOOK,
         signature="negative_log_likelihood(probs)",
         arg_names=("probs",),
-        reference=lossutils_ref("negative_log_likelihood", reduction="sum"),
+        reference=partial(lossutils.negative_log_likelihood, reduction="sum"),
         cases=_prob_cases,
+        no_warnings=_SILENCE_LOG_ZERO,
         mistakes=(
             _underflow(lambda p: -np.log(np.prod(p))),
             Mistake(
@@ -126,20 +139,20 @@ register(
         mistakes=(
             Mistake(
                 "fraction_of_tails",
-                "you returned the fraction of 0s (tails); p(heads) is the fraction of 1s, "
-                "mean(outcomes).",
+                "you estimated p(tails); the exercise asks for p(heads), the probability of "
+                "the outcome coded 1.",
                 models=(lambda o: 1.0 - np.mean(o),),
             ),
             Mistake(
                 "count_not_fraction",
-                "you returned the number of heads; the MLE is the fraction of heads: divide "
-                "by the number of tosses M.",
+                "you returned a count, which grows with the number of tosses; an estimate of "
+                "a probability lies in [0, 1]: check the last step of your derivation.",
                 models=(lambda o: float(np.sum(o)),),
             ),
             Mistake(
                 "integer_division",
-                "integer division (//) rounds the fraction down to 0 or 1: use true "
-                "division (/) or np.mean.",
+                "integer division (//) rounds the result down to a whole number, 0 or 1: "
+                "use true division.",
                 models=(lambda o: float(np.sum(o) // len(o)),),
             ),
         ),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, case, lossutils_ref, n_random, sum_instead_of_mean
+import lossutils
+
+from ._common import DTYPES, case, n_random, sum_instead_of_mean
 from ._core import FunctionExercise, Mistake, register
 from ._regression import SubgradientExercise
 
@@ -19,6 +21,7 @@ def _binary_cases(rng, hidden):
              np.array([1.0, -1.0, -1.0])),
         case("misclassified points", np.array([-2.0, 0.5]), np.array([1.0, -1.0])),
         case("batch of one", np.array([0.25]), np.array([1.0])),
+        case("integer targets", np.array([0.5, 1.0, -2.0, 3.0]), np.array([1, 1, -1, -1])),
         case("float32", np.array([0.3, -1.2, 2.0, 0.0], np.float32),
              np.array([1.0, 1.0, -1.0, -1.0], np.float32)),
     ]
@@ -60,7 +63,7 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_loss(scores, target)",
         arg_names=("scores", "target"),
-        reference=lossutils_ref("hinge_loss"),
+        reference=lossutils.hinge_loss,
         cases=_binary_cases,
         mistakes=(
             Mistake(
@@ -101,19 +104,20 @@ register(
         notebook=NOTEBOOK,
         signature="hinge_subgradient(scores, target)",
         arg_names=("scores", "target"),
-        reference=lossutils_ref("hinge_loss_grad"),
+        reference=lossutils.hinge_loss_grad,
         cases=_binary_cases,
         kinks=_hinge_kinks,
         mistakes=(
             Mistake(
                 "missing_mean",
-                "your subgradient is N times too large: the loss is a mean, so each active "
-                "point contributes -y / N.",
+                "your subgradient is N times too large: the loss is a mean, so every entry "
+                "carries the 1/N of the mean.",
                 models=(lambda s, y: np.where(_active(s, y), -y, 0.0),),
             ),
             Mistake(
                 "sign_flipped",
-                "the sign is flipped: d/ds max(0, 1 - y s) = -y where 1 - y s > 0.",
+                "the sign is flipped: inside the margin, moving a score towards its label "
+                "lowers the loss.",
                 models=(lambda s, y: np.where(_active(s, y), y, 0.0) / len(s),),
             ),
             Mistake(
@@ -124,7 +128,8 @@ register(
             ),
             Mistake(
                 "target_missing",
-                "the target is missing from the derivative: d/ds (1 - y s) = -y, not -1.",
+                "the target is missing from the derivative: the chain rule brings down the "
+                "y of y s.",
                 models=(lambda s, y: np.where(_active(s, y), -1.0, 0.0) / len(s),),
             ),
         ),
@@ -148,7 +153,7 @@ register(
         notebook=NOTEBOOK,
         signature="multiclass_hinge_loss(scores, labels)",
         arg_names=("scores", "labels"),
-        reference=lossutils_ref("multiclass_hinge_loss"),
+        reference=lossutils.multiclass_hinge_loss,
         cases=_multi_cases,
         mistakes=(
             Mistake(

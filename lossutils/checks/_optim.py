@@ -9,7 +9,12 @@ optimizer run on the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
+
+import lossutils
 
 from ._calling import Outcome, call_safely, exception_text, quiet
 from ._common import DTYPES, case, n_random
@@ -22,6 +27,7 @@ from ._core import (
     Verdict,
     close,
     compare,
+    dtype_advice,
     float_value,
     register,
 )
@@ -36,9 +42,7 @@ __all__ = ["StepExercise"]
 
 
 def _sgd(w, grad, lr):
-    from lossutils import SGD
-
-    return SGD(lr).step(w, grad)
+    return lossutils.SGD(lr).step(w, grad)
 
 
 def _sgd_cases(rng, hidden):
@@ -118,8 +122,19 @@ class StepExercise(Exercise):
         are judged only through the steps they lead to (AMSGrad's ``r_max``).
     """
 
-    def __init__(self, id, *, optimizer, initial_state, call_args, cases, state_name,
-                 state_fields=(), extra_fields=(), **kw):
+    def __init__(
+        self,
+        id: str,
+        *,
+        optimizer: Callable,
+        initial_state: Callable[[np.ndarray], Any],
+        call_args: Callable[[np.ndarray, np.ndarray, Any, dict], tuple[tuple, dict]],
+        cases: Callable[[np.random.Generator, bool], list[Case]],
+        state_name: str,
+        state_fields: Sequence[str] = (),
+        extra_fields: Sequence[str] = (),
+        **kw: Any,
+    ):
         super().__init__(id, **kw)
         self.optimizer = optimizer
         self.initial_state = initial_state
@@ -129,10 +144,10 @@ class StepExercise(Exercise):
         self.state_fields = tuple(state_fields)
         self.extra_fields = tuple(extra_fields)
 
-    def make_cases(self, rng, hidden):
+    def make_cases(self, rng: np.random.Generator, hidden: bool) -> list[Case]:
         return self._cases(rng, hidden)
 
-    def describe_input(self, case):
+    def describe_input(self, case: Case) -> str:
         w0, grads = case.args
         hyper = ", ".join(f"{k}={v!r}" for k, v in case.kwargs.items()) or "the defaults"
         return (f"w = {fmt(w0, 'w = ')}\n"
@@ -164,7 +179,7 @@ class StepExercise(Exercise):
             w, state = fed
         return Outcome(steps, error, tuple(texts), "".join(printed), tuple(modified))
 
-    def call(self, fn, case):
+    def call(self, fn: Callable, case: Case, uses: Mapping | None = None) -> Outcome:
         return self._drive(lambda a, k: call_safely(fn, a, k, self.arg_names), case)
 
     def _run_model(self, model, case) -> list:
@@ -185,7 +200,7 @@ class StepExercise(Exercise):
 
     # -- judging -------------------------------------------------------------
 
-    def reference_steps(self, case):
+    def reference_steps(self, case: Case) -> list[tuple[np.ndarray, dict]]:
         w0, grads = case.args
         opt = self.optimizer(**case.kwargs)
         w, out = w0, []
@@ -194,7 +209,7 @@ class StepExercise(Exercise):
             out.append((w, opt.state))
         return out
 
-    def judge(self, case, output, warnings=()):
+    def judge(self, case: Case, output: Any, warnings: Sequence[str] = ()) -> Verdict:
         ref = self.reference_steps(case)
         if type(output) is not list:  # only the driver builds this list
             return Verdict(False, f"no steps were recorded ({describe_returned(output)}).")
@@ -212,18 +227,18 @@ class StepExercise(Exercise):
             failure = self._judge_step(output[k], ref_w, ref_state, k)
             if failure is None:
                 continue
-            stage, message, shown = failure
+            stage, message, shown, advice = failure
             message = f"{prefix}: {message}\n{shown}"
-            explained = ()
+            explained: tuple[Mistake, ...] = ()
             if stage in ("finite", "values"):
                 explained = self._explain_steps(case, output, k, ref)
-            return self.verdict(message, stage, explained)
+            return self.verdict(message, stage, explained, advice)
         return Verdict(True)
 
     def _judge_step(self, out, ref_w, ref_state, k):
         if type(out) is not tuple or len(out) != 2:
             return ("type", f"returned {describe_returned(out)}; expected a tuple "
-                    f"(new_w, new_{self.state_name}).", "")
+                    f"(new_w, new_{self.state_name}).", "", None)
         new_w, new_state = out
         failure = _value_failure(new_w, ref_w, "new_w")
         if failure is not None:
@@ -235,20 +250,20 @@ class StepExercise(Exercise):
     def _judge_state(self, state, ref_w, ref_state, k):
         if type(state) is not dict:
             return ("type", f"returned as state {describe_returned(state)}; expected a new "
-                    "dict with the same keys as the one given.", "")
+                    "dict with the same keys as the one given.", "", None)
         missing = [key for key in ("t", *self.state_fields, *self.extra_fields)
                    if key not in state]
         if missing:
             return ("type", f"the returned state has no key {missing[0]!r}; keep the keys "
-                    f"{['t', *self.state_fields, *self.extra_fields]}.", "")
+                    f"{['t', *self.state_fields, *self.extra_fields]}.", "", None)
         t = state["t"]
         if type(t) not in (int, float) and not is_numpy_scalar(t, "iuf"):
             return ("type", f"state['t'] is {describe_returned(t)}; expected the step count.",
-                    "")
+                    "", None)
         if t != ref_state["t"]:
             return ("values", f"state['t'] is {t!r} after {k + 1} step(s); expected "
                     f"{ref_state['t']} (increment t once per call, before the bias "
-                    "correction).", "")
+                    "correction).", "", None)
         for key in self.state_fields:
             failure = _value_failure(state[key], ref_state[key], f"state[{key!r}]")
             if failure is not None:
@@ -257,49 +272,67 @@ class StepExercise(Exercise):
             value = state[key]
             if type(value) is not np.ndarray or value.shape != ref_w.shape:
                 return ("type", f"state[{key!r}] is {describe_returned(value)}; expected an "
-                        f"array of shape {ref_w.shape}.", "")
+                        f"array of shape {ref_w.shape}.", "", None)
         return None
 
-    def _explain_steps(self, case, output, k, ref):
-        """The mistakes whose model reproduces the student's step ``k`` (w, and v if any)."""
-        got = _step_values(output[k], self.state_name == "v")
-        if got is None:
+    def _explain_steps(self, case: Case, output: list, k: int, ref: list) -> tuple[Mistake, ...]:
+        """The mistakes whose model reproduces the student's step ``k`` and every later step.
+
+        w and the state count: storing the bias-corrected moments, or handing back the old
+        velocity, leaves a step's w right. Two mistakes can agree on the first wrong step
+        (RMSProp's bias correction and AdaGrad's sum both give r = g * g at t = 1), so the
+        later steps decide.
+        """
+        got = [self._step_values(out) for out in output[k:]]
+        if got[0] is None:
             return ()
-        ref_values = np.concatenate([ref[k][0].ravel(), ref[k][1]["v"].ravel()]) \
-            if self.state_name == "v" else ref[k][0]
-        dtype = ref[k][0].dtype
+        ref_w, ref_state = ref[k]
+        ref_values = self._step_values((ref_w, ref_state["v"] if self.state_name == "v"
+                                        else ref_state))
+        dtype = ref_w.dtype
         found = []
         for mistake in self.mistakes:
             for model in mistake.models:
-                steps = self._run_model(model, case)
-                m = _step_values(steps[k], self.state_name == "v") if len(steps) > k else None
-                if m is not None and close(got, m, dtype) and not close(m, ref_values, dtype):
+                values = [self._step_values(s) for s in self._run_model(model, case)[k:]]
+                if len(values) < len(got) or values[0] is None \
+                        or close(values[0], ref_values, dtype):
+                    continue
+                if all(g is None or (m is not None and close(g, m, dtype))
+                       for g, m in zip(got, values, strict=False)):
                     found.append(mistake)
                     break
         return tuple(found)
 
+    def _step_values(self, out: Any) -> np.ndarray | None:
+        """One step's new w and compared state arrays, flattened to float64; None if unusable.
 
-def _value_failure(obj, ref, what):
+        The state is part of what a mistake must reproduce: storing the bias-corrected
+        moments, or handing back the old velocity, leaves this step's w right.
+        """
+        if type(out) is not tuple or len(out) != 2:
+            return None
+        w, state = out
+        if self.state_name == "v":
+            parts = [w, state]
+        elif type(state) is dict and all(key in state for key in self.state_fields):
+            parts = [w, *(state[key] for key in self.state_fields)]
+        else:
+            return None
+        if any(type(p) is not np.ndarray or p.dtype.kind != "f" or p.shape != np.shape(w)
+               for p in parts):
+            return None
+        return np.concatenate([p.astype(np.float64).ravel() for p in parts])
+
+
+def _value_failure(obj: Any, ref: np.ndarray, what: str):
     got, failure = float_value(obj, ref)
     if failure is None:
         failure = compare(got, ref, np.asarray(ref).dtype)
     if failure is None:
         return None
     stage, message = failure
-    return stage, f"{what} {message}", expected_got(ref, obj)
-
-
-def _step_values(out, with_velocity):
-    """The new w of one step (and the new velocity, for momentum) as float64, if valid."""
-    if type(out) is not tuple or len(out) != 2:
-        return None
-    parts = [out[0], out[1]] if with_velocity else [out[0]]
-    if any(type(p) is not np.ndarray or p.dtype.kind != "f" for p in parts):
-        return None
-    if with_velocity and parts[0].shape != parts[1].shape:
-        return None
-    return np.concatenate([p.astype(np.float64).ravel() for p in parts]) if with_velocity \
-        else parts[0].astype(np.float64)
+    advice = dtype_advice(obj, np.asarray(ref).dtype) if stage == "dtype" else None
+    return stage, f"{what} {message}", expected_got(ref, obj), advice
 
 
 def _safe_copy(state):
@@ -325,9 +358,7 @@ def _safe_copy(state):
 
 
 def _momentum_opt(lr, mu):
-    from lossutils import Momentum
-
-    return Momentum(lr, momentum=mu)
+    return lossutils.Momentum(lr, momentum=mu)
 
 
 def _momentum_args(w, g, v, hyper):
@@ -372,6 +403,11 @@ def _mom_old_v(w, g, v, lr, mu):
     return w + v, mu * v - lr * g
 
 
+def _mom_returns_given_v(w, g, v, lr, mu):
+    new_v = mu * v - lr * g
+    return w + new_v, v
+
+
 def _mom_ema(w, g, v, lr, mu):
     v = mu * v - (1 - mu) * lr * g
     return w + v, v
@@ -408,6 +444,12 @@ register(
                 models=(_mom_old_v,),
             ),
             Mistake(
+                "returns_old_velocity",
+                "you returned the velocity you were given, so every step starts again from "
+                "it: return the updated velocity, the one you moved w with.",
+                models=(_mom_returns_given_v,),
+            ),
+            Mistake(
                 "ema_velocity",
                 "you averaged the gradient (a (1 - mu) factor); momentum accumulates it: "
                 "v = mu v - lr grad.",
@@ -421,18 +463,6 @@ register(
 # --------------------------------------------------------------------------- Adam, AMSGrad
 
 _ADAM_DEFAULTS = {"lr": 0.001, "mu": 0.9, "rho": 0.999, "eps": 1e-8}
-
-
-def _adam_opt(**hyper):
-    from lossutils import Adam
-
-    return Adam(**hyper)
-
-
-def _amsgrad_opt(**hyper):
-    from lossutils import AMSGrad
-
-    return AMSGrad(**hyper)
 
 
 def _adam_state(w0):
@@ -475,14 +505,15 @@ def _adam_cases(rng, hidden, *, flips=False):
 
 def _adam_like(w, g, state, lr, mu, rho, eps, *, zero_based=False, correct=lambda m, r, t, mu,
                rho: (m / (1 - mu**t), r / (1 - rho**t)), swap=False, denominator=None,
-               amsgrad=None):
+               amsgrad=None, store_corrected=False):
     """Adam and AMSGrad with one mistake switched on: the catalogue's models."""
     t = state["t"] if zero_based else state["t"] + 1
     a, b = (rho, mu) if swap else (mu, rho)
     m = a * state["m"] + (1 - a) * g
     r = b * state["r"] + (1 - b) * g * g
     m_hat, r_hat = correct(m, r, t, mu, rho)
-    new = {"t": state["t"] + 1, "m": m, "r": r}
+    new = {"t": state["t"] + 1, "m": m_hat, "r": r_hat} if store_corrected \
+        else {"t": state["t"] + 1, "m": m, "r": r}
     if amsgrad is not None:
         num, den, new["r_max"] = amsgrad(state, m, r, m_hat, r_hat, t, rho)
     else:
@@ -498,11 +529,6 @@ def _adam_model(**mistake):
     return model
 
 
-def _ams(state, m, r, m_hat, r_hat, t, rho):
-    r_max = np.maximum(state["r_max"], r_hat)
-    return m_hat, np.sqrt(r_max), r_max
-
-
 def _ams_model(rule):
     return _adam_model(amsgrad=rule)
 
@@ -510,15 +536,22 @@ def _ams_model(rule):
 _ADAM_MISTAKES = (
     Mistake(
         "bias_correction_multiplies",
-        "the bias correction divides by (1 - mu^t) and (1 - rho^t); it does not multiply by "
-        "(1 - mu).",
+        "the bias correction rescales each moment by a factor that depends on the step "
+        "count t; multiplying by (1 - mu) is not it.",
         models=(_adam_model(correct=lambda m, r, t, mu, rho: (m * (1 - mu), r * (1 - rho))),),
     ),
     Mistake(
         "no_bias_correction",
-        "the bias correction is missing: m and r start at 0, so divide them by (1 - mu^t) "
-        "and (1 - rho^t) before the step.",
+        "the bias correction is missing: m and r start at 0 and are biased towards 0 in "
+        "the first steps; correct both before the step.",
         models=(_adam_model(correct=lambda m, r, t, mu, rho: (m, r)),),
+    ),
+    Mistake(
+        "stores_corrected_moments",
+        "the state must keep the raw moving averages m and r; the bias-corrected values "
+        "are for this step's update only (stored, they are corrected again at every later "
+        "step).",
+        models=(_adam_model(store_corrected=True),),
     ),
     Mistake(
         "step_counter",
@@ -534,13 +567,14 @@ _ADAM_MISTAKES = (
     ),
     Mistake(
         "eps_inside_sqrt",
-        "eps goes outside the square root: w - lr * m_hat / (sqrt(r_hat) + eps).",
+        "eps goes outside the square root: it is added to the root of the second moment, "
+        "to keep the division safe, not to the moment itself.",
         models=(_adam_model(denominator=lambda r_hat, eps: np.sqrt(r_hat + eps)),),
     ),
     Mistake(
         "missing_sqrt",
-        "the square root is missing: divide by sqrt(r_hat) + eps, which has the units of "
-        "the gradient.",
+        "the square root is missing: the step divides by the root of the second moment, "
+        "which has the units of the gradient.",
         models=(_adam_model(denominator=lambda r_hat, eps: r_hat + eps),),
     ),
 )
@@ -551,7 +585,7 @@ register(
         notebook=NOTEBOOK,
         signature="adam_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
         arg_names=("w", "grad", "state"),
-        optimizer=_adam_opt,
+        optimizer=lossutils.Adam,
         initial_state=_adam_state,
         call_args=_dict_args,
         cases=_adam_cases,
@@ -587,7 +621,7 @@ register(
         notebook=NOTEBOOK,
         signature="amsgrad_step(w, grad, state, lr=0.001, mu=0.9, rho=0.999, eps=1e-8)",
         arg_names=("w", "grad", "state"),
-        optimizer=_amsgrad_opt,
+        optimizer=lossutils.AMSGrad,
         initial_state=_amsgrad_state,
         call_args=_dict_args,
         cases=lambda rng, hidden: _adam_cases(rng, hidden, flips=True),
@@ -619,7 +653,342 @@ register(
                 "maximum, r_max = max(r_max, r_hat), so it is carried to the next step.",
                 models=(_ams_model(_ams_not_stored),),
             ),
-            *_ADAM_MISTAKES[:3],
+            *_ADAM_MISTAKES[:4],
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- Nesterov
+
+
+class _LectureNesterov:
+    """The reference: the lecture's Nesterov step, the gradient taken at w + mu v.
+
+    ``lossutils.Nesterov`` works in the look-ahead coordinates (it is given the gradient at
+    the point it returns); this exercise hands the student ``grad_fn`` and keeps the
+    lecture's variables, so the reference takes ``grad_fn`` too and ignores ``g``.
+    """
+
+    def __init__(self, grad_fn, lr, mu):
+        self.grad_fn, self.lr, self.mu = grad_fn, lr, mu
+        self.t, self.v = 0, None
+
+    def step(self, w, g):
+        if self.v is None:
+            self.v = np.zeros_like(w)
+        self.v = self.mu * self.v - self.lr * self.grad_fn(w + self.mu * self.v)
+        self.t += 1
+        return w + self.v
+
+    @property
+    def state(self):
+        return {"t": self.t, "v": self.v.copy()}
+
+
+class LookaheadStepExercise(StepExercise):
+    """A step that computes its own gradients with a checker-made ``grad_fn``.
+
+    A case is ``Case(label, (w0, steps), {"grad_fn": ..., "lr": ..., "mu": ...})`` where
+    ``steps`` has one (empty) row per step: the driver of :class:`StepExercise` runs that
+    many steps, and ``grad_fn`` (a :class:`~lossutils.checks._given.GivenFunction`) is
+    passed to every call.
+    """
+
+    def describe_input(self, case):
+        w0, steps = case.args
+        hyper = {k: v for k, v in case.kwargs.items() if k != "grad_fn"}
+        grad_fn = case.kwargs["grad_fn"]
+        params = grad_fn.params
+        return (f"w = {fmt(w0, 'w = ')}\n"
+                f"grad_fn = {fmt(grad_fn)}\n"
+                f"    with H = {fmt(params['hessian'], '    with H = ')}\n"
+                f"    and w_min = {fmt(params['center'], '    and w_min = ')}\n"
+                f"v starts as {fmt(self.initial_state(w0))}; {len(steps)} steps\n"
+                f"hyperparameters: " + ", ".join(f"{k}={v!r}" for k, v in hyper.items()))
+
+
+def _lookahead_args(w, g, v, hyper):
+    return (w, hyper["grad_fn"], v, hyper["lr"], hyper["mu"]), {}
+
+
+def _spd(rng, n):
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (q * rng.uniform(0.5, 3.0, size=n)) @ q.T
+
+
+def _bowl(rng, n):
+    from ._given import GivenFunction
+
+    return GivenFunction("quadratic_grad", hessian=_spd(rng, n), center=rng.normal(size=n))
+
+
+def _nesterov_cases(rng, hidden):
+    from ._given import GivenFunction
+
+    valley = GivenFunction("quadratic_grad", hessian=np.diag([1.0, 10.0]),
+                           center=np.zeros(2))
+    cases = [
+        Case("the valley f = (w1^2 + 10 w2^2) / 2 of section 3, from (-2, 1)",
+             (np.array([-2.0, 1.0]), np.empty((4, 0))),
+             {"grad_fn": valley, "lr": 0.05, "mu": 0.9}),
+        Case("a tilted bowl, lr = 1", (np.array([1.0, -1.0, 0.5]), np.empty((3, 0))),
+             {"grad_fn": _bowl(rng, 3), "lr": 1.0, "mu": 0.5}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            n, k = int(rng.integers(2, 5)), int(rng.integers(3, 7))
+            hyper = {"grad_fn": _bowl(rng, n), "lr": float(np.round(rng.uniform(0.05, 0.4), 3)),
+                     "mu": float(rng.choice([0.5, 0.9]))}
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=n).astype(dtype), np.empty((k, 0))), hyper))
+    return cases
+
+
+def _nesterov_model(look, *, sign=1.0, lr_scale=True, framework=False, old_v=False):
+    """Nesterov with one mistake switched on: ``look(w, v, mu)`` is where the gradient is taken."""
+
+    def model(w, grad_fn, v, lr, mu):
+        g = grad_fn(look(w, sign * v, mu))
+        new_v = mu * v - sign * (lr if lr_scale else 1.0) * g
+        if framework:
+            return w + mu * new_v - lr * g, new_v
+        return (w + sign * v if old_v else w + sign * new_v), new_v
+
+    return model
+
+
+register(
+    LookaheadStepExercise(
+        "nesterov_step",
+        notebook=NOTEBOOK,
+        signature="nesterov_step(w, grad_fn, v, lr, mu)",
+        arg_names=("w", "grad_fn", "v", "lr", "mu"),
+        optimizer=_LectureNesterov,
+        initial_state=np.zeros_like,
+        call_args=_lookahead_args,
+        cases=_nesterov_cases,
+        state_name="v",
+        mistakes=(
+            Mistake(
+                "gradient_at_w",
+                "you took the gradient at w: that is plain momentum. Nesterov looks ahead: "
+                "the gradient is grad_fn(w + mu * v), at the point momentum is carrying you to.",
+                models=(_nesterov_model(lambda w, v, mu: w),),
+            ),
+            Mistake(
+                "lookahead_without_mu",
+                "the look-ahead point is w + mu * v, not w + v: momentum will carry you by "
+                "mu * v before the new gradient acts.",
+                models=(_nesterov_model(lambda w, v, mu: w + v),),
+            ),
+            Mistake(
+                "framework_form",
+                "you used the frameworks' form in look-ahead coordinates (w + mu v_new - lr g "
+                "with g at w); this exercise keeps the lecture's variables: "
+                "v = mu v - lr grad_fn(w + mu v), then w = w + v.",
+                models=(_nesterov_model(lambda w, v, mu: w, framework=True),),
+            ),
+            Mistake(
+                "velocity_sign",
+                "your velocity has the opposite sign: this exercise uses "
+                "v = mu v - lr grad_fn(w + mu v) and w = w + v.",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, sign=-1.0),),
+            ),
+            Mistake(
+                "old_velocity",
+                "you moved w with the old velocity: compute the new v first, then w = w + v "
+                "with the new v.",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, old_v=True),),
+            ),
+            Mistake(
+                "lr_ignored",
+                "the learning rate is missing: v = mu v - lr * grad_fn(w + mu v).",
+                models=(_nesterov_model(lambda w, v, mu: w + mu * v, lr_scale=False),),
+            ),
+        ),
+    )
+)
+
+
+# --------------------------------------------------------------------------- AdaGrad, RMSProp
+
+
+def _adagrad_opt(**hyper):
+    from lossutils import AdaGrad
+
+    return AdaGrad(**hyper)
+
+
+def _rmsprop_opt(**hyper):
+    from lossutils import RMSProp
+
+    return RMSProp(**hyper)
+
+
+def _r_state(w0):
+    return {"t": 0, "r": np.zeros_like(w0)}
+
+
+def _adaptive_cases(rng, hidden, *, rho):
+    """Hand-made sequences (with a large eps, where eps inside the root shows), then random.
+
+    ``rho`` is None for AdaGrad (its hyperparameters are lr and eps only).
+    """
+    with_rho = {} if rho is None else {"rho": rho}
+    cases = [
+        Case("lr = 1, eps = 0 from w = 1 with gradients 3, 4",
+             (np.array([1.0]), np.array([[3.0], [4.0]])), {"lr": 1.0, **with_rho, "eps": 0.0}),
+        Case("large eps = 0.1, gradients of different sizes per coordinate",
+             (np.array([1.0, -1.0]), np.array([[0.5, 0.02], [0.1, -0.03], [0.4, 0.05]])),
+             {"lr": 0.1, **with_rho, "eps": 0.1}),
+        Case("default eps" + ("" if rho is None else " and rho"),
+             (np.array([0.5, 1.5, -2.0]), _sequence(rng, (3,), 3, np.float64)), {"lr": 0.05}),
+    ]
+    for dtype in DTYPES:
+        for _ in range(n_random(hidden)):
+            shape = (int(rng.integers(1, 5)),)
+            k = int(rng.integers(3, 7))
+            hyper = {"lr": float(np.round(rng.uniform(0.01, 0.5), 3))}
+            if rho is not None:
+                hyper["rho"] = float(rng.choice([0.5, 0.9, 0.99]))
+            hyper["eps"] = float(rng.choice([1e-8, 1e-3]))
+            grads = _sequence(rng, shape, k, dtype) * dtype(rng.choice([0.1, 1.0, 10.0]))
+            cases.append(Case(f"random {np.dtype(dtype).name}, {k} steps",
+                              (rng.normal(size=shape).astype(dtype), grads), hyper))
+    return cases
+
+
+def _adaptive_model(accumulate, *, denominator=lambda r, eps: np.sqrt(r) + eps,
+                    after=False, correct=None):
+    """AdaGrad or RMSProp with one mistake switched on.
+
+    ``accumulate(r, g, rho)`` is the new r; ``after`` uses the old r in the step (r updated
+    after the step); ``correct(r, rho, t)`` bias-corrects r as Adam does.
+    """
+
+    def model(w, grad, state, lr, rho=0.9, eps=1e-8):
+        t = state["t"] + 1
+        r = accumulate(state["r"], grad, rho)
+        used = state["r"] if after else r
+        if correct is not None:
+            used = correct(used, rho, t)
+        return w - lr * grad / denominator(used, eps), {"t": t, "r": r}
+
+    return model
+
+
+def _sum_sq(r, g, rho):
+    return r + g * g
+
+
+def _ema_sq(r, g, rho):
+    return rho * r + (1 - rho) * g * g
+
+
+def _adagrad_model(accumulate=_sum_sq, **mistake):
+    model = _adaptive_model(accumulate, **mistake)
+
+    def adagrad(w, grad, state, lr, eps=1e-8):
+        return model(w, grad, state, lr, eps=eps)
+
+    return adagrad
+
+
+def _eps_inside(model):
+    return Mistake(
+        "eps_inside_sqrt",
+        "eps goes outside the square root: w - lr * g / (sqrt(r) + eps).",
+        models=(model(denominator=lambda r, eps: np.sqrt(r + eps)),),
+    )
+
+
+def _missing_sqrt(model):
+    return Mistake(
+        "missing_sqrt",
+        "the square root is missing: divide by sqrt(r) + eps, which has the units of the "
+        "gradient, so that each step is about lr per coordinate.",
+        models=(model(denominator=lambda r, eps: r + eps),),
+    )
+
+
+def _r_after(model):
+    return Mistake(
+        "r_updated_after_step",
+        "you divided by the old r: add this step's g * g to r first, then divide by "
+        "sqrt(r) + eps (with r = 0 the first step would divide by eps alone).",
+        models=(model(after=True),),
+    )
+
+
+def _decayed(rho):
+    return _adagrad_model(lambda r, g, _: rho * r + (1 - rho) * g * g)
+
+
+register(
+    StepExercise(
+        "adagrad_step",
+        notebook=NOTEBOOK,
+        signature="adagrad_step(w, grad, state, lr, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        optimizer=_adagrad_opt,
+        initial_state=_r_state,
+        call_args=_dict_args,
+        cases=lambda rng, hidden: _adaptive_cases(rng, hidden, rho=None),
+        state_name="state",
+        state_fields=("r",),
+        mistakes=(
+            Mistake(
+                "decayed_like_rmsprop",
+                "you decayed r like RMSProp (rho r + (1 - rho) g * g); AdaGrad sums every "
+                "squared gradient: r = r + g * g, so its steps only shrink.",
+                models=tuple(_decayed(rho) for rho in (0.9, 0.99, 0.999)),
+            ),
+            _eps_inside(lambda **m: _adagrad_model(**m)),
+            _missing_sqrt(lambda **m: _adagrad_model(**m)),
+            _r_after(lambda **m: _adagrad_model(**m)),
+            Mistake(
+                "abs_not_square",
+                "r sums the squared gradients, g * g, not their absolute values.",
+                models=(_adagrad_model(lambda r, g, _: r + np.abs(g)),),
+            ),
+        ),
+    )
+)
+
+register(
+    StepExercise(
+        "rmsprop_step",
+        notebook=NOTEBOOK,
+        signature="rmsprop_step(w, grad, state, lr, rho=0.9, eps=1e-8)",
+        arg_names=("w", "grad", "state"),
+        optimizer=_rmsprop_opt,
+        initial_state=_r_state,
+        call_args=_dict_args,
+        cases=lambda rng, hidden: _adaptive_cases(rng, hidden, rho=0.75),
+        state_name="state",
+        state_fields=("r",),
+        mistakes=(
+            Mistake(
+                "no_decay",
+                "this is AdaGrad's running sum; RMSProp forgets old gradients: "
+                "r = rho r + (1 - rho) g * g.",
+                models=(_adaptive_model(_sum_sq),),
+            ),
+            Mistake(
+                "rho_swapped",
+                "rho and 1 - rho are swapped: rho keeps the old r, r = rho r + (1 - rho) g * g.",
+                models=(_adaptive_model(lambda r, g, rho: (1 - rho) * r + rho * g * g),),
+            ),
+            Mistake(
+                "bias_corrected",
+                "RMSProp has no bias correction (that is Adam's): divide by sqrt(r) + eps "
+                "with r itself, not r / (1 - rho^t).",
+                models=(_adaptive_model(_ema_sq, correct=lambda r, rho, t: r / (1 - rho**t)),),
+            ),
+            _eps_inside(lambda **m: _adaptive_model(_ema_sq, **m)),
+            _missing_sqrt(lambda **m: _adaptive_model(_ema_sq, **m)),
+            _r_after(lambda **m: _adaptive_model(_ema_sq, **m)),
         ),
     )
 )

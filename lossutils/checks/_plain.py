@@ -9,7 +9,12 @@ sandbox: they import nothing but numpy and the standard library (and each other)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+
+from ._given import FORMULAS, GivenFunction, StudentFunction
 
 __all__ = [
     "Opaque",
@@ -29,7 +34,7 @@ __all__ = [
 _NUMPY_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic))
 
 
-def is_numpy_scalar(obj, kinds: str = "biufc") -> bool:
+def is_numpy_scalar(obj: Any, kinds: str = "biufc") -> bool:
     """Whether ``obj`` is exactly a numpy scalar of one of the dtype ``kinds``."""
     return type(obj) in _NUMPY_SCALARS and np.dtype(type(obj)).kind in kinds
 
@@ -56,7 +61,7 @@ def _type_name(obj) -> str:
 _MAX_DEPTH = 4
 
 
-def to_plain(value, _depth: int = 0):
+def to_plain(value: Any, _depth: int = 0) -> dict:
     """Encode a returned value as JSON-friendly data without calling any of its methods.
 
     Exact numpy arrays, numpy scalars, Python numbers, strings, ``None``, tuples, lists and
@@ -83,12 +88,29 @@ def to_plain(value, _depth: int = 0):
         return {"kind": t.__name__, "items": [to_plain(v, _depth + 1) for v in value]}
     if t is dict and all(type(k) is str for k in value):
         return {"kind": "dict", "items": {k: to_plain(v, _depth + 1) for k, v in value.items()}}
+    if t is GivenFunction:
+        return {"kind": "given", "formula": value.formula,
+                "params": to_plain(value.params, _depth + 1)}
+    if t is StudentFunction:
+        return {"kind": "student_function", "name": value.name}
     return {"kind": "other", "type": _type_name(value)}
 
 
-def from_plain(data):
-    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`."""
+def from_plain(data: dict, resolve: Callable[[str], Any] | None = None) -> Any:
+    """Rebuild a value encoded by :func:`to_plain`; unknown objects become :class:`Opaque`.
+
+    ``resolve(name)``, if given, replaces a :class:`StudentFunction` by the function it
+    names (the sandbox resolves them among the student's definitions).
+    """
     kind = data["kind"]
+    if kind == "given":
+        params = from_plain(data["params"], resolve)
+        if data["formula"] not in FORMULAS or type(params) is not dict:
+            return Opaque("a malformed given function")
+        return GivenFunction(str(data["formula"]), **params)
+    if kind == "student_function":
+        name = str(data["name"])
+        return resolve(name) if resolve is not None else StudentFunction(name)
     if kind == "ndarray":
         dtype = np.dtype(data["dtype"])
         shape = tuple(int(n) for n in data["shape"])
@@ -102,17 +124,17 @@ def from_plain(data):
     if kind == "NoneType":
         return None
     if kind in ("tuple", "list"):
-        items = [from_plain(v) for v in data["items"]]
+        items = [from_plain(v, resolve) for v in data["items"]]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
-        return {str(k): from_plain(v) for k, v in data["items"].items()}
+        return {str(k): from_plain(v, resolve) for k, v in data["items"].items()}
     return Opaque(str(data.get("type", "object")))
 
 
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt(value, prefix: str = "") -> str:
+def fmt(value: Any, prefix: str = "") -> str:
     """Short readable form of a checker-made value (arrays, scalars, dicts, tuples).
 
     ``prefix`` is the text the value will follow on its first line, so that the rows of a
@@ -135,6 +157,8 @@ def fmt(value, prefix: str = "") -> str:
     if type(value) in (tuple, list):
         inner = ", ".join(fmt(v) for v in value)
         return f"({inner})" if type(value) is tuple else f"[{inner}]"
+    if type(value) in (GivenFunction, StudentFunction):
+        return repr(value)
     return f"<{_type_name(value)}>"
 
 
@@ -150,7 +174,7 @@ def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def describe_returned(obj) -> str:
+def describe_returned(obj: Any) -> str:
     """What the student returned, for type errors, without calling the object's methods."""
     t = type(obj)
     if t is float:
@@ -170,7 +194,7 @@ def describe_returned(obj) -> str:
     return f"an object of type {_type_name(obj)}"
 
 
-def fmt_output(obj, prefix: str = "") -> str:
+def fmt_output(obj: Any, prefix: str = "") -> str:
     """Show a returned value if it is of a type the checker can print safely."""
     t = type(obj)
     if t is np.ndarray or t in (float, int, bool) or is_numpy_scalar(obj):
@@ -178,7 +202,7 @@ def fmt_output(obj, prefix: str = "") -> str:
     return describe_returned(obj)
 
 
-def expected_got(expected, output) -> str:
+def expected_got(expected: Any, output: Any) -> str:
     """Two aligned lines: the reference value, and what the student returned."""
     return (f"expected: {fmt(expected, 'expected: ')}\n"
             f"got:      {fmt_output(output, 'got:      ')}")

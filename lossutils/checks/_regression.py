@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 import numpy as np
 
-from ._common import DTYPES, case, lossutils_ref, mean_instead_of_sum, n_random
-from ._core import FunctionExercise, Mistake, register
+import lossutils
+
+from ._common import DTYPES, case, mean_instead_of_sum, n_random
+from ._core import Case, FunctionExercise, Mistake, register
 
 NOTEBOOK = "02-gaussian-l2"
 _LOG_2PI = np.log(2 * np.pi)
 
 
 def _gaussian_nll(pred, target, beta):
-    from lossutils import gaussian_nll_loss
+    return lossutils.gaussian_nll_loss(pred, target, var=1.0 / beta, full=True, reduction="sum")
 
-    return gaussian_nll_loss(pred, target, var=1.0 / beta, full=True, reduction="sum")
+
+def _l2(pred, target):
+    # The course's L2 loss is half the summed squared error (the Gaussian NLL's quadratic term).
+    return 0.5 * lossutils.mse_loss(pred, target, reduction="sum")
+
+
+def _l2_grad(pred, target):
+    return 0.5 * lossutils.mse_loss_grad(pred, target, reduction="sum")
 
 
 def _pair_cases(rng, hidden, *, ties=False):
@@ -54,6 +67,8 @@ def _gaussian_cases(rng, hidden):
         case("batch of one, beta = 0.5", np.array([2.0]), np.array([-1.0]), 0.5),
         case("float32, beta = 2", np.array([0.5, -1.5, 2.0], np.float32),
              np.array([1.0, -1.0, 0.0], np.float32), 2.0),
+        case("beta as a numpy scalar", np.array([0.5, 1.0]), np.array([1.5, 1.0]),
+             np.float64(0.25)),
     ]
     for dtype in DTYPES:
         for _ in range(n_random(hidden)):
@@ -85,36 +100,36 @@ register(
         mistakes=(
             Mistake(
                 "std_instead_of_variance",
-                "you used 1/beta as the standard deviation; beta is the precision, so 1/beta "
-                "is the variance and the NLL has -M/2 log(beta) and beta/2 sum (y - y_hat)^2.",
+                "you used 1/beta as the standard deviation; beta is the precision, the "
+                "inverse of the variance sigma^2, not of sigma.",
                 models=(lambda p, t, b: _m(p) / 2 * _LOG_2PI - _m(p) * np.log(b)
                         + b**2 / 2 * _sq(p, t),),
             ),
             Mistake(
                 "precision_as_variance",
-                "you used beta as the variance; beta is the precision (variance 1/beta), so "
-                "the squared error is multiplied by beta/2, not divided by 2 beta.",
+                "you used beta as the variance; beta is the precision, the inverse of the "
+                "variance: a larger beta means a narrower Gaussian.",
                 models=(lambda p, t, b: _m(p) / 2 * (_LOG_2PI + np.log(b))
                         + _sq(p, t) / (2 * b),),
             ),
             Mistake(
                 "missing_half",
-                "a factor 1/2 is missing: the NLL is M/2 log(2 pi) - M/2 log(beta) + beta/2 "
-                "sum (y - y_hat)^2.",
+                "a factor 1/2 is missing: the square root in the normalising constant and the "
+                "1/2 in the exponent each bring one.",
                 models=(lambda p, t, b: _m(p) / 2 * (_LOG_2PI - np.log(b)) + b * _sq(p, t),
                         lambda p, t, b: _m(p) * (_LOG_2PI - np.log(b)) + b * _sq(p, t)),
             ),
             Mistake(
                 "dropped_constants",
-                "you dropped the constant terms; this exercise asks for the full NLL, "
-                "M/2 log(2 pi) - M/2 log(beta) + beta/2 sum (y - y_hat)^2.",
+                "you dropped the terms that do not depend on the prediction; this exercise "
+                "asks for the full NLL, constants included.",
                 models=(lambda p, t, b: b / 2 * _sq(p, t),
                         lambda p, t, b: -_m(p) / 2 * np.log(b) + b / 2 * _sq(p, t)),
             ),
             Mistake(
                 "log_beta_sign",
-                "the log(beta) term has the wrong sign: the normalising constant "
-                "sqrt(beta / (2 pi)) contributes -M/2 log(beta) to the NLL.",
+                "the log(beta) term has the wrong sign: a larger precision makes the density "
+                "taller, so it must lower the NLL of a perfect fit.",
                 models=(lambda p, t, b: _m(p) / 2 * (_LOG_2PI + np.log(b)) + b / 2 * _sq(p, t),),
             ),
             mean_instead_of_sum(
@@ -131,7 +146,7 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss(pred, target)",
         arg_names=("pred", "target"),
-        reference=lossutils_ref("mse_loss", 0.5, reduction="sum"),
+        reference=_l2,
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -159,19 +174,19 @@ register(
         notebook=NOTEBOOK,
         signature="l2_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        reference=lossutils_ref("mse_loss_grad", 0.5, reduction="sum"),
+        reference=_l2_grad,
         cases=_pair_cases,
         mistakes=(
             Mistake(
                 "sign_flipped",
-                "the sign is flipped: the derivative of 1/2 (pred - target)^2 with respect "
-                "to pred is pred - target.",
+                "the sign is flipped: differentiate with respect to pred, not target (the "
+                "inner derivative of pred - target with respect to pred is +1).",
                 models=(lambda p, t: np.subtract(t, p),),
             ),
             Mistake(
                 "extra_factor_two",
                 "your gradient is twice too large: the 1/2 in front of the sum cancels the 2 "
-                "from differentiating the square, leaving pred - target.",
+                "that differentiating the square brings down.",
                 models=(lambda p, t: 2 * np.subtract(p, t),),
             ),
             mean_instead_of_sum(lambda p, t: np.subtract(p, t) / np.shape(p)[0],
@@ -187,7 +202,7 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss(pred, target)",
         arg_names=("pred", "target"),
-        reference=lossutils_ref("l1_loss", reduction="sum"),
+        reference=partial(lossutils.l1_loss, reduction="sum"),
         cases=_pair_cases,
         mistakes=(
             Mistake(
@@ -216,11 +231,11 @@ class SubgradientExercise(FunctionExercise):
     valid subgradients there.
     """
 
-    def __init__(self, id, *, kinks, **kw):
+    def __init__(self, id: str, *, kinks: Callable, **kw: Any):
         super().__init__(id, **kw)
         self.kinks = kinks
 
-    def adjust_expected(self, case, got, expected):
+    def adjust_expected(self, case: Case, got: np.ndarray, expected: Any) -> Any:
         mask, lo, hi = self.kinks(case, expected)
         if got.shape != np.shape(expected) or not mask.any():
             return expected
@@ -239,7 +254,7 @@ register(
         notebook=NOTEBOOK,
         signature="l1_loss_grad(pred, target)",
         arg_names=("pred", "target"),
-        reference=lossutils_ref("l1_loss_grad", reduction="sum"),
+        reference=partial(lossutils.l1_loss_grad, reduction="sum"),
         cases=_tie_cases,
         kinks=_l1_kinks,
         mistakes=(
@@ -248,6 +263,12 @@ register(
                 "the sign is flipped: the derivative of |pred - target| with respect to pred "
                 "is sign(pred - target).",
                 models=(lambda p, t: np.sign(np.subtract(t, p)),),
+            ),
+            Mistake(
+                "extra_factor_two",
+                "your subgradient is twice too large: a factor 2 comes from differentiating a "
+                "square, and the absolute value has slope -1 or +1, nothing to bring down.",
+                models=(lambda p, t: 2 * np.sign(np.subtract(p, t)),),
             ),
             Mistake(
                 "returns_difference",

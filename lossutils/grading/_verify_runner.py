@@ -6,14 +6,15 @@ library. It therefore imports nothing but the standard library and numpy. The tr
 (:mod:`lossutils.grading.verify`) sends it, as JSON lines on stdin:
 
 1. ``{"op": "load", "core": [[module, source], ...], "prelude": [...], "cells": [...],
-   "names": [...]}``: the checker's calling machinery (``lossutils.checks._plain`` and
-   ``_calling``: no reference inside),
+   "names": [...]}``: the checker's calling machinery (``lossutils.checks._given``,
+   ``_plain`` and ``_calling``: no reference inside),
    the master's import lines, and the student's cells; it answers which cells raised and
    whether each requested name is a function;
 2. ``{"op": "call", "name": ..., "args": [...], "kwargs": {...}, "arg_names": [...]}`` per
-   case (and per optimizer step): it calls the function with
-   ``_core.call_safely`` and answers with the outcome, the arguments as the function left them,
-   and the exception's type name and text, all plain data;
+   case (and per optimizer step): it calls the function with ``_core.call_safely``
+   (arguments that name one of the student's functions, as ``train``'s ``loss_fn`` does, are
+   resolved among the student's definitions) and answers with the outcome, the arguments as
+   the function left them, and the exception's type name and text, all plain data;
 3. ``{"op": "exit"}`` (optional: the grader simply kills the process when it is done).
 
 Only JSON travels; the trusted side validates sizes and judges with the reference itself.
@@ -269,8 +270,8 @@ def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised throug
             continue
         # op == "call"
         fn = namespace.get(request["name"])
-        args = [_decode_arg(core, a) for a in request["args"]]
-        kwargs = {k: _decode_arg(core, v) for k, v in request["kwargs"].items()}
+        args = [_decode_arg(core, a, namespace) for a in request["args"]]
+        kwargs = {k: _decode_arg(core, v, namespace) for k, v in request["kwargs"].items()}
         seen: dict = {}
 
         def wrapper(*a, _fn=fn, _seen=seen, **k):
@@ -303,10 +304,10 @@ def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised throug
         send({"op": "result", **reply})
 
 
-def _decode_arg(core, data):
+def _decode_arg(core, data, namespace):
     if type(data) is dict and data.get("kind") == "sympy":
         return _build(data["tree"])
-    return core.from_plain(data)
+    return core.from_plain(data, resolve=namespace.get)
 
 
 def _encode(core, value):

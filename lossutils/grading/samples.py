@@ -138,6 +138,37 @@ MISTAKES = {
             "    return w + v, v\n"
         ),
     ),
+    "softmax_loss_naive": (
+        "reg-gradient-not-doubled",
+        (
+            "def softmax_loss_naive(W, X, y, reg):\n"
+            "    # mistake: the gradient of reg * sum(W**2) is 2 reg W, not reg W\n"
+            "    loss, dW = 0.0, np.zeros_like(W)\n"
+            "    for i in range(X.shape[0]):\n"
+            "        scores = X[i] @ W\n"
+            "        scores = scores - scores.max()\n"
+            "        log_norm = np.log(np.sum(np.exp(scores)))\n"
+            "        loss += log_norm - scores[y[i]]\n"
+            "        for j in range(W.shape[1]):\n"
+            "            dW[:, j] += (np.exp(scores[j] - log_norm) - (j == y[i])) * X[i]\n"
+            "    n = X.shape[0]\n"
+            "    return loss / n + reg * np.sum(W * W), dW / n + reg * W\n"
+        ),
+    ),
+    "numerical_gradient": (
+        "one-sided-difference",
+        (
+            "def numerical_gradient(f, x, h=1e-5):\n"
+            "    # mistake: a forward difference, accurate only to O(h)\n"
+            "    grad = np.zeros_like(x)\n"
+            "    base = f(x)\n"
+            "    for k in np.ndindex(x.shape):\n"
+            "        shifted = x.copy()\n"
+            "        shifted[k] += h\n"
+            "        grad[k] = (f(shifted) - base) / h\n"
+            "    return grad\n"
+        ),
+    ),
 }
 
 _STUB = "# YOUR CODE HERE\nraise NotImplementedError()"

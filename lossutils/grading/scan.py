@@ -48,6 +48,9 @@ PATTERNS = {
     "magic": "an IPython magic or shell (!) line: it does not belong in an answer",
     "syntax-error": "the cell is not valid Python even without magics: the scan could not "
                     "read it",
+    "naive-without-loop": "a *_naive function (the exercise asks for explicit loops) has no "
+                          "loop of its own or calls its vectorised version, or a *_vectorized "
+                          "function calls the naive one",
 }
 
 _MODULE_PATTERNS = {
@@ -330,9 +333,48 @@ def scan_source(source: str, cell: str = "cell", aliases: dict | None = None) ->
     scanner = _Scanner(cell, aliases)
     scanner.visit(tree)
     findings += scanner.findings
+    findings += _naive_and_vectorized(tree, cell)
     # One finding per pattern and line: ``os._exit(0)`` is a call of and a use of os._exit.
     unique = {(f.line, f.pattern): f for f in reversed(findings)}
     return sorted(unique.values(), key=lambda f: (f.line, f.pattern))
+
+
+_LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp,
+          ast.GeneratorExp)
+
+
+def _naive_and_vectorized(tree, cell: str) -> list[Finding]:
+    """A ``<name>_naive`` must loop by itself; it and ``<name>_vectorized`` must not share code.
+
+    Examples
+    --------
+    >>> source = "def f_naive(W, X):\\n    return f_vectorized(W, X)"
+    >>> [(f.pattern, f.detail) for f in _naive_and_vectorized(ast.parse(source), "f_naive")]
+    [('naive-without-loop', 'f_naive has no loop; f_naive calls f_vectorized')]
+    """
+    findings = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        base, _, style = node.name.rpartition("_")
+        if not base or style not in ("naive", "vectorized"):
+            continue
+        other = f"{base}_{'vectorized' if style == 'naive' else 'naive'}"
+        called = {n.func.id for n in ast.walk(node)
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        problems = []
+        # A body that returns nothing (the release's `raise NotImplementedError()`) fails
+        # its check anyway: nothing to review.
+        answers = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(node))
+        if style == "naive" and answers and not any(isinstance(n, _LOOPS)
+                                                    for n in ast.walk(node)):
+            problems.append(f"{node.name} has no loop")
+        if other in called:
+            problems.append(f"{node.name} calls {other}")
+        if problems:
+            findings.append(Finding(cell, node.lineno, "naive-without-loop",
+                                    "; ".join(problems)))
+    return findings
 
 
 def scan_notebook(nb: Mapping, solution_ids: Iterable[str] | None = None) -> list[Finding]:

@@ -1,38 +1,76 @@
 """``lossutils check NOTEBOOK``: a student's self-check, graded exactly as the grader would.
 
 The notebook is graded by the same worker function as a batch run, against the master when the
-course root has one (hidden tests included) and otherwise against the released notebook in
-``course/`` (visible tests only; the output says which). Nothing is written anywhere.
+course root has one (hidden tests included), else against the released notebook in ``course/``
+(visible tests only), else, for a notebook copied out of the course, against its own test cells
+(visible tests only, and an edited test cell is not restored). The assignment comes from the
+file or folder name, ``--assignment``, or the exercises the notebook's test cells check. The
+result says which of these it was. Nothing is written anywhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
+import shutil
+import tempfile
 
 from .discover import UsageError
 from .masters import list_masters, load_master
 
 __all__ = ["self_check"]
 
+_ASSIGNMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_HIDDEN = "the hidden tests (only the grader has them)"
 
-def _pick_assignment(notebook: str, roots: list[str], assignment: str | None):
-    stem = os.path.splitext(os.path.basename(notebook))[0]
-    parent = os.path.basename(os.path.dirname(os.path.abspath(notebook)))
+
+def _find(roots: list[str], guesses: list[str | None]) -> tuple[str, str] | None:
+    """``(root, assignment)`` of the first guess with a master or release, else None."""
     for root in roots:
         masters = list_masters(root)
-        if assignment is not None:
-            if assignment in masters:
-                return root, assignment
-            continue
-        for guess in (stem, parent):
+        for guess in guesses:
             if guess in masters:
                 return root, guess
-    wanted = assignment or stem
-    raise UsageError(
-        f"cannot tell which assignment {notebook} belongs to (looked for "
-        f"{wanted!r} in {', '.join(r + '/' for r in roots)}); pass --assignment"
-    )
+    return None
+
+
+def _assignment_checked(notebook: str) -> str | None:
+    """The one course notebook whose exercises the test cells of ``notebook`` check, if any."""
+    from lossutils.checks import exercises, get_exercise
+
+    from .verify import check_calls
+
+    try:
+        with open(notebook, encoding="utf-8") as fh:
+            calls = check_calls(json.load(fh))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    known = set(exercises())
+    found = {get_exercise(c.exercise).notebook
+             for cell in calls.values() for c in cell if c.exercise in known}
+    return found.pop() if len(found) == 1 else None
+
+
+def _own_master(notebook: str, assignment: str, scratch: str) -> dict:
+    """The grader's view of a notebook that is its own master (its test cells, no hidden ones)."""
+    if not _ASSIGNMENT_ID.fullmatch(assignment):
+        raise UsageError(f"{assignment!r} is not an assignment id (letters, digits, _ . -)")
+    folder = os.path.join(scratch, "source", assignment)
+    os.makedirs(folder)
+    shutil.copyfile(notebook, os.path.join(folder, assignment + ".ipynb"))
+    try:
+        master = load_master(assignment, os.path.join(scratch, "source"))
+    except Exception as exc:  # nbgrader's own error says what is wrong with the notebook
+        raise UsageError(f"cannot read {notebook} as a course notebook: {exc}") from None
+    cells = master["notebooks"][assignment]["cells"]
+    if not any(c["grade"] for c in cells):
+        raise UsageError(f"{notebook} has no autograded test cells: is it a course notebook?")
+    for cell in cells:
+        # this notebook is what was released to its owner: its test cells are the reference
+        cell["release_source"] = cell["source"]
+    return master
 
 
 def self_check(
@@ -52,7 +90,8 @@ def self_check(
     course_root : str
         Folder holding ``solutions/`` (instructors) and/or ``course/`` (students).
     assignment : str, optional
-        The assignment id; default the notebook's file or folder name.
+        The assignment id; default the notebook's file or folder name, or the course notebook
+        whose exercises its test cells check.
     timeout : int
         Seconds each cell may run.
     seed : int, optional
@@ -61,13 +100,16 @@ def self_check(
     Returns
     -------
     dict
-        The result of :func:`lossutils.grading.worker.grade_submission`, plus ``against``
-        (``"master"`` or ``"release"``).
+        The result of :func:`lossutils.grading.worker.grade_submission`, plus ``assignment``,
+        ``against`` (``"master"``, ``"release"``, or ``"notebook"``: no copy of the course
+        here, the notebook's own test cells) and ``not_run``, the checks that could not run,
+        in words.
 
     Raises
     ------
     UsageError
-        If the notebook does not exist or its assignment cannot be found.
+        If the notebook does not exist, or is not a course notebook and no assignment of its
+        name is found.
     """
     from .sandbox import sandbox_available
     from .worker import grade_submission, make_task
@@ -75,9 +117,33 @@ def self_check(
     if not os.path.isfile(notebook):
         raise UsageError(f"{notebook} does not exist")
     roots = [os.path.join(course_root, "solutions"), os.path.join(course_root, "course")]
-    root, assignment = _pick_assignment(notebook, roots, assignment)
-    master = load_master(assignment, root)
     stem = os.path.splitext(os.path.basename(notebook))[0]
+    parent = os.path.basename(os.path.dirname(os.path.abspath(notebook)))
+    checked = _assignment_checked(notebook)
+    found = _find(roots, [assignment] if assignment is not None else [stem, parent, checked])
+    with tempfile.TemporaryDirectory(prefix="lossutils-check-") as scratch:
+        if found is not None:
+            root, assignment = found
+            master = load_master(assignment, root)
+            against = "master" if root == roots[0] else "release"
+            not_run = [] if against == "master" else [_HIDDEN]
+        else:
+            assignment = assignment or checked
+            if assignment is None:
+                raise UsageError(
+                    f"cannot tell which assignment {notebook} belongs to: no master or release "
+                    f"of that name in {', '.join(r + '/' for r in roots)}, and its test cells "
+                    "check no exercise of this lossutils; pass --assignment"
+                )
+            master = _own_master(notebook, assignment, scratch)
+            against = "notebook"
+            cells = master["notebooks"][assignment]["cells"]
+            hidden = any("BEGIN HIDDEN TESTS" in c["source"] for c in cells if c["grade"])
+            not_run = [
+                *([] if hidden else [_HIDDEN]),
+                "the comparison of your test cells with the released ones (no copy of the "
+                "course here, so an edited test cell is not restored)",
+            ]
     task = make_task(
         student="self-check",
         assignment=assignment,
@@ -93,5 +159,7 @@ def self_check(
         sandbox=sandbox_available(),
     )
     result = grade_submission(task)
-    result["against"] = "master" if root == roots[0] else "release"
+    result["assignment"] = assignment
+    result["against"] = against
+    result["not_run"] = not_run
     return result

@@ -65,11 +65,16 @@ _MAX_ARRAY_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class CheckCall:
-    """One ``check("<exercise>", <function>, hidden=...)`` call of a master test cell."""
+    """One ``check("<exercise>", <function>, hidden=..., <role>=<function>...)`` call.
+
+    ``uses`` pairs each role with the name of the student's function the master passes for
+    it (``train`` is checked with the student's own loss and optimizer step).
+    """
 
     exercise: str
     function: str
     hidden: bool
+    uses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -152,7 +157,8 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     -------
     dict
         Test cell grade id to its calls, in order. Only literal calls count,
-        ``check("<id>", <name>)`` with an optional literal ``hidden=True``, and only where
+        ``check("<id>", <name>)`` with an optional literal ``hidden=True`` and optional
+        ``<role>=<name>`` keywords naming the student's other functions, and only where
         ``check`` is the course's checker: imported ``from lossutils.checks`` in that cell or
         in an earlier code cell of the master, not redefined since (a master with a checker
         of its own is not verified). Cells without such a call are left out.
@@ -164,7 +170,7 @@ def check_calls(master) -> dict[str, list[CheckCall]]:
     ...         'from lossutils.checks import check\\ncheck("softmax", softmax)\\n'
     ...         'check("softmax", softmax, hidden=True)'}
     >>> check_calls({"cells": [cell]})["test_softmax"][1]
-    CheckCall(exercise='softmax', function='softmax', hidden=True)
+    CheckCall(exercise='softmax', function='softmax', hidden=True, uses=())
     """
     cells = tuple((c["cell_type"], c["source"], c["grade"], c["solution"], c["grade_id"])
                   for c in _master_cells(master))
@@ -193,11 +199,14 @@ def _check_calls(cells: tuple) -> dict[str, tuple[CheckCall, ...]]:
                         and isinstance(node.args[0].value, str)
                         and isinstance(node.args[1], ast.Name)):
                     continue
-                hidden = False
+                hidden, uses = False, []
                 for kw in node.keywords:
                     if kw.arg == "hidden" and isinstance(kw.value, ast.Constant):
                         hidden = bool(kw.value.value)
-                calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden))
+                    elif kw.arg not in (None, "hidden") and isinstance(kw.value, ast.Name):
+                        uses.append((kw.arg, kw.value.id))
+                calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden,
+                                       tuple(uses)))
         if calls and grade and not solution:
             found[grade_id] = tuple(calls)
     return found
@@ -542,7 +551,7 @@ with open(_verify_runner.__file__, encoding="utf-8") as _fh:
 
 # The checker's modules that call the student's function and encode what it returned; they
 # import only numpy, and the runner loads them in this order.
-_CORE_MODULES = ("_plain", "_calling")
+_CORE_MODULES = ("_given", "_plain", "_calling")
 
 
 def _core_source() -> list[tuple[str, str]]:
@@ -587,6 +596,13 @@ def _validate_plain(data, depth: int = 0) -> None:
             raise ValueError("malformed number")
         if kind == "int" and abs(data["value"]) > 2**63:
             raise ValueError("integer too large")
+    elif kind == "given":
+        if type(data.get("formula")) is not str or len(data["formula"]) > 64:
+            raise ValueError("malformed given function")
+        _validate_plain(data.get("params"), depth + 1)
+    elif kind == "student_function":
+        if type(data.get("name")) is not str or len(data["name"]) > 200:
+            raise ValueError("malformed function name")
     elif kind in ("tuple", "list"):
         if type(data.get("items")) is not list:
             raise ValueError("malformed sequence")
@@ -726,13 +742,14 @@ def verify_submission(
     SandboxUnavailable
         If ``sandbox`` is True and bubblewrap does not work here.
     """
-    from lossutils.checks import get_exercise, run_check
+    from lossutils.checks import StudentFunction, get_exercise, run_check
 
     if sandbox:
         require_sandbox()
     plan = check_calls(master_nb)
     prelude, cells = code_to_verify(student_nb, master_nb)
-    names = sorted({c.function for calls in plan.values() for c in calls})
+    names = sorted({name for calls in plan.values() for c in calls
+                    for name in (c.function, *(n for _, n in c.uses))})
     results: dict[str, VerifiedScore] = {}
     runner = None
     loaded: dict = {}
@@ -759,18 +776,23 @@ def verify_submission(
                     except _Fatal as exc:
                         score.passed, score.error = False, str(exc)
                         break
-                status = loaded["names"].get(call.function)
-                if status != "callable":
+                broken = [(name, loaded["names"].get(name))
+                          for name in (call.function, *(n for _, n in call.uses))
+                          if loaded["names"].get(name) != "callable"]
+                if broken:
+                    name, status = broken[0]
                     score.passed = False
-                    score.message = (f"{call.function} is "
+                    score.message = (f"{name} is "
                                      f"{'not defined' if status == 'missing' else 'not a function'}"
                                      " after running the solution cells"
                                      f"{_cell_errors(loaded)}.")
                     break
                 remote = _Remote(runner, call.function, exercise.arg_names)
+                # The student's other functions travel by name: the sandbox resolves them.
+                uses = {role: StudentFunction(name) for role, name in call.uses}
                 try:
                     result = run_check(call.exercise, remote, hidden=call.hidden,
-                                       seed=seed if call.hidden else None)
+                                       seed=seed if call.hidden else None, uses=uses)
                 except Exception as exc:  # a judge that chokes on a returned value
                     score.passed = False
                     score.error = f"unverifiable: the checker failed ({type(exc).__name__})"

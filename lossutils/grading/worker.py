@@ -56,8 +56,10 @@ _MAX_TEXT = 20_000
 def parse_diagnosis(text: str) -> tuple[str, str] | None:
     """Return ``(check id, diagnosis)`` from the last checker tag in ``text``, if any.
 
-    The checkers end every failure message with ``[check: <id>; diagnosis: <mistake id or
-    none>]``; the grader counts these tags for the instructor's report.
+    The checkers end the text of every failure with ``[check: <id>; diagnosis: <mistake id
+    or none>]`` (in a notebook, :class:`lossutils.checks.CheckFailed` shows the message
+    without it); the grader counts these tags for the instructor's report and removes them
+    from the message it keeps.
 
     Parameters
     ----------
@@ -476,6 +478,8 @@ def _score_cells(nb, master: dict, done: set[int], executed: bool) -> list[dict]
                     tag = parse_diagnosis(record["message"] or "")
                     if tag is not None:
                         record["check"], record["diagnosis"] = tag
+                        # the tag is for the report; feedback shows the message without it
+                        record["message"] = _DIAGNOSIS.sub("", record["message"]).rstrip()
         elif record["kind"] == "manual":
             record["comment"] = "No response."
         records.append(record)
@@ -501,10 +505,11 @@ def _feedback_html(nb, task: dict, records: list[dict], problems: list[dict]) ->
         meta["points"] = record["max_score"]
         meta["comment"] = record["comment"]
         if record["kind"] == "test":
-            # The traceback quotes the hidden test lines; the checker's message says it all.
+            # The traceback quotes the hidden test lines; the checker's message says it all
+            # (without its tag, which is for the report).
             for out in cell.get("outputs", []):
                 if out.output_type == "error":
-                    out.traceback = [f"{out.ename}: {out.evalue}"]
+                    out.traceback = [_DIAGNOSIS.sub("", f"{out.ename}: {out.evalue}").rstrip()]
     return render_feedback(nb, task, records, problems)
 
 
