@@ -1,8 +1,10 @@
-"""The ``lossutils`` command: ``release``, ``grade``, ``check`` and ``demo``.
+"""The ``lossutils`` command: ``release``, ``grade``, ``check``, ``demo``, and the platforms:
+``export canvas|moodle``, ``gradescope`` and ``prairielearn``.
 
 Each subcommand imports its machinery only when it runs, so ``lossutils --help`` is instant.
 Exit codes: 0 success; 1 some submission failed to grade (``grade``), a check failed
-(``check``) or a demo sample differed (``demo``); 2 a usage error (nothing was done);
+(``check``), a demo sample differed (``demo``) or students or columns were left unmatched
+(``export``); 2 a usage error (nothing was done);
 130 interrupted (Ctrl-C; the grades persisted so far are kept).
 """
 
@@ -103,7 +105,87 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive, default=10, help="seconds per cell (default: 10)"
     )
     demo.add_argument("--workers", type=_positive, default=None)
+    _platform_parsers(sub)
     return parser
+
+
+def _platform_parsers(sub) -> None:
+    """The subcommands for the platforms instructors already grade on (docs/platforms.md)."""
+    from .platforms.lms import KEYS
+
+    export = sub.add_parser(
+        "export", help="fill an LMS gradebook export (Canvas, Moodle) with the graded points"
+    )
+    export.add_argument("lms", choices=sorted(KEYS))
+    export.add_argument(
+        "gradebook", help="output folder of `lossutils grade`, a gradebook.db or a database URL"
+    )
+    export.add_argument("--template", required=True, metavar="EXPORT.csv",
+                        help="the gradebook exported from the LMS (left unchanged)")
+    export.add_argument("--out", required=True, metavar="FILE.csv", help="the file to import")
+    export.add_argument(
+        "--key",
+        help="the LMS column that holds the student ids of the gradebook: "
+        + "; ".join(f"{lms}: {', '.join(keys)}" for lms, keys in KEYS.items())
+        + " (default: sis-login-id, email)",
+    )
+    export.add_argument("--key-column", metavar="HEADER",
+                        help="the header of that column, if the LMS names it otherwise")
+    export.add_argument("--per-exercise", action="store_true",
+                        help="one column per exercise ('<assignment>: <exercise>')")
+    export.add_argument("--assignment", action="append", default=[], metavar="ID",
+                        help="export only this assignment (repeatable)")
+    export.add_argument("--column", action="append", default=[], metavar="TARGET=HEADER",
+                        help="fill the column HEADER with TARGET (an assignment, or "
+                        "'<assignment>: <exercise>'); repeatable")
+    export.add_argument("--encoding", default="utf-8", help="of the template (default: utf-8)")
+
+    gradescope = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
+    gradescope.add_argument("assignment")
+    gradescope.add_argument("--out", default="autograder.zip")
+    gradescope.add_argument("--source", default="solutions")
+    gradescope.add_argument("--timeout", type=_positive, default=60,
+                            help="seconds per cell (default: 60)")
+
+    from .platforms.prairielearn import parser as pl_parser
+
+    sub.add_parser("prairielearn", parents=[pl_parser()], add_help=False,
+                   help="PrairieLearn external grader: grade /grade/student")
+
+
+def _export(args) -> int:
+    from .platforms.lms import ExportError, export
+
+    columns = {}
+    for item in args.column:
+        target, sep, header = item.partition("=")
+        if not sep:
+            raise ExportError(f"--column {item!r}: write TARGET=HEADER")
+        columns[target.strip()] = header
+    return export(
+        args.lms, args.gradebook, args.template, args.out, encoding=args.encoding,
+        key=args.key, key_column=args.key_column, per_exercise=args.per_exercise,
+        assignments=args.assignment, columns=columns,
+    )
+
+
+def _gradescope(args) -> int:
+    from .grading.discover import UsageError
+    from .platforms.gradescope import build_autograder
+
+    try:
+        made = build_autograder(args.assignment, args.out, source=args.source,
+                                timeout=args.timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    manual = f"; written answers ({made['manual']:g} points) are graded by hand" \
+        if made["manual"] else ""
+    sys.stdout.write(
+        f"wrote {args.out}: {made['assignment']} ({made['notebook']}.ipynb), "
+        f"{made['wheel']}\nset the assignment's autograder points to {made['points']:g}"
+        f"{manual}; the zip holds the master with its hidden tests: keep it from students\n"
+    )
+    return 0
 
 
 def _summary(summary: dict, stream) -> None:
@@ -168,6 +250,10 @@ def _grade(args) -> int:
         sandbox=not args.unsandboxed,
     )
     _summary(summary, sys.stdout)
+    from .platforms.exchange import add_release_files
+
+    # nbgrader's release_feedback needs each submission's timestamp and secret beside its page
+    add_release_files(summary["out"])
     return summary["exit_code"]
 
 
@@ -232,12 +318,22 @@ def main(argv=None) -> int:
     from .grading.discover import UsageError
     from .grading.masters import MasterMismatch
     from .grading.sandbox import SandboxUnavailable
+    from .platforms.lms import ExportError
 
     try:
         if args.command == "grade":
             return _grade(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "gradescope":
+            return _gradescope(args)
+        if args.command == "prairielearn":
+            from .platforms.prairielearn import run
+
+            return run(args.root, assignment=args.assignment, timeout=args.timeout,
+                       source=args.source)
         from .grading.demo import run_demo
 
         return run_demo(
@@ -247,7 +343,7 @@ def main(argv=None) -> int:
             timeout=args.timeout,
             workers=args.workers,
         )
-    except (UsageError, MasterMismatch, SandboxUnavailable) as exc:
+    except (UsageError, MasterMismatch, SandboxUnavailable, ExportError) as exc:
         sys.stderr.write(f"lossutils {args.command}: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
