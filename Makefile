@@ -16,7 +16,7 @@ SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
 # `make system-packages APT_GET="echo apt-get"` shows what would be installed.
 APT_GET ?= apt-get
 
-.PHONY: help setup system-packages test test-fast lint demo lab release bench perf-doc clean
+.PHONY: help setup system-packages test test-fast lint demo lab release site bench perf-doc clean
 
 help:
 	@echo "make demo     set up, then grade the bundled sample submissions (the main job)"
@@ -24,6 +24,7 @@ help:
 	@echo "              (as root with apt-get, first installs bubblewrap and chromium if missing)"
 	@echo "make lab      JupyterLab on course/ (the student notebooks)"
 	@echo "make release  regenerate course/ from solutions/ with nbgrader"
+	@echo "make site     the course web site in build/site/ (static, reads offline)"
 	@echo "make lint     ruff, and mypy on the reference math"
 	@echo "make bench    run the benchmarks in benchmarks/ (each records its run)"
 	@echo "make perf-doc write docs/performance.md from the benchmarks' records"
@@ -72,6 +73,9 @@ lab: setup
 release: setup
 	$(BIN)/lossutils release
 
+site: setup
+	$(BIN)/python -m lossutils.site --out build/site
+
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),bench]'
 	$(BIN)/python benchmarks/bench_lossutils.py
@@ -83,4 +87,4 @@ perf-doc:
 	$(PYTHON) benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) demo-output grading-work .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo-output grading-work build .pytest_cache .ruff_cache .hypothesis

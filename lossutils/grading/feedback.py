@@ -3,17 +3,30 @@
 The worker has already removed hidden tests and test-cell tracebacks from the notebook; this
 module adds a summary cell (score, what went wrong and why) at the top and renders the page the
 way ``nbgrader generate_feedback`` does, but from the worker's scores instead of the gradebook.
+
+Two things differ from nbgrader's page. Everything the student wrote is shown as text, never run
+(:mod:`lossutils._html`: markdown with raw HTML escaped, HTML outputs cleaned, JavaScript outputs
+dropped), and MathJax is loaded from ``assets/mathjax/`` of the output folder (:data:`MATHJAX`)
+instead of a CDN, so that the math renders offline; a page copied to a student without that
+folder still loads it from the CDN.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 import json
 import os
 import re
 
-__all__ = ["render_feedback"]
+from lossutils._html import clean_html, markdown_code, markdown_literal, markdown_to_html
+from lossutils._mathjax import mathjax_head
+
+__all__ = ["MATHJAX", "render_feedback"]
+
+#: The output folder's copy of MathJax (see :func:`lossutils._mathjax.copy_mathjax`).
+MATHJAX = os.path.join("assets", "mathjax")
+# nbgrader's template asks a CDN for MathJax 2; the page loads the local copy instead
+_CDN_MATHJAX = re.compile(r'<script src="https?://[^"]*mathjax[^"]*">\s*</script>', re.I)
 
 
 _IMG_WITHOUT_ALT = re.compile(r"<img(?![^>]*\balt=)")
@@ -55,16 +68,18 @@ def _fast_html_exporter():
     class _Exporter(HTMLExporter):
         @pass_context
         def markdown2html(self, context, source):
-            """nbconvert's filter, cached: most markdown cells are the master's, in every
-            submission (the rendering depends on the source, the cell's attachments and the
-            notebook's folder, and on settings fixed for this exporter)."""
+            """Markdown shown as text where it holds HTML, cached: most markdown cells are the
+            master's, in every submission (the rendering depends on the source, the cell's
+            attachments and the notebook's folder, and on settings fixed for this exporter)."""
             cell = context.get("cell", {})
             key = (source, json.dumps(cell.get("attachments", {}), sort_keys=True),
                    context.get("resources", {}).get("metadata", {}).get("path", ""))
             if key not in markdown:
                 if len(markdown) >= 4096:
                     markdown.clear()
-                markdown[key] = super().markdown2html(context, source)
+                markdown[key] = markdown_to_html(
+                    source, attachments=cell.get("attachments", {}), path=key[2],
+                    anchor_link_text=self.anchor_link_text)
             return markdown[key]
 
         def from_notebook_node(self, nb, resources=None, **kw):
@@ -104,7 +119,10 @@ def _exporter():
     config.HTMLExporter.extra_template_paths = [
         os.path.join(base, "static", "node_modules", "bootstrap", "dist", "css")
     ]
+    # no JavaScript outputs or widgets, and HTML outputs through clean_html below
+    config.HTMLExporter.sanitize_html = True
     exporter = HTMLExporter(config=config)
+    exporter.register_filter("clean_html", clean_html)
     exporter.register_preprocessor(CSSHTMLHeaderPreprocessor(), enabled=True)
     return exporter
 
@@ -113,8 +131,8 @@ def _summary_cell(task: dict, records: list[dict], problems: list[dict]):
     from nbformat.v4 import new_markdown_cell
 
     lines = [
-        f"**Grading summary for {html.escape(task['student'])}, "
-        f"{html.escape(task['assignment'])}**",
+        f"**Grading summary for {markdown_code(task['student'])}, "
+        f"{markdown_code(task['assignment'])}**",
         "",
     ]
     for record in records:
@@ -122,13 +140,13 @@ def _summary_cell(task: dict, records: list[dict], problems: list[dict]):
             continue
         line = f"- `{record['grade_id']}`: {record['score']:g} / {record['max_score']:g}"
         if record["message"]:
-            line += " — " + html.escape(record["message"].splitlines()[0][:300])
+            line += " — " + markdown_literal(record["message"].splitlines()[0][:300])
         lines.append(line)
     manual = [r for r in records if r["kind"] == "manual"]
     if manual:
         lines.append(f"- {len(manual)} written answer(s) are graded by hand later.")
     for problem in problems:
-        lines.append(f"- **{problem['code']}**: {html.escape(problem['detail'])}")
+        lines.append(f"- **{problem['code']}**: {markdown_literal(problem['detail'])}")
     cell = new_markdown_cell("\n".join(lines))
     cell.id = "lossutils-grading-summary"
     return cell
@@ -167,4 +185,10 @@ def render_feedback(nb, task: dict, records: list[dict], problems: list[dict]) -
         }
     }
     body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    # the page is feedback/<student>/<assignment>/<notebook>.html in the output folder
+    local = mathjax_head("../../../" + MATHJAX.replace(os.sep, "/") + "/tex-svg-full.js",
+                         cdn_fallback=True)
+    body, found = _CDN_MATHJAX.subn(lambda _: local, body, count=1)
+    if not found:
+        body = body.replace("</head>", local + "\n</head>", 1)
     return body

@@ -188,7 +188,13 @@ def _write_atomic(path: str, data: str) -> None:
 
 
 def _write_course_files(out: str, source: str, assignments, db_url: str) -> None:
-    """Make the output folder an nbgrader course root, so formgrader and export run there."""
+    """Make the output folder an nbgrader course root, so formgrader and export run there, and
+    give its feedback pages their copy of MathJax."""
+    from lossutils._mathjax import copy_mathjax
+
+    from .feedback import MATHJAX
+
+    copy_mathjax(os.path.join(out, MATHJAX))
     for assignment in assignments:
         dest = os.path.join(out, "source", assignment)
         shutil.rmtree(dest, ignore_errors=True)

@@ -314,15 +314,32 @@ def _strip_warnings(nb) -> None:
         cell.outputs = kept
 
 
+#: Largest image output kept (base64 characters): a figure is typically 20-150 kB.
+MAX_IMAGE_CHARS = 2_000_000
+_IMAGES = ("image/png", "image/jpeg", "image/gif")
+
+
 def _clip_outputs(nb, max_chars: int) -> None:
-    """Bound every text output, so one noisy cell cannot blow up the result or the feedback."""
+    """Bound every output, so one noisy cell cannot blow up the result or the feedback.
+
+    Text is cut at ``max_chars``; an image is kept whole up to :data:`MAX_IMAGE_CHARS` and
+    replaced by a note above it (a cut base64 image is a broken picture, not a shorter one).
+    """
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.output_type == "stream" and len(out.text) > max_chars:
                 out.text = out.text[:max_chars] + "\n... output truncated by the grader ...\n"
-            for key, value in list(out.get("data", {}).items()):
-                if isinstance(value, str) and len(value) > max_chars:
-                    out.data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
+            data = out.get("data", {})
+            for key, value in list(data.items()):
+                if not isinstance(value, str):
+                    continue
+                if key in _IMAGES:
+                    if len(value) > MAX_IMAGE_CHARS:
+                        del data[key]
+                        data["text/plain"] = (f"[{key} output of {len(value) * 3 // 4:,} bytes "
+                                              "not shown: larger than the grader keeps]")
+                elif len(value) > max_chars:
+                    data[key] = value[:max_chars] + "\n... output truncated by the grader ..."
 
 
 _ZYGOTE_FAILED: list[str] = []
@@ -674,15 +691,16 @@ def grade_submission(task: dict) -> dict:
     result["status"] = codes[0] if codes else "ok"
     result["score"] = sum(r["score"] or 0.0 for r in records)
     result["max_score"] = sum(r["max_score"] for r in records)
-    if nb is not None:
-        import nbformat
+    import nbformat
 
-        if task.get("keep_notebook", True):
-            result["autograded"] = nbformat.writes(nb)
-        if task.get("feedback", True):
-            try:
-                result["feedback_html"] = _feedback_html(nb, task, records, problems)
-            except Exception as exc:  # feedback is a courtesy; the grade stands without it
-                problems.append(_problem("grader-error", f"feedback failed: {exc}"[:500]))
+    if nb is not None and task.get("keep_notebook", True):
+        result["autograded"] = nbformat.writes(nb)
+    if task.get("feedback", True):
+        # without a notebook (unreadable, missing, wrong format) the page says why it scored 0
+        shown = nb if nb is not None else nbformat.v4.new_notebook()
+        try:
+            result["feedback_html"] = _feedback_html(shown, task, records, problems)
+        except Exception as exc:  # feedback is a courtesy; the grade stands without it
+            problems.append(_problem("grader-error", f"feedback failed: {exc}"[:500]))
     result["seconds"] = round(time.monotonic() - start, 3)
     return result
