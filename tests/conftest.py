@@ -107,14 +107,24 @@ def wait_for_file_cell(flag: Path) -> str:
     return f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.05)\n"
 
 
-def load_attacks():
-    """tests/redteam/attacks.py, the generator of hostile submissions, as a module."""
-    if "redteam_attacks" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "redteam_attacks", ROOT / "tests" / "redteam" / "attacks.py")
-        module = sys.modules["redteam_attacks"] = importlib.util.module_from_spec(spec)
+def _helper_module(name: str, path: Path):
+    """A helper file of the tests as a module, loaded once (test files cannot import each
+    other under the importlib import mode)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # (its dataclasses look themselves up in sys.modules)
-    return sys.modules["redteam_attacks"]
+    return sys.modules[name]
+
+
+def load_attacks():
+    """tests/redteam/attacks.py, the generator of hostile submissions."""
+    return _helper_module("redteam_attacks", ROOT / "tests" / "redteam" / "attacks.py")
+
+
+def load_chromium():
+    """tests/chromium.py, headless Chromium for the browser tests."""
+    return _helper_module("lossutils_tests_chromium", ROOT / "tests" / "chromium.py")
 
 
 def free_port() -> int:
@@ -156,7 +166,7 @@ def _root_problem() -> str | None:
 
 
 def _chromium_problem() -> str | None:
-    if shutil.which("chromium"):
+    if load_chromium().chromium_path() is not None:
         return None
     return "chromium missing: apt-get install chromium, or run make test as root"
 
