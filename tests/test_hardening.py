@@ -21,10 +21,7 @@ import pytest
 
 from lossutils.grading.masters import COURSE_ID, load_master
 from lossutils.grading.task import make_task
-
-SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
-ASSIGNMENT = "00-fixture"
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+from tests.conftest import ASSIGNMENT, SOURCE
 
 
 def _task(path, master, student="s", **overrides):
@@ -34,17 +31,9 @@ def _task(path, master, student="s", **overrides):
                      **{**options, **overrides})
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    from lossutils.grading.samples import generate_samples
-
-    folder = tmp_path_factory.mktemp("samples")
-    generate_samples(str(SOURCE), str(folder))
-    return folder
-
-
 @pytest.mark.grading
-def test_a_worker_that_dies_takes_only_its_own_submission(tmp_path, samples, monkeypatch):
+def test_a_worker_that_dies_takes_only_its_own_submission(tmp_path, samples, sandboxed,
+                                                          monkeypatch):
     from nbgrader.api import Gradebook
 
     from lossutils.grading.executors.local import LocalPool
@@ -56,9 +45,9 @@ def test_a_worker_that_dies_takes_only_its_own_submission(tmp_path, samples, mon
 
     db_url = f"sqlite:///{tmp_path}/gradebook.db"
     master = load_master(ASSIGNMENT, str(SOURCE), db_url)
-    correct = samples / "correct" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    correct = samples.notebook("correct")
     students = ["honest-1", faults.KILLER, "honest-2"]
-    pending = [(_task(correct, master, student), f"key-{student}", None)
+    pending = [(_task(correct, master, student, sandbox=sandboxed), f"key-{student}", None)
                for student in students]
     gb, state = Gradebook(db_url, COURSE_ID), State(str(tmp_path / "state.sqlite"))
     pool = LocalPool(2)
@@ -96,7 +85,8 @@ def _zygote_holder(tmp_path: Path) -> subprocess.Popen:
                             text=True, cwd=tmp_path)
 
 
-@root_only
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 @pytest.mark.grading
 def test_the_slot_folder_of_a_killed_worker_is_removed(tmp_path):
     from lossutils.grading.sandbox import KernelZygote
@@ -122,7 +112,7 @@ def test_the_slot_folder_of_a_killed_worker_is_removed(tmp_path):
         live.stdout.close()
 
 
-@root_only
+@pytest.mark.needs_root  # (mknod needs root)
 def test_a_device_node_as_a_notebook_is_refused(tmp_path):
     from lossutils.grading.discover import find_submissions
     from lossutils.grading.worker import grade_submission

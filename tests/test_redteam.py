@@ -14,9 +14,9 @@ graded alone, write nothing outside the sandbox, and leave no sandboxed process 
 second run into the same output folder must work too.
 """
 
+import collections
 import csv
 import html.parser
-import importlib.util
 import json
 import os
 import resource
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from lossutils.grading.sandbox import sandbox_available
+from lossutils.grading.sandbox import Limits
+from lossutils.grading.verify.session import DEFAULT_LIMITS as VERIFY_LIMITS
+from tests.conftest import ROOT, load_attacks
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "03-cross-entropy"
 SYMBOLIC = "02-gaussian-l2"
 MASTER = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
@@ -44,15 +45,9 @@ TIMEOUT, BUDGET = 10, 120
 # address space of every process of the run, the grader's own included
 MEMORY = 4 * 2**30
 
-_spec = importlib.util.spec_from_file_location("redteam_attacks", Path(__file__).parent
-                                               / "redteam" / "attacks.py")
-attacks = sys.modules.setdefault("redteam_attacks", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(attacks)
+attacks = load_attacks()
 
-pytestmark = [
-    pytest.mark.grading,
-    pytest.mark.skipif(not sandbox_available(), reason="bubblewrap is not available"),
-]
+pytestmark = [pytest.mark.grading, pytest.mark.needs_bwrap]
 
 # Attacks that earn the points inside the kernel: verification must take them back and flag
 # the disagreement.
@@ -69,30 +64,56 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
-def _grade(submissions: Path, out: Path, work: str,
-           seed: int | None = SEED) -> tuple[int, float, float]:
-    """Run a batch with limited memory, its kernels' folders under ``work``; return its exit
-    code, its seconds, and the worst latency meanwhile.
+# Sandboxes of a root grader run as fresh user ids from 10**9 up.
+SANDBOX_UIDS = 10**9
 
-    The latency is how long starting a trivial process took, probed every second while the
-    batch ran: what a user at the machine would feel.
-    """
-    start = time.monotonic()
+
+def _sandbox_processes(root: int) -> collections.Counter:
+    """Processes (zombies too: they count against the limit) per sandbox user id, among the
+    descendants of ``root``: other runs on this machine have sandboxes of their own."""
+    parent, owner = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            uid = entry.stat().st_uid
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                line = fh.read()
+        except OSError:  # ended while we looked
+            continue
+        # the command name (field 2) may hold spaces and parentheses: parse after the last ')'
+        parent[int(entry.name)] = int(line[line.rindex(b")") + 2:].split()[1])
+        owner[int(entry.name)] = uid
+
+    def descends(pid):
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return collections.Counter(uid for pid, uid in owner.items()
+                               if uid >= SANDBOX_UIDS and descends(pid))
+
+
+def _grade(submissions: Path, out: Path, work: str,
+           seed: int | None = SEED) -> tuple[int, int]:
+    """Run a batch with limited memory, its kernels' folders under ``work``; return its exit
+    code and, sampled while it ran, the most processes one sandbox held at once."""
     argv = [str(LOSSUTILS), "grade", str(submissions), "--out", str(out), "--timeout",
             str(TIMEOUT), "--budget", str(BUDGET), "--workers", "2"]
     env = dict(os.environ, LOSSUTILS_SLOTS_DIR=work, TMPDIR=work)
     proc = subprocess.Popen(argv + ([] if seed is None else ["--seed", str(seed)]), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             preexec_fn=_limit_memory)
-    worst = 0.0
-    while proc.poll() is None and time.monotonic() - start < 1800:
-        probe = time.monotonic()
-        subprocess.run(["true"], check=True)
-        worst = max(worst, time.monotonic() - probe)
-        time.sleep(1)
+    most = 0
+    hang = time.monotonic() + 3600  # a guard against a hung batch, not a speed limit
+    while proc.poll() is None and time.monotonic() < hang:
+        most = max([most, *_sandbox_processes(proc.pid).values()])
+        time.sleep(0.1)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 1), err.decode()[-3000:]
-    return proc.returncode, time.monotonic() - start, worst
+    return proc.returncode, most
 
 
 def _results(out: Path) -> dict:
@@ -149,7 +170,7 @@ def batch(tmp_path_factory):
             releases[attack.assignment], masters[attack.assignment], attack), attack.assignment)
     planted = attacks.plant_file_attacks(submitted, ASSIGNMENT, master=MASTER,
                                          honest=submitted / "honest-1", outside=base / "outside")
-    code_exit, seconds, latency = _grade(submitted, out, work)
+    code_exit, most_processes = _grade(submitted, out, work)
     first = {"results": _results(out), "rows": _rows(out),
              "report": (out / "report.html").read_text(encoding="utf-8")}
     # a later run into the same folder, without --seed: nothing changed, so nothing is graded
@@ -161,8 +182,8 @@ def batch(tmp_path_factory):
     put_alone.write_text(json.dumps(honest))
     _grade(alone, base / "out-alone", work)
     yield {"base": base, "out": out, "work": work, "code": code, "files": files,
-           "trusted": trusted, "planted": planted, "exit": code_exit, "seconds": seconds,
-           "latency": latency, **first, "again": again, "second": second,
+           "trusted": trusted, "planted": planted, "exit": code_exit,
+           "most_processes": most_processes, **first, "again": again, "second": second,
            "alone": _results(base / "out-alone")["honest-1"]}
     shutil.rmtree(work, ignore_errors=True)
 
@@ -270,11 +291,13 @@ def test_nothing_was_written_outside_and_no_process_or_folder_is_left(batch):
     assert os.listdir(batch["work"]) == []
 
 
-def test_the_machine_stays_responsive(batch):
-    # 2 workers, per-cell timeout 10 s: loops and bombs cost their own time only, and the
-    # machine kept starting processes promptly while fork bombs and hogs ran.
-    assert batch["seconds"] < 20 * 60
-    assert batch["latency"] < 5.0
+@pytest.mark.needs_root
+def test_fork_bombs_stay_within_the_process_limit(batch):
+    # What keeps the machine responsive while bombs and hogs run: each sandbox is its own
+    # user, capped by RLIMIT_NPROC (the kernel's limit is the larger, verification's smaller);
+    # loops and hogs end at the cell timeout (their statuses are checked above).
+    assert 0 < batch["most_processes"] <= max(Limits().max_processes,
+                                              VERIFY_LIMITS.max_processes)
 
 
 # --------------------------------------------------------------------------- the trusted side
