@@ -93,7 +93,7 @@ def build_submissions(source: str, assignment: str, n: int, folder: str) -> str:
     return submitted
 
 
-def _time_persistence(run, totals: dict) -> None:
+def _time_persistence(persist, totals: dict) -> None:
     """Wrap the coordinator's persistence (result files, gradebook and ledger batches)."""
 
     def timed(function):
@@ -106,12 +106,12 @@ def _time_persistence(run, totals: dict) -> None:
 
         return wrapper
 
-    run._write_files = timed(run._write_files)
-    run._commit = timed(run._commit)
+    persist.write_result_files = timed(persist.write_result_files)
+    persist.commit = timed(persist.commit)
 
 
 def _cluster_threads(address: str) -> int:
-    from lossutils.grading.distributed import connect
+    from lossutils.grading.executors.dask import connect
 
     executor = connect(address)
     try:
@@ -134,14 +134,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     run_record = Run("scale", args, packages=("nbgrader", "distributed"))
 
-    from lossutils.grading import run
+    from lossutils.grading import persist, run
     from lossutils.grading.masters import list_masters
 
     assignment = args.assignment or next(iter(list_masters(args.source)))
     work = tempfile.mkdtemp(prefix="bench-scale-")
     out = args.keep or os.path.join(work, "out")
     totals = {"persist": 0.0}
-    _time_persistence(run, totals)
+    _time_persistence(persist, totals)
     probe = _Probe()
     try:
         submitted = build_submissions(args.source, assignment, args.n, work)

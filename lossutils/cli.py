@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--timeout", type=_positive, default=60, help="seconds per cell (default: 60)"
     )
+    grade.add_argument(
+        "--budget", type=_positive, default=600,
+        help="seconds per submission as a whole, its kernel and its verification together "
+        "(default: 600)",
+    )
     grade.add_argument("--db", help="gradebook SQLAlchemy URL (default: sqlite in --out)")
     grade.add_argument(
         "--source", default="solutions", help="folder with the masters (default: solutions)"
@@ -68,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument(
         "--seed",
         type=int,
-        help="LOSSUTILS_GRADING_SEED for the hidden checks "
-        "(default: kept from an earlier run into --out, else random)",
+        help="the grading seed of the hidden checks (default: a fresh random one per run; "
+        "give an earlier run's, from its results.json, to draw the same cases again)",
     )
     grade.add_argument(
         "--regrade",
@@ -80,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument(
         "--max-mb", type=_positive, default=20, help="largest notebook read, in MB (default: 20)"
+    )
+    grade.add_argument(
+        "--out-mode", type=lambda text: int(text, 8), default=0o700, metavar="OCTAL",
+        help="mode of the output folder when it is created (default: 700, private: it holds "
+        "the masters and every student's work)",
     )
     grade.add_argument(
         "--unsandboxed",
@@ -189,6 +199,11 @@ def _gradescope(args) -> int:
 
 
 def _summary(summary: dict, stream) -> None:
+    """What a run did, for the terminal: names and details are the students' choice, so
+    their control characters are shown as ``?``."""
+    from .grading.problems import printable
+
+    stream = _Printable(stream, printable)
     for note in summary["notes"]:
         stream.write(f"note: {note}\n")
     # one pass over the results, which stream from the ledger (a class of any size)
@@ -243,11 +258,13 @@ def _grade(args) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         timeout=args.timeout,
+        budget=args.budget,
         db=args.db,
         seed=args.seed,
         regrade=args.regrade,
         max_bytes=args.max_mb * 1_000_000,
         sandbox=not args.unsandboxed,
+        out_mode=args.out_mode,
     )
     _summary(summary, sys.stdout)
     from .platforms.exchange import add_release_files
@@ -257,10 +274,20 @@ def _grade(args) -> int:
     return summary["exit_code"]
 
 
+class _Printable:
+    """A stream that writes only printable text (and newlines)."""
+
+    def __init__(self, stream, clean):
+        self.stream, self.clean = stream, clean
+
+    def write(self, text: str) -> None:
+        self.stream.write(self.clean(text))
+
+
 def _check(args) -> int:
     from .grading.selfcheck import self_check
 
-    result = self_check(
+    checked = self_check(
         args.notebook,
         course_root=args.course_root,
         assignment=args.assignment,
@@ -268,27 +295,28 @@ def _check(args) -> int:
     )
     out = sys.stdout
     source = {"master": "its master", "release": "the released notebook",
-              "notebook": "its own test cells"}[result["against"]]
-    out.write(f"checked {args.notebook} as assignment {result['assignment']}, against {source}\n")
-    for what in result["not_run"]:
+              "notebook": "its own test cells"}[checked.against]
+    out.write(f"checked {args.notebook} as assignment {checked.assignment}, against {source}\n")
+    for what in checked.not_run:
         out.write(f"not run: {what}\n")
-    for cell in result["cells"]:
-        if cell["kind"] == "manual":
-            out.write(f"{cell['grade_id']:<32} {'?':>5} / {cell['max_score']:g}  graded by hand\n")
+    result = checked.result
+    for cell in result.cells:
+        if cell.kind == "manual":
+            out.write(f"{cell.grade_id:<32} {'?':>5} / {cell.max_score:g}  graded by hand\n")
             continue
-        line = f"{cell['grade_id']:<32} {cell['score']:>5g} / {cell['max_score']:g}"
-        if cell["diagnosis"] not in (None, "none"):
-            line += f"  diagnosis: {cell['diagnosis']}"
+        line = f"{cell.grade_id:<32} {cell.score:>5g} / {cell.max_score:g}"
+        if cell.diagnosis not in (None, "none"):
+            line += f"  diagnosis: {cell.diagnosis}"
         out.write(line + "\n")
-        if cell["message"]:
-            out.write(f"    {cell['message'].splitlines()[0][:300]}\n")
-    for problem in result["problems"]:
-        out.write(f"problem: {problem['code']}: {problem['detail']}\n")
-    autograded = [c for c in result["cells"] if c["kind"] == "test"]
-    earned = sum(c["score"] for c in autograded)
-    possible = sum(c["max_score"] for c in autograded)
+        if cell.message:
+            out.write(f"    {cell.message.splitlines()[0][:300]}\n")
+    for problem in result.problems:
+        out.write(f"problem: {problem.code}: {problem.detail}\n")
+    autograded = [c for c in result.cells if c.kind == "test"]
+    earned = sum(c.score for c in autograded)
+    possible = sum(c.max_score for c in autograded)
     out.write(f"autograded total: {earned:g} / {possible:g}\n")
-    return 0 if earned == possible and result["status"] in ("ok", "test-cell-restored") else 1
+    return 0 if earned == possible and result.status in ("ok", "test-cell-restored") else 1
 
 
 def main(argv=None) -> int:

@@ -8,10 +8,8 @@ the machine (Chromium is offline here: a CDN would show as a refused request), t
 show its figures, and show what the student wrote as text without running any of it.
 """
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,23 +17,13 @@ import pytest
 
 from lossutils.grading.run import grade
 from lossutils.grading.samples import generate_samples
-from lossutils.grading.sandbox import sandbox_available
+from tests.conftest import ROOT, load_chromium
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "01-likelihood"  # three figures before its first exercise
 
-_spec = importlib.util.spec_from_file_location("lossutils_tests_chromium",
-                                               Path(__file__).parent / "chromium.py")
-chromium = sys.modules.setdefault("lossutils_tests_chromium",
-                                  importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(chromium)
+chromium = load_chromium()
 
-pytestmark = [
-    pytest.mark.grading,
-    pytest.mark.needs_chromium,
-    pytest.mark.skipif(chromium.chromium_path() is None,
-                       reason="chromium missing: apt-get install chromium"),
-]
+pytestmark = [pytest.mark.grading, pytest.mark.needs_chromium]
 
 # A student id is a folder name: anything but "/" and NUL.
 HOSTILE = "<img src=x onerror=\"window.__pwned='name'\">"
@@ -76,7 +64,7 @@ def _plant(notebook: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, sandboxed):
     base = tmp_path_factory.mktemp("browser")
     submitted, out = base / "submitted", base / "out"
     manifest = generate_samples(str(ROOT / "solutions"), str(submitted), [ASSIGNMENT])
@@ -84,7 +72,7 @@ def graded(tmp_path_factory):
     shutil.copytree(submitted / "correct" / ASSIGNMENT, hostile)
     _plant(hostile / f"{ASSIGNMENT}.ipynb")
     summary = grade(str(submitted), str(out), source=str(ROOT / "solutions"), timeout=10,
-                    seed=20240101, sandbox=sandbox_available(), progress=False)
+                    seed=20240101, sandbox=sandboxed, progress=False)
     statuses = {r["student"]: r["status"] for r in summary["results"]}
     expected = {m["student"]: m["status"] for m in manifest}
     assert {s: statuses[s] for s in expected} == expected  # the outcomes the pages show

@@ -56,7 +56,7 @@ def _student_softmax(W, X, y, reg, bug=None):
     """Softmax loss as a student writes it with loops, one bug switched on."""
     n, c = X.shape[0], W.shape[1]
     loss, dW = 0.0, np.zeros_like(W)
-    scale = 1 if bug == "sum_instead_of_mean" else n
+    scale = 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
     for i in range(n):
         scores = X[i] @ W
         if bug != "not_stabilised":
@@ -72,7 +72,7 @@ def _student_softmax(W, X, y, reg, bug=None):
             dW[:, j] += (-1 if bug == "grad_sign" else 1) * coefficient * X[i]
     loss /= scale
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
-    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2}.get(bug, 1)
+    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
     return loss + loss_reg * reg * np.sum(W**2), dW + grad_reg.get(bug, 2) * reg * W
 
@@ -110,6 +110,8 @@ def _student_svm(W, X, y, reg, bug=None):
     for i in range(n):
         scores = X[i].dot(W)
         for j in range(c):
+            if j == y[i] and bug == "true_class_counts_itself":
+                dW[:, y[i]] -= X[i]  # its own margin, 1, taken as violated
             if j == y[i] and bug != "counts_true_class":
                 continue
             if bug == "margin_sign":
@@ -124,9 +126,9 @@ def _student_svm(W, X, y, reg, bug=None):
                 dW[:, j] += sign * X[i]
                 if bug != "true_class_gradient_missing":
                     dW[:, y[i]] -= sign * X[i]
-    loss /= 1 if bug == "sum_instead_of_mean" else n
+    loss /= 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
-    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2}.get(bug, 1)
+    loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
     return loss + loss_reg * reg * np.sum(W * W), dW + grad_reg.get(bug, 2) * reg * W
 
@@ -163,7 +165,7 @@ def numerical_gradient(f, x, h=1e-5):
 def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0,
                    bug=None):
     """The mini-batch loop, one bug switched on."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng({"not_reproducible": None, "seed_ignored": 42}.get(bug, seed))
     n = X.shape[0]
     W, first_state, losses = W0, state, []
     order = rng.permutation(n)
@@ -331,10 +333,34 @@ def _in_place_restored_by_arithmetic(f, x, h=1e-5):
 
 SOFTMAX_BUGS = ("not_stabilised", "log_of_underflowed_p", "one_hot_not_subtracted",
                 "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
-                "reg_counted_twice", "sum_instead_of_mean", "grad_not_averaged", "grad_sign")
+                "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean",
+                "grad_not_averaged", "loss_not_averaged", "grad_sign")
 SVM_BUGS = ("counts_true_class", "margin_sign", "margin_missing", "true_class_gradient_missing",
+            "true_class_counts_itself",
             "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
-            "reg_counted_twice", "sum_instead_of_mean", "grad_not_averaged", "grad_sign")
+            "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean", "grad_not_averaged",
+            "loss_not_averaged", "grad_sign")
+
+
+def _svm_margins_not_masked(W, X, y, reg):
+    """Vectorised, with the true class's own margin of 1 left in the loss and the counts."""
+    n = X.shape[0]
+    scores = X @ W
+    margins = np.maximum(0, scores - scores[np.arange(n), y][:, None] + 1)
+    counts = (margins > 0).astype(W.dtype)
+    counts[np.arange(n), y] = -counts.sum(axis=1)
+    return margins.sum() / n + reg * np.sum(W * W), X.T @ counts / n + 2 * reg * W
+
+
+def _svm_counts_itself(W, X, y, reg):
+    """Vectorised, the loss right (minus the true class's 1) but its column counting itself."""
+    n = X.shape[0]
+    scores = X @ W
+    margins = np.maximum(0, scores - scores[np.arange(n), y][:, None] + 1)
+    counts = (margins > 0).astype(W.dtype)
+    counts[np.arange(n), y] = -counts.sum(axis=1)
+    loss = margins.sum() / n - 1 + reg * np.sum(W * W)
+    return loss, X.T @ counts / n + 2 * reg * W
 
 BUGGY = [
     ("nesterov_step", "gradient_at_w", _nesterov(lambda w, v, mu: w)),
@@ -355,6 +381,8 @@ BUGGY = [
     ("softmax_loss_naive", "wrong_axis", _student_softmax_wrong_axis),
     *[(name, bug, _bug(_student_svm, bug)) for bug in SVM_BUGS
       for name in ("svm_loss_naive", "svm_loss_vectorized")],
+    ("svm_loss_vectorized", "counts_true_class", _svm_margins_not_masked),
+    ("svm_loss_vectorized", "true_class_counts_itself", _svm_counts_itself),
     ("numerical_gradient", "one_sided", _one_sided),
     ("numerical_gradient", "not_halved", lambda f, x, h=1e-5: _central(f, x, h, divide=1.0)),
     ("numerical_gradient", "sign_flipped", lambda f, x, h=1e-5: _central(f, x, h, sign=-1.0)),
@@ -367,7 +395,8 @@ BUGGY = [
 
 TRAIN_BUGS = ("weights_not_updated", "state_not_carried", "labels_misaligned", "no_shuffle",
               "same_order_every_epoch", "samples_skipped", "with_replacement", "full_batch",
-              "lr_not_passed", "history_per_epoch", "history_values")
+              "lr_not_passed", "history_per_epoch", "history_values", "not_reproducible",
+              "seed_ignored")
 
 
 # --------------------------------------------------------------------------- tests
@@ -446,12 +475,115 @@ def test_every_catalogued_mistake_has_a_buggy_solution(name):
     assert len(get_exercise(name).mistakes) >= 5
 
 
+def test_train_diagnoses_name_the_mistake_without_dictating_the_loop():
+    for mistake in get_exercise("train").mistakes:
+        for line_of_code in ("= step_fn(", "perm[", "range(0, N"):
+            assert line_of_code not in mistake.message, mistake.id
+
+
 def test_train_check_names_the_functions_it_needs():
     with pytest.raises(ValueError, match=r"check\('train', \.\.\.\) takes exactly "
                                          r"loss_fn=\.\.\., step_fn=\.\.\., got none"):
         check("train", train)
     with pytest.raises(ValueError, match="takes no other functions, got loss_fn"):
         check("softmax_loss_vectorized", softmax_loss_vectorized, loss_fn=train)
+
+
+def test_train_may_pass_arguments_to_loss_fn_and_step_fn_by_name(capsys):
+    def by_name(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0):
+        rng = np.random.default_rng(seed)
+        W, losses = W0, []
+        for _ in range(epochs):
+            order = rng.permutation(len(y))
+            for start in range(0, len(y), batch_size):
+                idx = order[start:start + batch_size]
+                loss, dW = loss_fn(W, X[idx], y[idx], reg=reg)
+                W, state = step_fn(W, dW, state, lr=lr)
+                losses.append(loss)
+        return W, np.array(losses)
+
+    check("train", by_name, **USES["train"])
+    assert "cases passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("style", ["index array shuffled in place", "np.random.seed"])
+def test_other_seeded_shuffles_pass(style, capsys):
+    def seeded(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0):
+        rng = np.random.default_rng(seed)
+        if style == "np.random.seed":
+            np.random.seed(seed)  # noqa: NPY002 - the legacy global generator, seeded, passes
+        order, W, losses = np.arange(len(y)), W0, []
+        for _ in range(epochs):
+            if style == "np.random.seed":
+                order = np.random.permutation(len(y))  # noqa: NPY002
+            else:
+                rng.shuffle(order)
+            for start in range(0, len(y), batch_size):
+                idx = order[start:start + batch_size]
+                loss, dW = loss_fn(W, X[idx], y[idx], reg)
+                W, state = step_fn(W, dW, state, lr)
+                losses.append(loss)
+        return W, np.array(losses)
+
+    check("train", seeded, **USES["train"])
+    assert "cases passed" in capsys.readouterr().out
+
+
+def test_a_given_function_keeps_its_parameters_when_called_by_name():
+    loss_fn = GivenFunction("probe_loss", labels=np.array([0, 1]))
+    W, X, y = np.zeros((2, 3)), np.eye(2), np.array([0, 1])
+    assert loss_fn(W, X, y, reg=0.5)[0] == loss_fn(W, X, y, 0.5)[0] == 3.5
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'labels'"):
+        loss_fn(W, X, y, 0.5, labels=np.array([1, 0]))
+
+
+def test_x_restored_by_arithmetic_is_told_to_restore_the_saved_value():
+    message = _diagnosed("numerical_gradient", "modifies_input", _in_place_restored_by_arithmetic)
+    assert "your function modified its input x in place." in message
+    assert "Hint: x must be unchanged afterwards: restore x[k] from its saved value" in message
+
+
+def test_a_float64_gradient_for_float32_input_is_told_where_float64_comes_from():
+    def eye_one_hot(W, X, y, reg):
+        n, c = X.shape[0], W.shape[1]
+        z = X @ W
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        Y = np.eye(c)[y]  # float64 whatever W is
+        loss = -np.sum(Y * log_p) / n + reg * np.sum(W * W)
+        return loss, X.T @ (np.exp(log_p) - Y) / n + 2 * reg * W
+
+    result = run_check("softmax_loss_vectorized", eye_one_hot)
+    assert result.diagnosis == "wrong_dtype"
+    assert "dW returned dtype float64 for float32 input" in result.message
+    assert "Hint: float32 in, float32 out: an array you create" in result.message
+
+
+def test_a_pair_returned_as_a_list_is_told_to_return_a_tuple():
+    result = run_check("svm_loss_naive", lambda W, X, y, r: list(svm_loss_naive(W, X, y, r)))
+    assert "returned a list; expected a tuple (loss, dW)." in result.message
+    assert "Hint: return both results as one tuple: return loss, dW." in result.message
+
+
+def test_a_state_without_its_counter_is_told_to_keep_the_keys():
+    def no_counter(w, grad, state, lr, rho=0.9, eps=1e-8):
+        r = rho * state["r"] + (1 - rho) * grad**2
+        return w - lr * grad / (np.sqrt(r) + eps), {"r": r}
+
+    result = run_check("rmsprop_step", no_counter)
+    assert "the returned state has no key 't'; keep the keys ['t', 'r']." in result.message
+    assert "Hint: return the new state as a new dict holding every key" in result.message
+    assert "numpy array" not in result.message
+
+
+def test_a_frozen_counter_is_explained_without_a_bias_correction():
+    def frozen(w, grad, state, lr, eps=1e-8):
+        r = state["r"] + grad**2
+        return w - lr * grad / (np.sqrt(r) + eps), {"t": state["t"], "r": r}
+
+    result = run_check("adagrad_step", frozen)
+    assert "state['t'] is 0 after 1 step(s); expected 1: t counts the calls" in result.message
+    assert "bias" not in result.message  # AdaGrad has none
 
 
 # --------------------------------------------------------------------------- references

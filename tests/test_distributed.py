@@ -7,12 +7,10 @@ reschedules; every time: the submission ends as a ``grader-error``) and nothing 
 """
 
 import csv
-import functools
-import json
+import dataclasses
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,31 +20,24 @@ from pathlib import Path
 
 import pytest
 
-from lossutils.grading.distributed import ClusterError, connect, pack_task, run_packed
-from lossutils.grading.masters import load_master
-from lossutils.grading.worker import grade_submission, make_task
+from lossutils.grading.executors.dask import ClusterError, connect, pack_task, run_packed
+from lossutils.grading.worker import grade_submission
+from tests.conftest import (
+    ASSIGNMENT,
+    SOURCE,
+    fixture_task,
+    free_port,
+    unsandboxed_flag,
+    wait_for_file_cell,
+    with_first_cell,
+)
 
-SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
-ASSIGNMENT = "00-fixture"
 # The cluster's scheduler gives up on a task after this many of its workers died running it.
 ALLOWED_FAILURES = 1
 
 
-@functools.cache
-def _master() -> dict:
-    return load_master(ASSIGNMENT, str(SOURCE))
-
-
-def _task(path, **overrides) -> dict:
-    options = {"student": "s", "assignment": ASSIGNMENT, "notebook": ASSIGNMENT, "timeout": 5,
-               "seed": 1, "max_bytes": 10**7, "max_output_chars": 10**4, "feedback": False,
-               "keep_notebook": False}
-    return make_task(path=None if path is None else str(path), master=_master(),
-                     **{**options, **overrides})
-
-
-def _without_time(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "seconds"}
+def _without_time(result):
+    return dataclasses.replace(result, seconds=0.0)
 
 
 # ---------------------------------------------------------------- no cluster needed
@@ -66,11 +57,11 @@ def test_a_packed_task_grades_like_the_file_on_disk(tmp_path, content, max_bytes
     if content is not None:
         path = tmp_path / "submitted.ipynb"
         path.write_bytes(content)
-    task = _task(path, max_bytes=max_bytes)
+    task = fixture_task(path, max_bytes=max_bytes)
     packed = pack_task(task)
-    assert "path" not in packed
+    assert packed.task.path is None
     if content is not None and len(content) > max_bytes:
-        assert packed["content"] == {"size": len(content)}
+        assert (packed.content, packed.size) == (None, len(content))
     remote = run_packed(grade_submission, packed)
     assert _without_time(remote) == _without_time(grade_submission(task))
 
@@ -86,10 +77,7 @@ def test_missing_distributed_says_how_to_install(monkeypatch):
 
 
 def test_unreachable_scheduler_is_a_clear_error():
-    with socket.socket() as sock:  # a port nobody listens on once the socket is closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(
         ClusterError, match=rf"^cannot reach the Dask scheduler at {address} within 1 s: "
     ):
@@ -99,9 +87,7 @@ def test_unreachable_scheduler_is_a_clear_error():
 def test_cli_reports_an_unreachable_scheduler(tmp_path, capsys):
     from lossutils.cli import main
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     (tmp_path / "submitted").mkdir()
     code = main(
         [
@@ -124,7 +110,7 @@ def test_cli_reports_an_unreachable_scheduler(tmp_path, capsys):
 
 
 @pytest.mark.grading
-def test_grading_without_the_flag_imports_nothing_of_dask(tmp_path):
+def test_grading_without_the_flag_imports_nothing_of_dask(tmp_path, sandboxed):
     submitted = tmp_path / "submitted" / "ada" / ASSIGNMENT
     submitted.mkdir(parents=True)
     (submitted / f"{ASSIGNMENT}.ipynb").write_text('{"cells": [')
@@ -132,7 +118,8 @@ def test_grading_without_the_flag_imports_nothing_of_dask(tmp_path):
         "import sys\n"
         "from lossutils.cli import main\n"
         f"code = main(['grade', {str(tmp_path / 'submitted')!r}, '--out', "
-        f"{str(tmp_path / 'out')!r}, '--source', {str(SOURCE)!r}, '--workers', '1'])\n"
+        f"{str(tmp_path / 'out')!r}, '--source', {str(SOURCE)!r}, '--workers', '1', "
+        f"*{unsandboxed_flag(sandboxed)!r}])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"
         "print(code, loaded)\n"
     )
@@ -165,17 +152,7 @@ def cluster():
         local.close()
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    """The fixture master's samples and the outcome of each, from the generator's manifest."""
-    from lossutils.grading.samples import generate_samples
-
-    folder = tmp_path_factory.mktemp("samples")
-    manifest = generate_samples(str(SOURCE), str(folder), extras=False, timeout_sample=False)
-    return folder, {m["student"]: (m["score"], m["status"]) for m in manifest}
-
-
-def _grade(submitted, out, scheduler=None):
+def _grade(submitted, out, scheduler=None, *, sandbox: bool, timeout: int = 5):
     from lossutils.grading.run import grade
 
     return grade(
@@ -184,8 +161,9 @@ def _grade(submitted, out, scheduler=None):
         source=str(SOURCE),
         workers=2,
         scheduler=scheduler,
-        timeout=5,
+        timeout=timeout,
         seed=11,
+        sandbox=sandbox,
         progress=None,
     )
 
@@ -203,10 +181,13 @@ def _csv(out: Path) -> list[dict]:
 
 
 @pytest.mark.grading
-def test_cluster_grades_equal_local_grades(cluster, samples, tmp_path):
-    folder, expected = samples
-    local = _grade(folder, tmp_path / "local")
-    remote = _grade(folder, tmp_path / "dask", cluster.scheduler_address)
+def test_cluster_grades_equal_local_grades(cluster, samples, sandboxed, tmp_path):
+    folder = tmp_path / "submitted"
+    expected = {s: o for s, o in samples.outcomes.items() if s != "infinite-loop"}
+    for student in expected:
+        samples.copy(student, folder)
+    local = _grade(folder, tmp_path / "local", sandbox=sandboxed)
+    remote = _grade(folder, tmp_path / "dask", cluster.scheduler_address, sandbox=sandboxed)
     assert {s: g[:2] for s, g in _grades(remote).items()} == expected
     assert _grades(remote) == _grades(local)
     assert _csv(tmp_path / "dask") == _csv(tmp_path / "local")
@@ -218,58 +199,54 @@ def test_cluster_grades_equal_local_grades(cluster, samples, tmp_path):
     ).read_text(encoding="utf-8")
 
 
-def _slow_copy(folder: Path, submitted: Path, seconds: int) -> None:
-    """A correct submission whose first cell sleeps: long enough to kill its worker mid-run."""
-    nb = json.loads((folder / "correct" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())
-    nb["cells"].insert(
-        0,
-        {
-            "cell_type": "code",
-            "id": "slow-start",
-            "metadata": {},
-            "execution_count": None,
-            "outputs": [],
-            "source": f"import time\ntime.sleep({seconds})\n",
-        },
-    )
-    (submitted / "slow" / ASSIGNMENT).mkdir(parents=True)
-    (submitted / "slow" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text(json.dumps(nb))
-
-
 @pytest.mark.grading
 def test_a_worker_killed_mid_run_loses_no_grade(cluster, samples, tmp_path):
-    import shutil
+    """A worker is killed while it grades a submission; Dask runs the task again elsewhere.
 
+    The submission waits (first cell) until a file appears, and the file appears only once
+    its worker is killed: the kill provably lands mid-task, and the second attempt goes on at
+    once. Graded without the sandbox, whose kernels cannot see the file; the sandbox on a
+    cluster is tested above.
+    """
     from distributed import Client
 
-    folder, expected = samples
     submitted = tmp_path / "submitted"
-    for student in ("correct", "untouched", "mistake-1", "kernel-dies"):
-        shutil.copytree(folder / student, submitted / student)
-    _slow_copy(folder, submitted, seconds=4)  # under the 5 s cell limit
-    expected = {s: expected[s] for s in ("correct", "untouched", "mistake-1", "kernel-dies")}
-    expected["slow"] = expected["correct"]
+    expected = {s: samples.outcomes[s] for s in ("correct", "untouched", "mistake-1",
+                                                 "kernel-dies")}
+    for student in expected:
+        samples.copy(student, submitted)
+    killed_flag = tmp_path / "worker-killed"
+    with_first_cell(samples.notebook("correct"), wait_for_file_cell(killed_flag),
+                    submitted / "slow" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    # full marks; the scan flags the waiting cell's file access for review
+    expected["slow"] = (expected["correct"][0], "review-suggested")
 
     watcher = Client(cluster.scheduler_address, set_as_default=False)
     watcher.wait_for_workers(2, timeout=60)
     killed: list[str] = []
+    graded = threading.Event()
 
     def kill_the_slow_task_worker():
         pids = watcher.run(os.getpid)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            for address, keys in watcher.processing().items():
-                if any("lossutils-grade-slow-" in str(key) for key in keys):
-                    os.kill(pids[address], signal.SIGKILL)
-                    killed.append(address)
-                    return
-            time.sleep(0.1)
+        try:
+            while not killed and not graded.is_set():
+                for address, keys in watcher.processing().items():
+                    if any("lossutils-grade-slow-" in str(key) for key in keys):
+                        os.kill(pids[address], signal.SIGKILL)
+                        killed.append(address)
+                        break
+                time.sleep(0.1)
+        finally:
+            killed_flag.touch()  # (also when this thread fails: the run must not hang)
 
     killer = threading.Thread(target=kill_the_slow_task_worker)
     killer.start()
     try:
-        summary = _grade(submitted, tmp_path / "out", cluster.scheduler_address)
+        # the cell timeout only guards against a hang: the flag ends the wait
+        summary = _grade(submitted, tmp_path / "out", cluster.scheduler_address, sandbox=False,
+                         timeout=600)
     finally:
+        graded.set()
         killer.join()
         watcher.close()
     assert len(killed) == 1, "the slow submission never ran on a worker"
@@ -285,26 +262,26 @@ def test_a_worker_killed_mid_run_loses_no_grade(cluster, samples, tmp_path):
 
 
 @pytest.mark.grading
-def test_a_task_that_kills_every_worker_ends_as_a_failure(cluster, tmp_path):
+def test_a_task_that_kills_every_worker_ends_as_a_failure(cluster, sandboxed, tmp_path):
     submitted = tmp_path / "ada.ipynb"
     submitted.write_text("{}")
 
     def kill_the_worker(task):
         os._exit(3)
 
-    executor = connect(cluster.scheduler_address)
+    executor = connect(cluster.scheduler_address, sandboxed=sandboxed)
     try:
-        result = executor.submit(kill_the_worker, _task(submitted, student="ada")).result(
+        result = executor.submit(kill_the_worker, fixture_task(submitted, student="ada")).result(
             timeout=180
         )
     finally:
         executor.shutdown()
-    assert result["status"] == "grader-error"
-    assert result["score"] == 0.0
-    assert result["student"] == "ada"
-    [problem] = result["problems"]
-    assert problem["code"] == "grader-error"
-    assert problem["detail"].startswith(
+    assert result.status == "grader-error"
+    assert result.score == 0.0
+    assert result.student == "ada"
+    [problem] = result.problems
+    assert problem.code == "grader-error"
+    assert problem.detail.startswith(
         f"the Dask worker grading this submission died {ALLOWED_FAILURES + 1} times (last tcp://"
     )
 

@@ -14,14 +14,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
-ASSIGNMENT = "00-fixture"
-BIN = Path(sys.executable).parent
+from tests.conftest import ASSIGNMENT, SOURCE, VENV_BIN, unsandboxed_flag
+
 COURSE = "lossutils"
 
 
@@ -42,7 +40,7 @@ def _party(folder: Path, config: str) -> dict:
     env.update(HOME=str(folder), JUPYTER_CONFIG_DIR=str(folder / ".jupyter"),
                JUPYTER_DATA_DIR=str(folder / ".local" / "share" / "jupyter"),
                JUPYTER_RUNTIME_DIR=str(folder / ".runtime"),
-               PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""))
+               PATH=str(VENV_BIN) + os.pathsep + os.environ.get("PATH", ""))
     return env
 
 
@@ -54,7 +52,7 @@ def _run(command: list[str], cwd: Path, env: dict) -> str:
 
 
 @pytest.mark.grading
-def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path):
+def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path, sandboxed):
     from lossutils.grading.samples import generate_samples
 
     exchange = tmp_path / "exchange"
@@ -70,7 +68,7 @@ def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path):
         "c.CollectApp.check_owner = False\n"
     ))
     shutil.copytree(SOURCE / ASSIGNMENT, instructor / "solutions" / ASSIGNMENT)
-    nbgrader = str(BIN / "nbgrader")
+    nbgrader = str(VENV_BIN / "nbgrader")
     _run([nbgrader, "generate_assignment", ASSIGNMENT], instructor, teacher)
     _run([nbgrader, "release_assignment", ASSIGNMENT], instructor, teacher)
 
@@ -95,13 +93,8 @@ def test_release_fetch_submit_collect_grade_and_feedback_round_trip(tmp_path):
         assert {p.name for p in (instructor / "submitted" / student / ASSIGNMENT).iterdir()} == {
             f"{ASSIGNMENT}.ipynb", "timestamp.txt", "submission_secret.txt"}
 
-    from lossutils.grading.sandbox import sandbox_available
-
-    # the answers are our own samples: where bubblewrap cannot run, grading them without it
-    # is safe (as the demo does)
-    unsandboxed = [] if sandbox_available() else ["--unsandboxed"]
-    _run([str(BIN / "lossutils"), "grade", "submitted", "--out", "grading-work",
-          "--timeout", "20", "--seed", "5", *unsandboxed], instructor, teacher)
+    _run([str(VENV_BIN / "lossutils"), "grade", "submitted", "--out", "grading-work",
+          "--timeout", "20", "--seed", "5", *unsandboxed_flag(sandboxed)], instructor, teacher)
     # grading-work is a course root of its own; the exchange settings come with the command
     released = _run([nbgrader, "release_feedback", ASSIGNMENT, f"--Exchange.root={exchange}"],
                     instructor / "grading-work", teacher)

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from lossutils._html import clean_html, markdown_code, markdown_to_html
-from lossutils.grading.worker import MAX_IMAGE_CHARS, _clip_outputs
+from lossutils.grading.worker.execute import MAX_IMAGE_CHARS, clip_outputs
 
 
 def test_clean_html_keeps_formatting_and_tables_and_shows_other_tags_as_text():
@@ -53,7 +53,7 @@ def test_clip_outputs_keeps_figures_whole_and_cuts_text():
         nbformat.v4.new_output("stream", name="stdout", text="x" * 50_000),
     ]
     nb = nbformat.v4.new_notebook(cells=[cell])
-    _clip_outputs(nb, 10_000)
+    clip_outputs(nb, 10_000)
     kept, dropped, text = cell.outputs
     assert kept.data["image/png"] == figure  # longer than the text limit, kept whole
     assert "image/png" not in dropped.data

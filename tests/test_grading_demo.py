@@ -7,15 +7,13 @@ test_grading.py cover the machinery, these the real notebooks and checks togethe
 
 import io
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from lossutils.grading.demo import run_demo
 from lossutils.grading.samples import expected_outcome
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 @pytest.mark.grading

@@ -27,9 +27,8 @@ import pytest
 from lossutils.platforms._single import Exercise, Outcome
 from lossutils.platforms.gradescope import gradescope_results
 from lossutils.platforms.prairielearn import MAX_BYTES, fit, prairielearn_results
+from tests.conftest import ASSIGNMENT, SOURCE
 
-SOURCE = Path(__file__).parent / "fixtures" / "grading" / "solutions"
-ASSIGNMENT = "00-fixture"
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
 TIMEOUT = 4  # seconds per cell: the fixture's cells take milliseconds; the endless loop 4 s
 
@@ -185,16 +184,14 @@ def _samples(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, sandboxed):
     """Every sample graded once by ``lossutils grade``: the reference."""
     from lossutils.grading.run import grade
-    from lossutils.grading.sandbox import sandbox_available
 
     base = tmp_path_factory.mktemp("platforms")
     samples = _samples(base / "submitted")
-    # our own samples: safe to grade unsandboxed where bubblewrap cannot run (as the demo does)
     grade(str(base / "submitted"), str(base / "out"), source=str(SOURCE), workers=2,
-          timeout=TIMEOUT, seed=11, progress=None, sandbox=sandbox_available())
+          timeout=TIMEOUT, seed=11, progress=None, sandbox=sandboxed)
     results = json.loads((base / "out" / "results.json").read_text())
     cells = {r["student"]: {c["grade_id"]: c for c in r["cells"] if c["kind"] == "test"}
              for r in results["submissions"]}

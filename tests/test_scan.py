@@ -1,13 +1,11 @@
 """The static scan: each tampering pattern is found, honest answers raise nothing."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-from lossutils.grading.scan import PATTERNS, Finding, scan_notebook, scan_source
-
-ROOT = Path(__file__).resolve().parent.parent
+from lossutils.grading.verify.scan import PATTERNS, Finding, scan_notebook, scan_source
+from tests.conftest import ROOT
 
 
 def _patterns(source):

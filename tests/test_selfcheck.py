@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from lossutils.cli import main
+from lossutils.grading.selfcheck import _assignment_checked
 
-RELEASE = Path(__file__).resolve().parents[1] / "course" / "01-likelihood" / "01-likelihood.ipynb"
+COURSE = Path(__file__).resolve().parents[1] / "course"
+RELEASE = COURSE / "01-likelihood" / "01-likelihood.ipynb"
 
 
 def _points(path: Path) -> dict[str, float]:
@@ -46,6 +48,15 @@ def test_a_downloaded_notebook_is_checked_against_its_own_test_cells(tmp_path):
         assert re.search(rf"^{grade_id} +0 / {max_score:g}  diagnosis: not_implemented$", out,
                          re.MULTILINE), grade_id
     assert f"autograded total: 0 / {sum(points.values()):g}\n" in out
+
+
+def test_a_notebook_that_checks_an_earlier_exercise_again_is_recognised(tmp_path):
+    # 07 trains with the rmsprop_step of 06 and checks it again in its own test cell.
+    copy = tmp_path / "download.ipynb"
+    shutil.copy(COURSE / "07-linear-classifiers" / "07-linear-classifiers.ipynb", copy)
+    assert _assignment_checked(str(copy)) == "07-linear-classifiers"
+    shutil.copy(COURSE / "06-optimization" / "06-optimization.ipynb", copy)
+    assert _assignment_checked(str(copy)) == "06-optimization"
 
 
 def test_a_notebook_that_is_no_course_notebook_needs_an_assignment(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,6 @@
 """
 
 import html
-import importlib.util
 import json
 import re
 import sys
@@ -17,8 +16,8 @@ import nbformat
 import pytest
 
 from lossutils.site import build_site, plan_cells
+from tests.conftest import ROOT, load_chromium
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.parent.name for p in (ROOT / "course").glob("*/*.ipynb")
                    if p.stem == p.parent.name)
 # the site's pages, listed from the repository (not from the builder)
@@ -26,14 +25,7 @@ PAGES = (["index.html", "README.html", "SECURITY.html", "LICENSE-COURSE.html"]
          + [f"docs/{p.stem}.html" for p in sorted((ROOT / "docs").glob("*.md"))]
          + [f"course/{n}/{n}.html" for n in NOTEBOOKS])
 
-_spec = importlib.util.spec_from_file_location("lossutils_tests_chromium",
-                                               Path(__file__).parent / "chromium.py")
-chromium = sys.modules.setdefault("lossutils_tests_chromium",
-                                  importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(chromium)
-needs_chromium = [pytest.mark.needs_chromium,
-                  pytest.mark.skipif(chromium.chromium_path() is None,
-                                     reason="chromium missing: apt-get install chromium")]
+chromium = load_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +210,7 @@ def _ids(path: Path) -> set[str]:
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("page", [pytest.param(p, marks=needs_chromium) for p in PAGES])
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.needs_chromium) for p in PAGES])
 def test_page_loads_offline_with_math_images_and_links(site, browser, page):
     out, _ = site
     load = browser.load((out / page).as_uri())

@@ -6,17 +6,15 @@ attacked ``softmax`` and the honest ``cross_entropy`` next to it, which must kee
 """
 
 import copy
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lossutils.grading import _verify_runner as runner
-from lossutils.grading.sandbox import Limits, sandbox_available, zygote_supported
+from lossutils.grading.problems import Problem
+from lossutils.grading.sandbox import Limits
+from lossutils.grading.task import CellRecord
 from lossutils.grading.verify import (
     CheckCall,
     VerifiedScore,
@@ -27,22 +25,16 @@ from lossutils.grading.verify import (
     strip_magics,
     verify_submission,
 )
+from lossutils.grading.verify import _runner as runner
+from tests.conftest import ROOT, load_attacks
 
-ROOT = Path(__file__).resolve().parent.parent
 MASTER = ROOT / "solutions" / "03-cross-entropy" / "03-cross-entropy.ipynb"
 RELEASE = ROOT / "course" / "03-cross-entropy" / "03-cross-entropy.ipynb"
 KEEP = {"setup", "softmax", "test_softmax", "cross_entropy", "test_cross_entropy"}
 SEED = 424242
 
-_spec = importlib.util.spec_from_file_location("redteam_attacks", Path(__file__).parent
-                                               / "redteam" / "attacks.py")
-attacks = sys.modules.setdefault("redteam_attacks", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(attacks)
+attacks = load_attacks()
 
-needs_sandbox = pytest.mark.skipif(not sandbox_available(),
-                                   reason="bubblewrap is not available on this machine")
-needs_zygote = pytest.mark.skipif(not zygote_supported(),
-                                  reason="forking needs a root grader outside /tmp")
 
 
 def _trimmed(nb: dict) -> dict:
@@ -160,7 +152,8 @@ def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_one
     prelude, cells = code_to_verify(nb, books.full)
     # numpy, and the SymPy symbols the derivation steps are built from
     assert prelude[:2] == ["import numpy as np", "import sympy as sp"]
-    assert all(" = sp." in line or line.endswith("= None") for line in prelude[2:])
+    assert prelude[2:]
+    assert all(" = sp." in line for line in prelude[2:])
     labels = [label for label, _ in cells]
     added = f"cell {len(nb['cells']) - 4}"
     assert labels == ["one_hot", "softmax", "log_softmax", "cross_entropy", "dlogsoftmax",
@@ -174,6 +167,15 @@ def test_code_to_verify_takes_student_solutions_and_added_cells_never_locked_one
     assert dict(cells)["softmax"] == "def softmax(x):\n    return x\n"
 
 
+def test_an_added_cell_with_an_unhashable_literal_key_is_read(books):
+    # {[1]: 2} parses, and ast.literal_eval raises TypeError on it, not ValueError
+    nb = books.submission()
+    nb["cells"].append({"cell_type": "code", "metadata": {},
+                        "source": "table = {[1]: 2}\ndef twice(x):\n    return 2 * x"})
+    _, cells = code_to_verify(nb, books.full)
+    assert cells[-1][1] == "def twice(x):\n    return 2 * x"
+
+
 def test_prelude_holds_the_given_helpers_the_student_uses_and_nothing_else(books):
     uses = ("def softmax(logits):\n"
             "    return softmax_naive(logits - logits.max(axis=-1, keepdims=True))\n")
@@ -181,7 +183,7 @@ def test_prelude_holds_the_given_helpers_the_student_uses_and_nothing_else(books
     assert prelude[0] == "import numpy as np"
     # besides the derivations' SymPy symbols, only the helper the student's softmax calls
     assert [p.split("(")[0] for p in prelude[1:] if " = sp." not in p
-            and not p.endswith("= None") and p != "import sympy as sp"] == ["def softmax_naive"]
+            and p != "import sympy as sp"] == ["def softmax_naive"]
     master = {"cells": [
         _cell("setup", "import numpy as np\nimport matplotlib.pyplot as plt\nimport os\n"
               "from lossutils import softmax as ref\nLIMIT = 10\nrng = np.random.default_rng(0)\n"
@@ -217,14 +219,16 @@ def test_verified_score_to_plain_is_json():
 
 
 def _record(grade_id, score, max_score=3.0, kind="test"):
-    return {"grade_id": grade_id, "kind": kind, "score": score, "max_score": max_score,
-            "message": None}
+    return CellRecord(grade_id, kind, max_score, score)
 
 
-def test_reconcile_takes_the_verified_score_and_flags_disagreement():
+def test_reconcile_takes_the_verified_score_and_flags_disagreement_either_way():
     records = [_record("test_a", 3.0), _record("test_b", 3.0), _record("test_c", 0.0),
                _record("test_d", 2.0, 2.0), _record("answer", None, 3.0, "manual"),
-               _record("test_unchecked", 1.0, 1.0)]
+               _record("test_unchecked", 1.0, 1.0), _record("test_e", 0.0),
+               _record("test_f", 3.0)]
+    # a cell the kernel never reached says nothing about the answer: no disagreement
+    records[6].message = "not run: execution stopped before this cell"
     verified = {
         "test_a": VerifiedScore("test_a", True, "a: 13/13 cases passed"),
         "test_b": VerifiedScore("test_b", False, "b: 0/13 cases passed; case 1 failed.\nmore",
@@ -233,35 +237,53 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement():
         "test_d": VerifiedScore("test_d", False, error="timeout: the solution code ran past "
                                 "the time limit"),
         "answer": VerifiedScore("answer", False),
+        "test_e": VerifiedScore("test_e", True, "e: 9/9 cases passed"),
+        # never judged: the submission's budget ran out first (its own timeout says so)
+        "test_f": VerifiedScore("test_f", False, error="budget: the submission as a whole "
+                                "ran out of its time budget"),
     }
     problems = reconcile(records, verified)
-    assert [r["score"] for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0]
-    assert [r.get("kernel_score") for r in records] == [3.0, 3.0, 0.0, 2.0, None, None]
-    assert records[1]["verified"]["diagnosis"] == "no_max_shift"
-    assert records[3]["message"].startswith("timeout")
+    assert [r.score for r in records] == [3.0, 0.0, 3.0, 0.0, None, 1.0, 3.0, 0.0]
+    assert [r.kernel_score for r in records] == [3.0, 3.0, 0.0, 2.0, None, None, 0.0, 3.0]
+    assert records[1].verified.diagnosis == "no_max_shift"
+    assert records[1].to_plain()["verified"]["diagnosis"] == "no_max_shift"
+    assert "verified" not in records[5].to_plain()
+    assert records[3].message.startswith("timeout")
     assert problems == [
-        {"code": "tampering-suspected", "detail": "test_b: the notebook's test gave 3/3, "
-         "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."},
-        {"code": "verification-failed", "detail": "test_d: timeout: the solution code ran "
-         "past the time limit"},
-        {"code": "tampering-suspected", "detail": "test_d: the notebook's test gave 2/2, "
-         "verification outside the kernel 0: timeout: the solution code ran past the time "
-         "limit"},
+        Problem("tampering-suspected", "test_b: the notebook's test gave 3/3, "
+                "verification outside the kernel 0: b: 0/13 cases passed; case 1 failed."),
+        # failed in the kernel, passed outside it: the kernel ran other code, or code that
+        # behaves otherwise there
+        Problem("tampering-suspected", "test_c: the notebook's test gave 0/3, "
+                "verification outside the kernel 3: c: 14/14 cases passed"),
+        Problem("verification-failed", "test_d: timeout: the solution code ran "
+                "past the time limit"),
+        Problem("tampering-suspected", "test_d: the notebook's test gave 2/2, "
+                "verification outside the kernel 0: timeout: the solution code ran past the "
+                "time limit"),
+        Problem("verification-failed", "test_f: budget: the submission as a whole ran out "
+                "of its time budget"),
     ]
 
 
 # --------------------------------------------------------------------------- in the sandbox
 
 
+# Far beyond the 3 s call timeout: a loop stopped before it was stopped by the call timeout,
+# however loaded the machine.
+WALL_SECONDS = 600
+
+
 def _verify(nb, master, **kw):
     kw.setdefault("call_timeout", 3)
-    kw.setdefault("limits", Limits(memory_bytes=2**30, cpu_seconds=30, wall_seconds=60,
-                                   max_processes=16, max_output_bytes=4_000_000))
+    kw.setdefault("limits", Limits(memory_bytes=2**30, cpu_seconds=30,
+                                   wall_seconds=WALL_SECONDS, max_processes=16,
+                                   max_output_bytes=4_000_000))
     return verify_submission(nb, master, seed=SEED, **kw)
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_honest_release_and_blank_release(books):
     master = books.master
     done = _verify(books.submission(), master)
@@ -274,7 +296,7 @@ def test_honest_release_and_blank_release(books):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_a_wrong_answer_keeps_the_checkers_diagnosis(books):
     naive = ("def softmax(logits):\n    e = np.exp(logits)\n"
              "    return e / e.sum(axis=-1, keepdims=True)\n")
@@ -292,7 +314,7 @@ def test_a_wrong_answer_keeps_the_checkers_diagnosis(books):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_an_endless_cell_costs_only_its_own_exercise(books):
     # As in the kernel: the looping cell is interrupted at the time limit, and the cells after
     # it still load, so the honest neighbour keeps its points.
@@ -313,14 +335,15 @@ def _code_attacks(tmp_path_factory):
                                       output_dir=str(base / "out"))
 
 
-@pytest.fixture(scope="module", params=["started", pytest.param("forked", marks=needs_zygote)])
+@pytest.fixture(scope="module",
+                params=["started", pytest.param("forked", marks=pytest.mark.needs_root)])
 def attack_results(books, tmp_path_factory, request):
     """Every code attack verified once: name -> (attack, results, seconds).
 
     Twice: with a verification process started per submission, and forked from the
     verification zygote (where the grader runs as root).
     """
-    from lossutils.grading import verify
+    from lossutils.grading.verify import channel
 
     base, found = _code_attacks(tmp_path_factory)
     results = {}
@@ -332,27 +355,28 @@ def attack_results(books, tmp_path_factory, request):
             done = _verify(books.submission(attack.cells), books.master)
             results[attack.name] = (attack, done, time.monotonic() - start)
     if request.param == "forked":
-        assert verify._ZYGOTE_FAILED == []
+        assert channel.ZYGOTE_FAILED == []
     return base, results
 
 
 @pytest.mark.grading
-@needs_sandbox
-@needs_zygote
+@pytest.mark.needs_bwrap
+@pytest.mark.needs_root
 def test_verification_forks_from_a_zygote_that_never_imported_lossutils(books):
-    from lossutils.grading import sandbox
+    from lossutils.grading.sandbox import bwrap
+    from lossutils.grading.sandbox import zygote as zygote_module
 
     done = _verify(books.submission(), books.master)
     assert all(score.passed for score in done.values())
     # Other tests of the session may have left verification zygotes of other masters: each
     # must be free of lossutils.
-    zygotes = [z for (_, _, bare), z in sandbox._ZYGOTES.items() if bare]
+    zygotes = [z for (_, _, bare), z in zygote_module._ZYGOTES.items() if bare]
     assert zygotes
     probe = "import sys; sys.exit(7 if any(m.startswith('lossutils') for m in sys.modules) else 3)"
     for zygote in zygotes:
         assert "numpy" in zygote.preloaded
         assert not any(name.split(".")[0] == "lossutils" for name in zygote.preloaded)
-        runner = zygote.spawn(sandbox._sandbox_uid(), probe)
+        runner = zygote.spawn(bwrap.sandbox_uid(), probe)
         try:
             assert runner.wait(timeout=10) == 3  # nothing of lossutils in the forked process
         finally:
@@ -360,7 +384,7 @@ def test_verification_forks_from_a_zygote_that_never_imported_lossutils(books):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_no_attack_earns_a_point_and_honest_neighbours_keep_theirs(attack_results):
     _, results = attack_results
     assert len(results) >= 20
@@ -369,11 +393,11 @@ def test_no_attack_earns_a_point_and_honest_neighbours_keep_theirs(attack_result
         if not attack.kills_process:
             assert done["test_cross_entropy"].passed, (name, done)
         # Loops, forks and hogs are stopped by the call timeout, not by the wall limit.
-        assert seconds < 20, (name, seconds)
+        assert seconds < WALL_SECONDS, (name, seconds)
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_nothing_outside_the_sandbox_was_written(attack_results):
     base, _ = attack_results
     assert not (base / "pwned.txt").exists()
@@ -381,7 +405,7 @@ def test_nothing_outside_the_sandbox_was_written(attack_results):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_failures_of_the_process_are_reported_as_errors(attack_results):
     _, results = attack_results
     expected = {"infinite-loop": "timeout", "fork-bomb": "timeout", "os-exit-call": "crashed",
@@ -399,17 +423,15 @@ def test_failures_of_the_process_are_reported_as_errors(attack_results):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_apply_verification_folds_everything_into_a_worker_result(books):
     nb = books.submission({"softmax": "np.allclose = lambda *a, **k: True\n"
                                       "def softmax(logits):\n    return logits\n"})
-    result = {"cells": [_record("test_softmax", 3.0), _record("test_cross_entropy", 3.0)],
-              "problems": [], "score": 6.0}
-    apply_verification(result, nb, books.master, seed=SEED, call_timeout=3)
-    assert result["score"] == 3.0
-    assert [p["code"] for p in result["problems"]] == ["tampering-suspected",
-                                                       "review-suggested"]
-    assert result["problems"][0]["detail"].endswith(
-        "; scan: module-attribute-assignment (softmax line 1)")
-    assert result["scan"][0]["pattern"] == "module-attribute-assignment"
-    assert result["scan"][0]["cell"] == "softmax"
+    cells = [_record("test_softmax", 3.0), _record("test_cross_entropy", 3.0)]
+    problems = []
+    findings = apply_verification(cells, problems, nb, books.master, seed=SEED, call_timeout=3)
+    assert sum(c.score for c in cells) == 3.0
+    assert [p.code for p in problems] == ["tampering-suspected", "review-suggested"]
+    assert problems[0].detail.endswith("; scan: module-attribute-assignment (softmax line 1)")
+    assert findings[0].pattern == "module-attribute-assignment"
+    assert findings[0].cell == "softmax"

@@ -8,32 +8,25 @@ student's definitions; the verdicts must be the ones the checker gives in the ke
 """
 
 import copy
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from lossutils.checks import StudentFunction, to_plain
-from lossutils.grading.sandbox import Limits, sandbox_available
-from lossutils.grading.scan import scan_source
-from lossutils.grading.verify import CheckCall, _validate_plain, check_calls, verify_submission
+from lossutils.grading.sandbox import Limits
+from lossutils.grading.verify import CheckCall, check_calls, verify_submission
+from lossutils.grading.verify.remote import validate_plain
+from lossutils.grading.verify.scan import scan_source
+from tests.conftest import ROOT, load_attacks
 
-ROOT = Path(__file__).resolve().parent.parent
 AID = "07-linear-classifiers"
 MASTER = ROOT / "solutions" / AID / f"{AID}.ipynb"
 RELEASE = ROOT / "course" / AID / f"{AID}.ipynb"
 KEEP = {"setup", "softmax_loss_vectorized", "test_softmax_loss_vectorized", "numerical_gradient",
         "test_numerical_gradient", "rmsprop_step", "test_rmsprop_step", "train", "test_train"}
 
-_spec = importlib.util.spec_from_file_location("redteam_attacks", Path(__file__).parent
-                                               / "redteam" / "attacks.py")
-attacks = sys.modules.setdefault("redteam_attacks", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(attacks)
+attacks = load_attacks()
 
-needs_sandbox = pytest.mark.skipif(not sandbox_available(),
-                                   reason="bubblewrap is not available on this machine")
 
 NO_SHUFFLE = '''
 def train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_size, seed=0):
@@ -86,15 +79,15 @@ def test_functions_as_arguments_pass_the_plain_data_validation():
 
     for name in ("numerical_gradient", "train", "nesterov_step"):
         for case in get_exercise(name).cases():
-            _validate_plain(json.loads(json.dumps(to_plain(list(case.args)))))
-            _validate_plain(json.loads(json.dumps(to_plain(case.kwargs))))
-    _validate_plain(to_plain(StudentFunction("train")))
+            validate_plain(json.loads(json.dumps(to_plain(list(case.args)))))
+            validate_plain(json.loads(json.dumps(to_plain(case.kwargs))))
+    validate_plain(to_plain(StudentFunction("train")))
     with pytest.raises(ValueError, match="malformed function name"):
-        _validate_plain({"kind": "student_function", "name": 3})
+        validate_plain({"kind": "student_function", "name": 3})
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_honest_blank_and_wrong_submissions_of_07(books):
     full, master, release = books
     honest = _verify(attacks.submission(release, full), master)
@@ -115,7 +108,7 @@ def test_honest_blank_and_wrong_submissions_of_07(books):
 
 
 @pytest.mark.grading
-@needs_sandbox
+@pytest.mark.needs_bwrap
 def test_a_missing_helper_is_reported_by_name(books):
     full, master, release = books
     renamed = "def my_rmsprop(w, grad, state, lr, rho=0.9, eps=1e-8):\n    return w, state\n"

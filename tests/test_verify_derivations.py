@@ -1,7 +1,7 @@
 """Derivation steps verified outside the kernel: expressions carried out of the sandbox.
 
 The student's cells run in the sandboxed verification process; each step's SymPy expression
-comes back as an allow-listed tree (``_verify_runner.encode_sympy``) and is judged by the
+comes back as an allow-listed tree (``verify._runner.encode_sympy``) and is judged by the
 trusted checker, which must reach the verdict and the diagnosis of the kernel's own check.
 The master is notebook 01, trimmed to the coin's derivation.
 """
@@ -16,8 +16,8 @@ import pytest
 import sympy as sp
 
 from lossutils.checks import _symeval, run_check
-from lossutils.grading import _verify_runner as runner
 from lossutils.grading.sandbox import Limits, sandbox_available
+from lossutils.grading.verify import _runner as runner
 from lossutils.grading.verify import check_calls, code_to_verify, verify_submission
 
 ROOT = Path(__file__).resolve().parent.parent

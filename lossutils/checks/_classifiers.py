@@ -10,10 +10,11 @@ take functions as arguments: the checker gives them functions that travel as pla
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._calling import Outcome
 from ._common import DTYPES, n_random
 from ._core import (
     Case,
@@ -24,6 +25,7 @@ from ._core import (
     Verdict,
     close,
     compare,
+    dtype_advice,
     float_value,
     quiet,
     register,
@@ -127,20 +129,31 @@ def _softmax_no_one_hot(s, y):
     return losses, ds
 
 
-def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True):
+def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True,
+                 self_counted=False):
+    """The hinge's data term with one mistake; ``self_counted``: with ``true_class``, the
+    true class's own (always active) term also counts in its column of the gradient."""
+
     def data(s, y):
         rows = np.arange(len(y))
         margins = sign * (s - s[rows, y][:, None]) + margin
         if not true_class:
             margins[rows, y] = 0
         active = (margins > 0).astype(np.float64) * sign
-        if true_class:
+        if true_class and not self_counted:
             active[rows, y] = 0  # d/ds_y of (s_y - s_y + 1) is 0
         if true_grad:
             active[rows, y] = -active.sum(axis=1)
         return np.maximum(margins, 0).sum(axis=1), active
 
     return data
+
+
+def _svm_counts_itself(s, y):
+    """The true class's column counts its own always-active term (margin 1) too."""
+    losses, active = _data_part("svm", s, y)
+    active[np.arange(len(y)), y] -= 1
+    return losses, active
 
 
 def _overflow_detect(case, got, expected, warnings):
@@ -173,6 +186,11 @@ def _reg_mistakes(kind):
             models=(_model(kind, loss_reg=2.0, grad_reg=4.0), _model(kind, grad_reg=4.0),
                     _model(kind, loss_reg=2.0)),
         ),
+        Mistake(
+            "reg_loss_halved",
+            "the penalty in the loss is reg * sum(W**2), with no 1/2 in front.",
+            models=(_model(kind, loss_reg=0.5),),
+        ),
     )
 
 
@@ -189,6 +207,12 @@ def _mean_mistakes(kind):
             "the loss is averaged over the batch but dW is not: divide the data part of dW "
             "by N too.",
             models=(_model(kind, grad_scale="sum"),),
+        ),
+        Mistake(
+            "loss_not_averaged",
+            "dW is averaged over the batch but the loss is not: divide the data loss by N "
+            "too.",
+            models=(_model(kind, loss_scale="sum"),),
         ),
         Mistake(
             "grad_sign",
@@ -234,7 +258,8 @@ _SVM_MISTAKES = (
         "counts_true_class",
         "you included j = y in the sum, which adds max(0, 1) = 1 per sample: skip the true "
         "class.",
-        models=(_model("svm", data=_svm_variant(true_class=True)),),
+        models=(_model("svm", data=_svm_variant(true_class=True)),
+                _model("svm", data=_svm_variant(true_class=True, self_counted=True))),
     ),
     Mistake(
         "margin_sign",
@@ -253,6 +278,12 @@ _SVM_MISTAKES = (
         "each violated margin also pulls on the true class: subtract x_i from column y_i "
         "once per wrong class j with s_j - s_y + 1 > 0.",
         models=(_model("svm", data=_svm_variant(true_grad=False)),),
+    ),
+    Mistake(
+        "true_class_counts_itself",
+        "column y_i collects -x_i once per wrong class j != y_i with a positive margin; your "
+        "count includes j = y_i too, whose own margin s_y - s_y + 1 = 1 is always positive.",
+        models=(_model("svm", data=_svm_counts_itself),),
     ),
     *_reg_mistakes("svm"),
     *_mean_mistakes("svm"),
@@ -337,7 +368,8 @@ class LossGradExercise(Exercise):
         ref_loss, ref_grad = self.reference(*case.args)
         if type(output) is not tuple or len(output) != 2:
             message = f"returned {describe_returned(output)}; expected a tuple (loss, dW)."
-            return self.verdict(message, "type", ())
+            return self.verdict(message, "type", (),
+                                "return both results as one tuple: return loss, dW.")
         loss, grad = output
         got_loss, loss_failure = float_value(loss, ref_loss)
         got_grad, grad_failure = float_value(grad, ref_grad)
@@ -357,7 +389,8 @@ class LossGradExercise(Exercise):
                 parts = _Parts(got_loss if loss_failure is None else None,
                                got_grad if grad_failure is None else None)
                 explained = self.explain(case, parts, (ref_loss, ref_grad), warnings)
-            return self.verdict(message, stage, explained)
+            advice = dtype_advice(shown, dtype) if stage == "dtype" else None
+            return self.verdict(message, stage, explained, advice)
         return Verdict(True)
 
     def explain(self, case, parts, expected, warn):
@@ -544,6 +577,8 @@ register(
         arg_names=("f", "x", "h"),
         reference=_numgrad_reference,
         cases=_numgrad_cases,
+        modified_advice="x must be unchanged afterwards: restore x[k] from its saved value "
+        "(x[k] + h - h is not always x[k] in floating point), or perturb a copy.",
         mistakes=(
             Mistake(
                 "one_sided",
@@ -672,15 +707,27 @@ def _steps_per_epoch(n, b):
     return -(-n // b)
 
 
+def _other_seed(seed):
+    """The seed of a probe's third run, which must visit the samples in another order."""
+    return (seed + 1) % 2**31
+
+
+def _same_weights(a, b) -> bool:
+    """Whether two runs returned the same weights (the probe's weights record the batches)."""
+    return all(type(r) is tuple and len(r) == 2 and type(r[0]) is np.ndarray for r in (a, b)) \
+        and a[0].shape == b[0].shape and np.array_equal(a[0], b[0])
+
+
 class TrainExercise(Exercise):
     """The training loop: probes that reveal its mini-batches, then the accuracy it reaches.
 
     A probe case hands ``train`` a data set of one-hot rows (sample i is e_i) and two
     checker-made functions (:mod:`._given`): a loss whose gradient marks the samples of
-    the batch (1 if given with its own label, 2 if with another's), and a step that writes
+    the batch (1 if given with its own label, 100 if with another's), and a step that writes
     that mark into column t of the weights. The returned weights therefore record which
     samples every step used, and the judge checks the mini-batches, the shuffling, the
-    labels, the state and the history against the contract. The accuracy case runs
+    labels, the state and the history against the contract, and that the seed decides the
+    batches (:meth:`call` runs a probe three times). The accuracy case runs
     ``train`` with the student's own loss and step functions on a digits split drawn from
     the seed and measures the test accuracy of the returned weights.
     """
@@ -692,6 +739,21 @@ class TrainExercise(Exercise):
 
     def make_cases(self, rng, hidden):
         return self._cases(rng, hidden)
+
+    def call(self, fn, case, uses=None):
+        """The accuracy case runs ``train`` once. A probe case runs it three times, with the
+        case's seed, again with the same seed (a seeded run repeats itself) and with another
+        seed (which must change the order); the judge gets the list of the three outputs."""
+        first = super().call(fn, case, uses)
+        if case.test or first.error is not None:
+            return first
+        other = replace(case, kwargs={**case.kwargs, "seed": _other_seed(case.kwargs["seed"])})
+        runs = (first, super().call(fn, case, uses), super().call(fn, other, uses))
+        return Outcome([r.output for r in runs],
+                       next((r.error for r in runs if r.error is not None), None),
+                       tuple(w for r in runs for w in r.warnings),
+                       "".join(r.stdout for r in runs),
+                       tuple(dict.fromkeys(m for r in runs for m in r.modified)))
 
     def describe_input(self, case):
         loss_fn, W0, X, y, step_fn, state = case.args
@@ -706,15 +768,21 @@ class TrainExercise(Exercise):
                 f"X = np.eye({X.shape[0]}) (sample i is the row e_i), y = {fmt(y, 'y = ')}\n"
                 f"step_fn = {fmt(step_fn)}\nstate = {fmt(state)}\nhyperparameters: {hyper}")
 
-    def _fail(self, message, stage="values", mistake=None):
+    def _fail(self, message, stage="values", mistake=None, advice=None):
         explained = (self._by_id[mistake],) if mistake else ()
-        return self.verdict(message, stage, explained)
+        return self.verdict(message, stage, explained, advice)
 
     def judge(self, case, output, warnings=()):
         W0 = case.args[1]
+        runs = None
+        if not case.test:
+            if type(output) is not list or len(output) != 3:  # only call() builds this list
+                return Verdict(False, f"no runs were recorded ({describe_returned(output)}).")
+            runs, output = output, output[0]
         if type(output) is not tuple or len(output) != 2:
             return self._fail(f"returned {describe_returned(output)}; expected a tuple "
-                              "(W, history).", "type")
+                              "(W, history).", "type",
+                              advice="return both results as one tuple: return W, history.")
         W, history = output
         if type(W) is not np.ndarray or W.shape != W0.shape or W.dtype != W0.dtype:
             return self._fail(f"W: returned {describe_returned(W)}; expected the trained "
@@ -732,7 +800,20 @@ class TrainExercise(Exercise):
                               mistake="weights_not_updated")
         if case.test:
             return self._judge_accuracy(case, W, history)
-        return self._judge_probe(case, W, history)
+        verdict = self._judge_probe(case, W, history)
+        if not verdict.ok:
+            return verdict
+        _, again, other = runs
+        if not _same_weights(output, again) or not (
+                type(again[1]) is np.ndarray and np.array_equal(again[1], history)):
+            return self._fail("called again with the same seed, train trained on other "
+                              "batches: the run is not reproducible.",
+                              mistake="not_reproducible")
+        if _same_weights(output, other):
+            return self._fail(f"called with seed={_other_seed(case.kwargs['seed'])} instead, "
+                              "train used the same batches: the shuffling ignores the seed.",
+                              mistake="seed_ignored")
+        return verdict
 
     def _judge_accuracy(self, case, W, history):
         n = len(case.args[3])
@@ -838,22 +919,30 @@ register(
         cases=_train_cases,
         mistakes=(
             Mistake("weights_not_updated",
-                    "keep what step_fn returns: W, state = step_fn(W, dW, state, lr)."),
+                    "step_fn returns the new weights rather than changing W: the next step, "
+                    "and the W you return, must use the weights it returned."),
             Mistake("state_not_carried",
-                    "pass the state step_fn returned to the next call: "
-                    "W, state = step_fn(W, dW, state, lr)."),
+                    "step_fn returns a new state and leaves the one given untouched: the next "
+                    "call needs the state the last call returned, not the initial one."),
             Mistake("labels_misaligned",
-                    "index X and y with the same permutation: idx = perm[start:start + "
-                    "batch_size], then X[idx] and y[idx]."),
+                    "the labels of a batch must be those of its samples: take X's rows and y's "
+                    "entries with the same indices."),
             Mistake("no_shuffle",
                     "draw a permutation of the samples at the start of every epoch, "
                     "rng.permutation(N), and take the batches from it."),
             Mistake("same_order_every_epoch",
                     "make the generator once, rng = np.random.default_rng(seed), before the "
                     "epochs, and draw a fresh permutation from it in each epoch."),
+            Mistake("not_reproducible",
+                    "draw every permutation from one generator made from the seed argument, "
+                    "np.random.default_rng(seed): a generator made without a seed, or "
+                    "np.random's global functions, shuffle differently in every run."),
+            Mistake("seed_ignored",
+                    "make the generator from the seed argument, np.random.default_rng(seed), "
+                    "not from a number of your own: another seed must give other batches."),
             Mistake("samples_skipped",
-                    "every sample is used once per epoch: range(0, N, batch_size) and "
-                    "perm[start:start + batch_size] keep the last, shorter batch."),
+                    "every sample is used once per epoch: keep the last batch even when fewer "
+                    "than batch_size samples are left for it."),
             Mistake("with_replacement",
                     "sample without replacement: a permutation of the N samples, cut into "
                     "batches, not rng.integers or rng.choice with replacement."),

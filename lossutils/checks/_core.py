@@ -357,6 +357,9 @@ class Exercise:
         For an exercise whose contract forbids warnings: the advice shown when the function
         returns the right value but raises a warning (diagnosis ``warns``). Without it,
         warnings are only shown when a case fails.
+    modified_advice : str, optional
+        The advice for a right value computed by modifying an input in place, where the
+        exercise has a better one than the generic "work on new arrays".
     """
 
     def __init__(
@@ -369,6 +372,7 @@ class Exercise:
         mistakes: Sequence[Mistake] = (),
         uses: Sequence[str] = (),
         no_warnings: str | None = None,
+        modified_advice: str | None = None,
     ):
         self.id = id
         self.notebook = notebook
@@ -377,6 +381,7 @@ class Exercise:
         self.mistakes = tuple(mistakes)
         self.uses = tuple(uses)
         self.no_warnings = no_warnings
+        self.modified_advice = modified_advice
 
     def __repr__(self) -> str:
         return f"<exercise {self.id!r} ({self.notebook}): {self.signature}>"
@@ -610,7 +615,7 @@ def assess(exercise: Exercise, case: Case, outcome: Outcome) -> Verdict:
             False,
             f"your function modified its input {outcome.modified[0]} in place.",
             "modifies_input",
-            GENERIC["modifies_input"],
+            exercise.modified_advice or GENERIC["modifies_input"],
         )
     if verdict.ok and outcome.warnings and exercise.no_warnings is not None:
         return Verdict(

@@ -48,7 +48,7 @@ def _quadratic_grad(w, *, hessian, center) -> np.ndarray:
     return g.reshape(arr.shape).astype(dtype)
 
 
-def _probe_loss(W, X, y, reg, *, labels) -> tuple:
+def _probe_loss(W, X_batch, y_batch, reg, *, labels) -> tuple:
     """Records which samples a training step used (see ``lossutils.checks._classifiers``).
 
     Sample ``i`` of the probe's data set is the one-hot row ``e_i`` with label
@@ -56,9 +56,8 @@ def _probe_loss(W, X, y, reg, *, labels) -> tuple:
     sample given with its own label, 100 for one given with another sample's label. The
     loss is the sum of (i + 1) over the batch, plus ``reg``, so the history can be checked.
     """
-    X = _float64(X)
-    ids = np.argmax(X, axis=1)
-    paired = np.asarray(y) == labels[ids]
+    ids = np.argmax(_float64(X_batch), axis=1)
+    paired = np.asarray(y_batch) == labels[ids]
     grad = np.zeros(np.shape(W), dtype=np.asarray(W).dtype)
     np.add.at(grad[:, 0], ids, np.where(paired, 1.0, 100.0).astype(grad.dtype))
     return float(np.sum(ids + 1) + reg), grad
@@ -111,8 +110,10 @@ class GivenFunction:
         self.formula = formula
         self.params = params
 
-    def __call__(self, *args):
-        return FORMULAS[self.formula][0](*args, **self.params)
+    def __call__(self, *args, **kwargs):
+        # Arguments by name too (loss_fn(W, X_b, y_b, reg=reg)); the parameters cannot be
+        # overridden: a name given twice is a TypeError.
+        return FORMULAS[self.formula][0](*args, **kwargs, **self.params)
 
     def __eq__(self, other) -> bool:
         if type(other) is not GivenFunction or other.formula != self.formula \

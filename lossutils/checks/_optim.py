@@ -238,7 +238,8 @@ class StepExercise(Exercise):
     def _judge_step(self, out, ref_w, ref_state, k):
         if type(out) is not tuple or len(out) != 2:
             return ("type", f"returned {describe_returned(out)}; expected a tuple "
-                    f"(new_w, new_{self.state_name}).", "", None)
+                    f"(new_w, new_{self.state_name}).", "",
+                    f"return both results as one tuple: return new_w, new_{self.state_name}.")
         new_w, new_state = out
         failure = _value_failure(new_w, ref_w, "new_w")
         if failure is not None:
@@ -250,20 +251,20 @@ class StepExercise(Exercise):
     def _judge_state(self, state, ref_w, ref_state, k):
         if type(state) is not dict:
             return ("type", f"returned as state {describe_returned(state)}; expected a new "
-                    "dict with the same keys as the one given.", "", None)
+                    "dict with the same keys as the one given.", "", _STATE_ADVICE)
         missing = [key for key in ("t", *self.state_fields, *self.extra_fields)
                    if key not in state]
         if missing:
             return ("type", f"the returned state has no key {missing[0]!r}; keep the keys "
-                    f"{['t', *self.state_fields, *self.extra_fields]}.", "", None)
+                    f"{['t', *self.state_fields, *self.extra_fields]}.", "", _STATE_ADVICE)
         t = state["t"]
         if type(t) not in (int, float) and not is_numpy_scalar(t, "iuf"):
             return ("type", f"state['t'] is {describe_returned(t)}; expected the step count.",
                     "", None)
         if t != ref_state["t"]:
             return ("values", f"state['t'] is {t!r} after {k + 1} step(s); expected "
-                    f"{ref_state['t']} (increment t once per call, before the bias "
-                    "correction).", "", None)
+                    f"{ref_state['t']}: t counts the calls, one more in each returned state.",
+                    "", None)
         for key in self.state_fields:
             failure = _value_failure(state[key], ref_state[key], f"state[{key!r}]")
             if failure is not None:
@@ -322,6 +323,11 @@ class StepExercise(Exercise):
                for p in parts):
             return None
         return np.concatenate([p.astype(np.float64).ravel() for p in parts])
+
+
+# The generic hint of a "type" failure is about arrays and floats; a state is a dict.
+_STATE_ADVICE = ("return the new state as a new dict holding every key of the given one, "
+                 "each updated for this step.")
 
 
 def _value_failure(obj: Any, ref: np.ndarray, what: str):

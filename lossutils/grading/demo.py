@@ -49,8 +49,8 @@ def run_demo(
     assignments=None,
     timeout: int = 10,
     workers: int | None = None,
-    stream=sys.stdout,
-    progress=sys.stderr,
+    stream=None,
+    progress=True,
 ) -> int:
     """Generate the samples into ``<out>/submitted``, grade them into ``out``, print a table.
 

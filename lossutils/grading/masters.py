@@ -12,7 +12,6 @@ complete for ``nbgrader formgrader`` and ``nbgrader export``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -20,7 +19,18 @@ import shutil
 import sys
 import tempfile
 
-__all__ = ["COURSE_ID", "MasterMismatch", "list_masters", "load_master", "master_hash"]
+from ._patches import install_alembic_head
+from .task import Master, MasterCell, MasterNotebook
+
+__all__ = [
+    "COURSE_ID",
+    "MasterMismatch",
+    "list_masters",
+    "load_master",
+    "master_hash",
+    "preload_for",
+    "preload_modules",
+]
 
 #: The course id of the repository's nbgrader_config.py; formgrader filters by it.
 COURSE_ID = "lossutils"
@@ -69,81 +79,14 @@ def master_hash(folder: str) -> str:
 
 
 def _prepare_nbgrader() -> None:
-    """Make a new nbgrader gradebook cheap to create, and possible without ``PATH`` set up.
-
-    nbgrader's ``Gradebook`` records its schema version when it creates a database, by
-    running the ``alembic heads`` command in a subprocess: a second Python start-up that
-    imports alembic and SQLAlchemy, 1-5 s of every grading run. :func:`alembic_head` reads the
-    same version in this process, and ``nbgrader.api`` is pointed at it. The executable's
-    folder also goes on ``PATH``, for nbgrader code that still runs the command.
-    """
-    global _NBGRADER_ALEMBIC_VERSION
-    import nbgrader.api
-
-    if nbgrader.api.get_alembic_version is not alembic_head:
-        _NBGRADER_ALEMBIC_VERSION = nbgrader.api.get_alembic_version
-        nbgrader.api.get_alembic_version = alembic_head
+    """Make a new nbgrader gradebook cheap to create (:func:`~lossutils.grading._patches.
+    install_alembic_head`), and possible without ``PATH`` set up: the executable's folder goes
+    on ``PATH``, for nbgrader code that still runs the ``alembic`` command."""
+    install_alembic_head()
     bindir = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if bindir not in path.split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + path
-
-
-@functools.cache
-def alembic_head() -> str:
-    """The revision nbgrader's ``alembic heads`` prints: its newest schema, read from its files.
-
-    Falls back to running the command, as nbgrader does, when :func:`head_revision` cannot
-    tell.
-    """
-    import nbgrader
-
-    folder = os.path.join(os.path.dirname(nbgrader.__file__), "alembic", "versions")
-    return head_revision(folder) or _stock_alembic_version()
-
-
-def head_revision(folder: str) -> str | None:
-    """The one revision of an alembic ``versions`` folder that no other revision follows.
-
-    Each migration file names its ``revision`` and the ``down_revision`` it follows. None if
-    there is not exactly one head, or a file lacks those lines.
-
-    Examples
-    --------
-    >>> head_revision("/nonexistent") is None
-    True
-    """
-    import re
-
-    pattern = re.compile(
-        r"""^(down_revision|revision)\s*=\s*(?:None|'([0-9a-f]+)'|"([0-9a-f]+)")\s*$""",
-        re.MULTILINE,
-    )
-    revisions, parents = set(), set()
-    try:
-        names = [n for n in os.listdir(folder) if n.endswith(".py")]
-        for name in names:
-            with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                found = {m[1]: m[2] or m[3] for m in pattern.finditer(fh.read())}
-            if found.get("revision") is None or "down_revision" not in found:
-                return None
-            revisions.add(found["revision"])
-            parents.add(found["down_revision"])
-    except OSError:
-        return None
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-#: nbgrader's own schema lookup, kept when :func:`_prepare_nbgrader` replaces it.
-_NBGRADER_ALEMBIC_VERSION = None
-
-
-def _stock_alembic_version() -> str:
-    """nbgrader's own ``get_alembic_version``: it runs ``alembic heads``."""
-    import nbgrader.api
-
-    return (_NBGRADER_ALEMBIC_VERSION or nbgrader.api.get_alembic_version)()
 
 
 def _generate(assignment: str, folder: str, scratch: str, db_url: str) -> str:
@@ -188,7 +131,8 @@ def _has_assignment(db_url: str, assignment: str) -> bool:
 
 def _read_cells(
     db_url: str, assignment: str, notebook: str, release_nb: dict, master_nb: dict
-) -> dict:
+) -> tuple[dict | None, tuple[MasterCell, ...]]:
+    """The kernelspec and the cells nbgrader stored for one notebook, in master order."""
     from nbgrader.api import Gradebook
 
     released = {}
@@ -214,20 +158,20 @@ def _read_cells(
                 continue
             sc = source[gid]
             cells.append(
-                {
-                    "name": gid,
-                    "cell_type": sc.cell_type,
-                    "locked": bool(sc.locked),
-                    "checksum": sc.checksum,
-                    "source": sc.source,
-                    "points": points.get(gid),
-                    "grade": gid in points and gid not in tasks,
-                    "solution": gid in solutions,
-                    "task": gid in tasks,
-                    "release_source": released.get(gid, ""),
-                }
+                MasterCell(
+                    name=gid,
+                    cell_type=sc.cell_type,
+                    locked=bool(sc.locked),
+                    checksum=sc.checksum,
+                    source=sc.source,
+                    points=points.get(gid),
+                    grade=gid in points and gid not in tasks,
+                    solution=gid in solutions,
+                    task=gid in tasks,
+                    release_source=released.get(gid, ""),
+                )
             )
-    return {"kernelspec": kernelspec, "cells": cells}
+    return kernelspec, tuple(cells)
 
 
 def preload_modules(nb: dict) -> list[str]:
@@ -273,7 +217,7 @@ def preload_modules(nb: dict) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def load_master(assignment: str, source: str, db_url: str | None = None) -> dict:
+def load_master(assignment: str, source: str, db_url: str | None = None) -> Master:
     """Derive the grader's view of one assignment from its master folder.
 
     Parameters
@@ -290,12 +234,10 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
 
     Returns
     -------
-    dict
-        ``assignment``, ``hash`` (of the master folder), ``files`` (the assignment's other files,
-        relative path to bytes, copied next to each submission as nbgrader does) and
-        ``notebooks``: notebook name to ``{"kernelspec", "cells"}``, where each cell is a dict
-        with nbgrader's source-cell fields (``name``, ``cell_type``, ``locked``, ``checksum``,
-        ``source``, ``points``, ``grade``, ``solution``, ``task``) plus ``release_source``.
+    Master
+        The hash of the master folder, its other files (relative path to bytes, copied next to
+        each submission as nbgrader does) and each notebook's kernelspec, cells (nbgrader's
+        source-cell fields plus the released text) and top-level imports.
 
     Raises
     ------
@@ -318,31 +260,19 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
             else "sqlite:///" + os.path.join(scratch, "master.db")
         )
         release = _generate(assignment, folder, scratch, target)
-        notebooks = {}
+        read = {}
         for name in names:
             with open(os.path.join(release, name + ".ipynb"), encoding="utf-8") as fh:
                 release_nb = json.load(fh)
             with open(os.path.join(folder, name + ".ipynb"), encoding="utf-8") as fh:
                 master_nb = json.load(fh)
-            notebooks[name] = _read_cells(target, assignment, name, release_nb, master_nb)
-            notebooks[name]["preload"] = preload_modules(master_nb)
+            kernelspec, cells = _read_cells(target, assignment, name, release_nb, master_nb)
+            read[name] = (kernelspec, cells, tuple(preload_modules(master_nb)))
         if not fresh:
-            for name, info in notebooks.items():
-                stored = _read_cells(
-                    db_url,
-                    assignment,
-                    name,
-                    {"cells": []},
-                    {
-                        "cells": [
-                            {"metadata": {"nbgrader": {"grade_id": c["name"]}}}
-                            for c in info["cells"]
-                        ]
-                    },
-                )
-                if [c["checksum"] for c in stored["cells"]] != [
-                    c["checksum"] for c in info["cells"]
-                ]:
+            for name, (_, cells, _) in read.items():
+                ids = {"cells": [{"metadata": {"nbgrader": {"grade_id": c.name}}} for c in cells]}
+                _, stored = _read_cells(db_url, assignment, name, {"cells": []}, ids)
+                if [c.checksum for c in stored] != [c.checksum for c in cells]:
                     raise MasterMismatch(
                         f"the gradebook {db_url} holds another version of {assignment}/{name} "
                         "than the master on disk; grade into a new --out folder (or --db), or "
@@ -357,9 +287,23 @@ def load_master(assignment: str, source: str, db_url: str | None = None) -> dict
             path = os.path.join(root, filename)
             with open(path, "rb") as fh:
                 files[os.path.relpath(path, folder)] = fh.read()
-    return {
-        "assignment": assignment,
-        "hash": master_hash(folder),
-        "files": files,
-        "notebooks": notebooks,
+    digest = master_hash(folder)
+    notebooks = {
+        name: MasterNotebook(digest, files, kernelspec, cells, preload)
+        for name, (kernelspec, cells, preload) in read.items()
     }
+    return Master(assignment, digest, files, notebooks)
+
+
+def preload_for(source: str, assignments, masters: dict) -> list[str]:
+    """The modules the masters of ``assignments`` import (what their zygotes preload)."""
+    found: list[str] = []
+    for assignment in assignments:
+        for notebook in masters.get(assignment, ()):
+            path = os.path.join(source, assignment, notebook + ".ipynb")
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    found += preload_modules(json.load(fh))
+            except (OSError, ValueError):  # load_master reports a broken master
+                pass
+    return list(dict.fromkeys(found))

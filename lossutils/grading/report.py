@@ -1,7 +1,10 @@
 """The coordinator's outputs for people and programs: grades.csv, results.json, report.html.
 
 All three are rebuilt from the ledger at the end of every run, so a resumed run reports every
-submission, not just the ones graded last.
+submission, not just the ones graded last. Names, reasons and messages are the students'
+choice: the report escapes them, grades.csv neutralises what a spreadsheet would run as a
+formula, and the figures show only exercise ids and diagnosis ids (never parsed as math),
+so that no submission can keep the outputs from being written.
 """
 
 from __future__ import annotations
@@ -12,8 +15,27 @@ import html
 import itertools
 import json
 import os
+import re
 
-__all__ = ["student_rows", "write_outputs"]
+__all__ = ["spreadsheet_safe", "student_rows", "write_outputs"]
+
+# A check or diagnosis id as the checkers write them; anything else in a ledger (written by an
+# older grader from a kernel's output) is not counted.
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that no spreadsheet reads as a formula: text starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading apostrophe.
+
+    Examples
+    --------
+    >>> spreadsheet_safe("=1+2"), spreadsheet_safe("ada"), spreadsheet_safe("3")
+    ("'=1+2", 'ada', '3')
+    """
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def student_rows(results: list[dict], assignments: list[str]) -> list[dict]:
@@ -101,8 +123,10 @@ class _Totals:
                 )
                 score = cell["score"] or 0.0
                 bucket[0 if score >= cell["max_score"] else 2 if score == 0 else 1] += 1
-            if cell["check"] is not None and cell["diagnosis"] not in (None, "none"):
-                self.diagnoses[(cell["check"], cell["diagnosis"])] += 1
+            check, diagnosis = cell.get("check"), cell.get("diagnosis")
+            if diagnosis not in (None, "none") and all(
+                    isinstance(v, str) and _ID.match(v) for v in (check, diagnosis)):
+                self.diagnoses[(check, diagnosis)] += 1
 
 
 def _plots(out: str, totals: _Totals) -> dict[str, str]:
@@ -120,6 +144,10 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
         FigureCanvasAgg(fig)
         return fig, fig.add_subplot()
 
+    def label_rows(ax, labels):
+        # ids, shown as written: a $ in one is a dollar sign, not math text
+        ax.set_yticks(range(len(labels)), labels=labels, parse_math=False)
+
     made = {}
     per_exercise = totals.per_exercise
     if per_exercise:
@@ -133,8 +161,9 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
             ("#4c9a2a", "#e0a100", "#c0392b"),
             strict=True,
         ):
-            ax.barh(names, values, left=left, label=label, color=color)
+            ax.barh(range(len(names)), values, left=left, label=label, color=color)
             left = [a + b for a, b in zip(left, values, strict=True)]
+        label_rows(ax, names)
         ax.invert_yaxis()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("submissions")
@@ -147,7 +176,8 @@ def _plots(out: str, totals: _Totals) -> dict[str, str]:
     if totals.diagnoses:
         top = totals.diagnoses.most_common(12)
         fig, ax = new_axes(len(top))
-        ax.barh([f"{c}: {d}" for (c, d), _ in top], [n for _, n in top], color="#5b6abf")
+        ax.barh(range(len(top)), [n for _, n in top], color="#5b6abf")
+        label_rows(ax, [f"{c}: {d}" for (c, d), _ in top])
         ax.invert_yaxis()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("submissions")
@@ -266,7 +296,8 @@ def write_outputs(out: str, results, masters: dict, run: dict) -> dict[str, str]
             fh, ["student", *assignments, "total", "max_total", "status", "reason"]
         )
         writer.writeheader()
-        writer.writerows(_rows(results, assignments))
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()}
+                         for row in _rows(results, assignments))
     plots = _plots(out, totals)
     with open(paths["report_html"], "w", encoding="utf-8") as fh:
         fh.writelines(_report_html(results, assignments, totals, plots, run))

@@ -10,17 +10,21 @@ result says which of these it was. Nothing is written anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
+from typing import Literal
 
 from .discover import UsageError
 from .masters import list_masters, load_master
+from .task import Master, Result, make_task
 
-__all__ = ["self_check"]
+__all__ = ["SelfCheck", "self_check"]
 
 _ASSIGNMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HIDDEN = "the hidden tests (only the grader has them)"
@@ -37,7 +41,11 @@ def _find(roots: list[str], guesses: list[str | None]) -> tuple[str, str] | None
 
 
 def _assignment_checked(notebook: str) -> str | None:
-    """The one course notebook whose exercises the test cells of ``notebook`` check, if any."""
+    """The course notebook whose exercises the test cells of ``notebook`` check, if any.
+
+    A notebook may check again an exercise of an earlier one that it builds on (07 trains with
+    06's ``rmsprop_step``), never one of a later notebook: the latest notebook is the one.
+    """
     from lossutils.checks import exercises, get_exercise
 
     from .verify import check_calls
@@ -50,10 +58,10 @@ def _assignment_checked(notebook: str) -> str | None:
     known = set(exercises())
     found = {get_exercise(c.exercise).notebook
              for cell in calls.values() for c in cell if c.exercise in known}
-    return found.pop() if len(found) == 1 else None
+    return max(found, default=None)
 
 
-def _own_master(notebook: str, assignment: str, scratch: str) -> dict:
+def _own_master(notebook: str, assignment: str, scratch: str) -> Master:
     """The grader's view of a notebook that is its own master (its test cells, no hidden ones)."""
     if not _ASSIGNMENT_ID.fullmatch(assignment):
         raise UsageError(f"{assignment!r} is not an assignment id (letters, digits, _ . -)")
@@ -64,13 +72,27 @@ def _own_master(notebook: str, assignment: str, scratch: str) -> dict:
         master = load_master(assignment, os.path.join(scratch, "source"))
     except Exception as exc:  # nbgrader's own error says what is wrong with the notebook
         raise UsageError(f"cannot read {notebook} as a course notebook: {exc}") from None
-    cells = master["notebooks"][assignment]["cells"]
-    if not any(c["grade"] for c in cells):
+    own = master.notebooks[assignment]
+    if not any(c.grade for c in own.cells):
         raise UsageError(f"{notebook} has no autograded test cells: is it a course notebook?")
-    for cell in cells:
-        # this notebook is what was released to its owner: its test cells are the reference
-        cell["release_source"] = cell["source"]
-    return master
+    # this notebook is what was released to its owner: its test cells are the reference
+    cells = tuple(dataclasses.replace(c, release_source=c.source) for c in own.cells)
+    return dataclasses.replace(
+        master, notebooks={assignment: dataclasses.replace(own, cells=cells)})
+
+
+@dataclass
+class SelfCheck:
+    """What :func:`self_check` found: the worker's result, and against what it was graded.
+
+    ``against`` is ``"master"``, ``"release"``, or ``"notebook"`` (no copy of the course here:
+    the notebook's own test cells); ``not_run`` names, in words, the checks that could not run.
+    """
+
+    result: Result
+    assignment: str
+    against: Literal["master", "release", "notebook"]
+    not_run: list[str]
 
 
 def self_check(
@@ -80,7 +102,7 @@ def self_check(
     assignment: str | None = None,
     timeout: int = 60,
     seed: int | None = None,
-) -> dict:
+) -> SelfCheck:
     """Grade one notebook in place of the batch grader and return the worker's result.
 
     Parameters
@@ -99,11 +121,9 @@ def self_check(
 
     Returns
     -------
-    dict
-        The result of :func:`lossutils.grading.worker.grade_submission`, plus ``assignment``,
-        ``against`` (``"master"``, ``"release"``, or ``"notebook"``: no copy of the course
-        here, the notebook's own test cells) and ``not_run``, the checks that could not run,
-        in words.
+    SelfCheck
+        The result of :func:`lossutils.grading.worker.grade_submission`, the assignment, what
+        it was graded against and what could not run.
 
     Raises
     ------
@@ -112,7 +132,7 @@ def self_check(
         name is found.
     """
     from .sandbox import sandbox_available
-    from .worker import grade_submission, make_task
+    from .worker import grade_submission
 
     if not os.path.isfile(notebook):
         raise UsageError(f"{notebook} does not exist")
@@ -137,8 +157,8 @@ def self_check(
                 )
             master = _own_master(notebook, assignment, scratch)
             against = "notebook"
-            cells = master["notebooks"][assignment]["cells"]
-            hidden = any("BEGIN HIDDEN TESTS" in c["source"] for c in cells if c["grade"])
+            cells = master.notebooks[assignment].cells
+            hidden = any("BEGIN HIDDEN TESTS" in c.source for c in cells if c.grade)
             not_run = [
                 *([] if hidden else [_HIDDEN]),
                 "the comparison of your test cells with the released ones (no copy of the "
@@ -150,7 +170,7 @@ def self_check(
         notebook=stem,
         path=notebook,
         master=master,
-        master_notebook=stem if stem in master["notebooks"] else next(iter(master["notebooks"])),
+        master_notebook=stem if stem in master.notebooks else next(iter(master.notebooks)),
         timeout=timeout,
         seed=secrets.randbelow(2**31) if seed is None else seed,
         feedback=False,
@@ -158,8 +178,4 @@ def self_check(
         # A student checking their own notebook on their own machine: sandbox when possible.
         sandbox=sandbox_available(),
     )
-    result = grade_submission(task)
-    result["assignment"] = assignment
-    result["against"] = against
-    result["not_run"] = not_run
-    return result
+    return SelfCheck(grade_submission(task), assignment, against, not_run)

@@ -43,7 +43,6 @@ class State:
             "CREATE TABLE IF NOT EXISTS results (student TEXT, assignment TEXT, notebook TEXT, "
             "key TEXT, graded_at REAL, result TEXT, PRIMARY KEY (student, assignment, notebook))"
         )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
 
     def key(self, student: str, assignment: str, notebook: str) -> str | None:
         """The key the submission was last graded under, or ``None``."""
@@ -86,15 +85,6 @@ class State:
         )
         for (text,) in cursor:
             yield json.loads(text)
-
-    def get_meta(self, name: str) -> str | None:
-        """A run-wide setting stored earlier (for example the seed), or ``None``."""
-        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, name: str, value: str) -> None:
-        """Store a run-wide setting."""
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         """Close the database."""

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Attack", "code_attacks", "file_attacks", "honest", "load", "submission"]
+__all__ = ["MARKER", "TRUSTED_CLASSES", "Attack", "TrustedAttack", "code_attacks", "file_attacks",
+           "honest", "load", "plant_file_attacks", "submission", "trusted_side_attacks",
+           "trusted_submission"]
 
 TARGET = "softmax"
 WRONG = "    return np.zeros_like(logits)\n"
@@ -252,3 +254,220 @@ def file_attacks(release: dict, master: dict) -> dict[str, bytes]:
                                       "language": "python", "outputs": []}]}]}
     out["old-nbformat"] = json.dumps(old).encode()
     return out
+
+
+# --------------------------------------------------------------------------- the trusted side
+#
+# The attacks above aim at points. These aim at the grader's own code, which runs outside the
+# sandbox as the instructor, on data the student controls: the submitted file itself, the
+# verification replies, the kernel's output messages, the symbolic checker, the feedback page,
+# the report and grades.csv. Each class names what must hold for it in tests/test_redteam.py.
+
+#: The classes of :func:`trusted_side_attacks` (and of :func:`plant_file_attacks`).
+TRUSTED_CLASSES = {
+    "files": "a link, FIFO or hard link instead of the notebook",
+    "replies": "verification replies that are not what the runner sends",
+    "output": "more output than the grader keeps",
+    "budget": "many cells each under the per-cell timeout",
+    "judge": "an answer that keeps the trusted checker busy",
+    "markup": "student text that imitates the grader's own text",
+    "active": "script and event handlers in outputs and answers",
+    "hidden": "hidden tests and the seed read from inside the kernel",
+    "disagreement": "a kernel run that fails where verification passes",
+}
+
+#: What a hostile cell sets to prove that script ran (in the browser) or that a value leaked.
+MARKER = "PWNED-2b6e"
+
+@dataclass(frozen=True)
+class TrustedAttack:
+    """A hostile submission aimed at the grader's own side.
+
+    ``cells`` replace solution cells (grade id to source, code or markdown); ``added`` are
+    ``(cell_type, source)`` cells appended after the last cell. ``earns_target`` marks an
+    attack whose answer to the target exercise is right outside the kernel.
+    """
+
+    name: str
+    kind: str
+    attempt: str
+    assignment: str = "03-cross-entropy"
+    cells: dict = field(default_factory=dict)
+    added: tuple = ()
+    earns_target: bool = False
+
+
+def _forged_reply() -> str:
+    """A verification reply the runner never sends: 400 arrays described without their data
+    (64 MiB each if the trusted side made them), written to every descriptor of the process."""
+    return (
+        "    import json, os, sys\n"
+        "    if 'ipykernel' not in sys.modules:\n"
+        "        empty = {'kind': 'ndarray', 'dtype': '<f8', 'shape': [1 << 23]}\n"
+        "        reply = {'op': 'result', 'output': {'kind': 'list', 'items': [empty] * 400},\n"
+        "                 'error': None, 'warnings': [], 'stdout': '', 'modified': [],\n"
+        "                 'exc': None, 'args': [], 'kwargs': {}, 'sympy': None}\n"
+        "        line = (json.dumps(reply) + '\\n').encode()\n"
+        "        for fd in range(3, 64):\n"
+        "            try:\n"
+        "                os.write(fd, line)\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "        os._exit(0)\n"
+        + WRONG
+    )
+
+
+def _with_sleeps(master: dict, seconds: int) -> dict:
+    solutions = {gid: _text(c["source"]) for gid, c in _cells(master, "solution")}
+    return {gid: f"import time\ntime.sleep({seconds})\n{src}" for gid, src in solutions.items()}
+
+
+def trusted_side_attacks(master: dict, *, sleep: int = 8) -> list[TrustedAttack]:
+    """The attacks on the grader's own side that live in a notebook (the file attacks are
+    planted by :func:`plant_file_attacks`).
+
+    Parameters
+    ----------
+    master : dict
+        The master notebook of ``03-cross-entropy``.
+    sleep : int
+        Seconds each cell of the ``budget`` attack sleeps: under the per-cell timeout.
+    """
+    honest_softmax = (
+        HEADER + "    e = np.exp(logits - logits.max(axis=-1, keepdims=True))\n"
+        "    return e / e.sum(axis=-1, keepdims=True)\n"
+    )
+    script = (
+        f"<script>document.title = '{MARKER}-script'</script>"
+        f"<img src=x onerror=\"document.title = '{MARKER}-onerror'\">"
+        f"<a href=\"javascript:document.title = '{MARKER}-href'\">link</a>"
+    )
+    return [
+        TrustedAttack(
+            "reply-forged-arrays", "replies",
+            "forge a reply of 400 data-less 64 MiB arrays on the verifier's descriptors",
+            cells={TARGET: "import sys\n\n" + HEADER + _forged_reply()}),
+        TrustedAttack(
+            "output-flood", "output",
+            "display 600 outputs of 1 MiB each before the target's test",
+            cells={TARGET: "import sys\nif 'ipykernel' in sys.modules:\n"
+                   "    for _ in range(600):\n"
+                   "        display({'text/plain': 'x' * 2**20}, raw=True)\n\n" + HEADER + WRONG}),
+        TrustedAttack(
+            "slow-cells", "budget",
+            f"every solution cell and fifteen added cells sleep {sleep} s, under the per-cell "
+            "timeout, so that the notebook as a whole runs for minutes",
+            cells=_with_sleeps(master, sleep),
+            added=tuple(("code", f"import time\ntime.sleep({sleep})\n") for _ in range(15))),
+        TrustedAttack(
+            "symbolic-blowup", "judge",
+            "set a derivation step to a SymPy power whose expansion has millions of terms "
+            "(within the codec's size and degree limits)",
+            assignment="02-gaussian-l2",
+            cells={"nll_beta": "nll_beta = sum(sp.sin(i * beta) for i in range(1, 17)) ** 12\n"}),
+        TrustedAttack(
+            "forged-diagnosis", "markup",
+            "an exception escaping the checker whose text imitates its diagnosis tag with "
+            "math text that matplotlib cannot parse",
+            cells={TARGET: "class Forged(KeyboardInterrupt):\n    pass\n\n\n" + HEADER
+                   + "    raise Forged('[check: softmax; diagnosis: $\\\\frac{1}{$]')\n"}),
+        TrustedAttack(
+            "active-content", "active",
+            "script, event handlers and javascript: links in HTML, SVG, JavaScript and "
+            "markdown outputs, in the written answer and in added cells",
+            cells={TARGET: HEADER + WRONG,
+                   "answer_true_class": f"My answer. {script} [more]({'javascript:'}"
+                                        f"document.title='{MARKER}-md')\n"},
+            added=(
+                ("code",
+                 "from IPython.display import HTML, Javascript, Markdown, display\n"
+                 f"display(HTML({script!r}))\n"
+                 f"display(Javascript(\"document.title = '{MARKER}-js'\"))\n"
+                 "display({'image/svg+xml': '<svg xmlns=\"http://www.w3.org/2000/svg\" "
+                 f"onload=\"document.title = \\'{MARKER}-svg\\'\"><script>document.title = "
+                 f"\\'{MARKER}-svgscript\\'</script></svg>'}}, raw=True)\n"
+                 f"display(Markdown({script!r}))\n"),
+                ("markdown", f"{script}\n\n[click](javascript:document.title='{MARKER}-md2')\n"),
+                ("raw", script),
+            )),
+        TrustedAttack(
+            "leak-hidden", "hidden",
+            "record every cell's source with a pre_run_cell hook, then print it, In and the "
+            "grading seed after the tests",
+            cells={TARGET: "seen = []\ntry:\n    get_ipython().events.register(\n"
+                   "        'pre_run_cell', lambda info: seen.append(info.raw_cell))\n"
+                   "except NameError:\n    pass\n\n" + HEADER + WRONG},
+            added=(("code", "print(In)\n"),
+                   ("code", "import os\nprint(os.environ.get('LOSSUTILS_GRADING_SEED'))\n"),
+                   ("code", "print(seen)\n"))),
+        TrustedAttack(
+            "kernel-only-failure", "disagreement",
+            "a right answer outside the kernel and a wrong one inside it",
+            cells={TARGET: "import sys\n\n" + honest_softmax.replace(
+                "    e = ", "    if 'ipykernel' in sys.modules:\n"
+                "        return np.zeros_like(logits)\n    e = ", 1)},
+            earns_target=True),
+    ]
+
+
+def trusted_submission(release: dict, master: dict, attack: TrustedAttack) -> dict:
+    """The release completed with the master's solutions, then the attack's cells."""
+    nb = submission(release, master, {k: v for k, v in attack.cells.items()
+                                      if k in dict(_cells(master, "solution"))})
+    for cell in nb["cells"]:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell["cell_type"] == "markdown" and gid in attack.cells:
+            cell["source"] = attack.cells[gid]
+    for cell_type, source in attack.added:
+        added = {"cell_type": cell_type, "metadata": {}, "source": source}
+        if cell_type == "raw":  # shown as HTML by nbconvert
+            added["metadata"] = {"raw_mimetype": "text/html"}
+        if cell_type == "code":
+            added.update(outputs=[], execution_count=None)
+        nb["cells"].append(added)
+    return nb
+
+
+def plant_file_attacks(folder: Path, assignment: str, *, master: Path, honest: Path,
+                       outside: Path) -> dict[str, str]:
+    """Plant the attacks made of the submitted path itself in nbgrader's submitted layout.
+
+    Parameters
+    ----------
+    folder : Path
+        The ``submitted/`` folder.
+    assignment : str
+        The assignment (and notebook) id.
+    master : Path
+        The master notebook, with every hidden test and model answer.
+    honest : Path
+        Another student's folder (``<folder>/<student>``).
+    outside : Path
+        A folder outside ``folder`` on the same file system, where a copy of the master goes.
+
+    Returns
+    -------
+    dict
+        Student name to what the attack tries.
+    """
+    import os
+
+    def notebook(student: str) -> Path:
+        path = folder / student / assignment / f"{assignment}.ipynb"
+        path.parent.mkdir(parents=True)
+        return path
+
+    notebook("file-symlink-master").symlink_to(master)
+    (folder / "file-symlink-folder").symlink_to(honest, target_is_directory=True)
+    outside.mkdir(exist_ok=True)
+    copy = outside / "master-copy.ipynb"
+    copy.write_bytes(master.read_bytes())
+    os.link(copy, notebook("file-hardlink"))
+    os.mkfifo(notebook("file-fifo"))
+    return {
+        "file-symlink-master": "the notebook is a symbolic link to the master",
+        "file-symlink-folder": "the student's folder is a symbolic link to another student's",
+        "file-hardlink": "the notebook is a hard link to a file outside the submissions",
+        "file-fifo": "the notebook is a FIFO: a grader that opens it waits forever",
+    }

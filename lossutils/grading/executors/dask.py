@@ -1,6 +1,6 @@
 """Grading on a Dask cluster: the executor behind ``lossutils grade --scheduler ADDRESS``.
 
-The coordinator (:mod:`lossutils.grading.run`) hands its plain-data tasks to an executor and
+The coordinator (:mod:`lossutils.grading.run`) hands its tasks to an executor and
 persists each result as it arrives. :func:`connect` returns a :class:`DaskExecutor`, a
 :class:`concurrent.futures.Executor` that runs those same tasks on an existing
 ``distributed`` cluster instead of local processes. Remote workers need not share the
@@ -18,14 +18,17 @@ Nothing here imports ``distributed`` until :func:`connect` runs: grading without
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import os
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass
 
-from .discover import UsageError
+from ..discover import Refused, UsageError, open_submitted
+from ..task import Task
 
-__all__ = ["ClusterError", "DaskExecutor", "connect", "pack_task", "run_packed"]
+__all__ = ["ClusterError", "DaskExecutor", "PackedTask", "connect", "pack_task", "run_packed"]
 
 INSTALL_HINT = "pip install 'lossutils[dask]'"
 
@@ -34,57 +37,67 @@ class ClusterError(UsageError):
     """The Dask cluster cannot be used (not installed, unreachable, misconfigured workers)."""
 
 
-def pack_task(task: dict) -> dict:
+@dataclass(frozen=True)
+class PackedTask:
+    """A task whose submitted file travels with it, for a worker that does not share the
+    coordinator's disk.
+
+    ``task`` has no ``path``; ``content`` holds the file's bytes (None when there is no file,
+    or when it is over the task's ``max_bytes``, whose ``size`` then travels instead, so that
+    the worker reports it exactly as for the real file without it ever being read).
+    """
+
+    task: Task
+    content: bytes | None
+    size: int | None = None
+
+
+def pack_task(task: Task) -> PackedTask:
     """Make a grading task self-contained: the submitted file travels as bytes, not a path.
-
-    Parameters
-    ----------
-    task : dict
-        A task of :func:`lossutils.grading.worker.grade_submission`, whose ``path`` names a
-        file on the coordinator's disk (or is ``None`` for a missing notebook).
-
-    Returns
-    -------
-    dict
-        The same task without ``path`` and with ``content``: ``None`` (no file), the file's
-        bytes, or, for a file over ``max_bytes``, ``{"size": n}`` so that the worker reports
-        the size exactly as it would for the real file without it ever being read.
 
     Examples
     --------
     >>> import os, tempfile
+    >>> from lossutils.grading.task import MasterNotebook
     >>> folder = tempfile.mkdtemp()
     >>> path = os.path.join(folder, "ada.ipynb")
     >>> with open(path, "wb") as fh:
     ...     _ = fh.write(b"0123456789")
-    >>> pack_task({"path": path, "max_bytes": 100})["content"]
+    >>> task = Task("ada", "a1", "a1", path, MasterNotebook("h", {}, None, ()), 60, 1,
+    ...             max_bytes=100)
+    >>> pack_task(task).content
     b'0123456789'
-    >>> pack_task({"path": path, "max_bytes": 4})["content"]
-    {'size': 10}
+    >>> packed = pack_task(dataclasses.replace(task, max_bytes=4))
+    >>> packed.content, packed.size, packed.task.path
+    (None, 10, None)
     >>> os.remove(path); os.rmdir(folder)
     """
-    packed = {k: v for k, v in task.items() if k != "path"}
-    path = task["path"]
-    if path is None or not os.path.isfile(path):
-        packed["content"] = None
-        return packed
-    size = os.path.getsize(path)
-    if size > task["max_bytes"]:
-        packed["content"] = {"size": size}
-        return packed
-    with open(path, "rb") as fh:
-        packed["content"] = fh.read()
-    return packed
+    bare = dataclasses.replace(task, path=None, root=None)
+    if task.path is None:
+        return PackedTask(bare, None)
+    try:
+        fd = open_submitted(task.path, task.root)
+    except FileNotFoundError:
+        return PackedTask(bare, None)
+    except Refused as exc:  # the worker cannot look at the path: it gets the reason
+        return PackedTask(dataclasses.replace(bare, refused=(exc.kind, str(exc))), None)
+    except OSError as exc:  # O_NOFOLLOW's ELOOP: a link swapped in after the check
+        return PackedTask(dataclasses.replace(bare, refused=("symlink", exc.strerror)), None)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > task.max_bytes:
+            return PackedTask(bare, None, size)
+        return PackedTask(bare, fh.read(task.max_bytes + 1))
 
 
-def run_packed(fn, packed: dict):
+def run_packed(fn, packed: PackedTask):
     """On a worker: write the packed file to a private folder and call ``fn(task)`` on it.
 
     Parameters
     ----------
     fn : callable
         The grading function, ``fn(task) -> result``.
-    packed : dict
+    packed : PackedTask
         A task from :func:`pack_task`.
 
     Returns
@@ -93,55 +106,44 @@ def run_packed(fn, packed: dict):
 
     Examples
     --------
-    >>> size = lambda task: os.path.getsize(task["path"])
-    >>> run_packed(size, {"notebook": "nb", "content": b"abc"})
+    >>> from lossutils.grading.task import MasterNotebook
+    >>> task = Task("ada", "a1", "a1", None, MasterNotebook("h", {}, None, ()), 60, 1)
+    >>> size = lambda task: os.path.getsize(task.path)
+    >>> run_packed(size, PackedTask(task, b"abc"))
     3
-    >>> run_packed(size, {"notebook": "nb", "content": {"size": 9}})
+    >>> run_packed(size, PackedTask(task, None, 9))
     9
-    >>> run_packed(lambda task: task["path"], {"notebook": "nb", "content": None}) is None
+    >>> run_packed(lambda task: task.path, PackedTask(task, None)) is None
     True
     """
     import logging
 
     # as in the local pool's workers: nbgrader's traitlets chatter would fill the worker logs
     logging.getLogger("traitlets").setLevel(logging.ERROR)
-    task = {k: v for k, v in packed.items() if k != "content"}
-    content = packed["content"]
-    if content is None:
-        return fn(dict(task, path=None))
+    if packed.content is None and packed.size is None:
+        return fn(packed.task)
     with tempfile.TemporaryDirectory(prefix="lossutils-dask-") as folder:
         path = os.path.join(folder, "submission.ipynb")
         with open(path, "wb") as fh:
-            if isinstance(content, dict):
+            if packed.content is None:
                 # a sparse file of the true size: the size check rejects it before any read
-                fh.truncate(content["size"])
+                fh.truncate(packed.size)
             else:
-                fh.write(content)
-        return fn(dict(task, path=path))
-
-
-def _is_task(args: tuple, kwargs: dict) -> bool:
-    return (
-        len(args) == 1
-        and not kwargs
-        and isinstance(args[0], dict)
-        and {"path", "master", "student"} <= args[0].keys()
-    )
+                fh.write(packed.content)
+        return fn(dataclasses.replace(packed.task, path=path))
 
 
 def _prepare_worker(sandboxed: bool) -> dict:
     """Run on every worker at connection: the heavy imports once, and proof the grader works."""
     import nbclient
-    import nbformat  # noqa: F401
     import nbgrader
-    import nbgrader.preprocessors
 
     import lossutils
 
-    from .feedback import _exporter
-    from .sandbox import SandboxUnavailable, require_sandbox
+    from ..sandbox import SandboxUnavailable, require_sandbox
+    from ..worker import prepare_process
 
-    _exporter()
+    prepare_process()
     info = {
         "lossutils": lossutils.__version__,
         "nbgrader": nbgrader.__version__,
@@ -159,7 +161,7 @@ def _prepare_worker(sandboxed: bool) -> dict:
 class DaskExecutor(cf.Executor):
     """A :class:`concurrent.futures.Executor` over a ``distributed.Client``.
 
-    Grading tasks (``fn(task)`` with a task dict that has a ``path``) are packed with
+    Grading tasks (``fn(task)`` with a :class:`~lossutils.grading.task.Task`) are packed with
     :func:`pack_task` on submission, so at most the tasks in flight hold file contents in the
     coordinator's memory; any other call is passed to the cluster unchanged. A result is
     released on the cluster as soon as it has been handed over.
@@ -199,9 +201,9 @@ class DaskExecutor(cf.Executor):
             if self._closed:
                 raise RuntimeError("cannot submit to a DaskExecutor after shutdown")
         outer: cf.Future = cf.Future()
-        task = args[0] if _is_task(args, kwargs) else None
+        task = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], Task) else None
         if task is not None:
-            name = f"lossutils-grade-{task['student']}-{task['assignment']}-{task['notebook']}"
+            name = f"lossutils-grade-{task.student}-{task.assignment}-{task.notebook}"
             inner = self._client.submit(
                 run_packed, fn, pack_task(task), key=f"{name}-{uuid.uuid4().hex}"
             )
@@ -212,7 +214,7 @@ class DaskExecutor(cf.Executor):
         inner.add_done_callback(lambda done: self._hand_over(done, outer, task))
         return outer
 
-    def _hand_over(self, inner, outer: cf.Future, task: dict | None) -> None:
+    def _hand_over(self, inner, outer: cf.Future, task: Task | None) -> None:
         """Runs in Dask's callback thread: move the outcome to ``outer``, release ``inner``."""
         with self._lock:
             self._pending.pop(inner, None)
@@ -225,7 +227,7 @@ class DaskExecutor(cf.Executor):
         finally:
             inner.release()
 
-    def _outcome(self, inner, task: dict | None):
+    def _outcome(self, inner, task: Task | None):
         from distributed import KilledWorker
 
         if inner.status == "finished":
@@ -238,9 +240,9 @@ class DaskExecutor(cf.Executor):
             )
         error = inner.exception()
         if isinstance(error, KilledWorker) and task is not None:
-            from .run import _failure_result
+            from ..worker import failure_result
 
-            return _failure_result(
+            return failure_result(
                 task,
                 f"the Dask worker grading this submission died {error.allowed_failures + 1} "
                 f"times (last {error.last_worker.address})",
@@ -250,6 +252,10 @@ class DaskExecutor(cf.Executor):
             f"{type(error).__name__}: {error} (does every worker have "
             "`pip install 'lossutils[course]'` and the same versions as this machine?)"
         ) from error
+
+    def stop(self) -> None:
+        """Cancel every task in flight and close the client (Ctrl-C)."""
+        self.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks, optionally cancel or wait for those in flight, close the client.

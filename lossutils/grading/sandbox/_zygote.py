@@ -3,8 +3,8 @@
 Run by :class:`lossutils.grading.sandbox.KernelZygote` inside the bubblewrap sandbox, as the
 sandbox's root with exactly ``CAP_SETUID``, ``CAP_SETGID`` and ``CAP_SYS_ADMIN``. It imports
 ipykernel and the modules the masters import (numpy, matplotlib, lossutils, ...) once, draws one
-throw-away figure when matplotlib is among them (:func:`_warm_matplotlib`), gives all Agg
-renderers one mathtext parser (:func:`_share_mathtext_parser`), then reads one JSON request per
+throw-away figure when matplotlib is among them and gives all Agg renderers one mathtext parser
+(two patches of :mod:`lossutils.grading._patches`), then reads one JSON request per
 line on stdin and answers one JSON line on stdout. It never runs student code itself: every
 kernel is a fork of this clean state that, before it runs anything of the student's,
 
@@ -243,87 +243,6 @@ def _open_files() -> set[str]:
     return found
 
 
-def _warm_matplotlib() -> None:
-    """Draw one throw-away figure, so every kernel starts with matplotlib's state built.
-
-    The first figure a process draws imports matplotlib's drawing modules, builds the mathtext
-    grammar and looks up its fonts (about 0.3 s); forked from here, each kernel finds them
-    done. Drawn with the Agg canvas directly: pyplot and the kernel's inline backend are not
-    touched, and no state of any student's exists yet.
-
-    The fonts themselves must not survive: each kernel closes every inherited descriptor, and a
-    font object left from here would later read, or on its deletion close, whatever file the
-    kernel has opened under the same number. So the font caches are emptied and the figure
-    collected; :func:`main` checks that no file opened here is still open.
-    """
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 2.5))
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    grid = [0.0, 0.5, 1.0]
-    left.plot(grid, grid, label="line")
-    left.scatter(grid, grid, label="points")
-    left.bar(grid, grid, width=0.2)
-    left.fill_between(grid, grid, alpha=0.2)
-    left.axhline(0.5, ls="--")
-    left.annotate("note", (0.5, 0.5), xytext=(0.2, 0.8), arrowprops={"arrowstyle": "->"})
-    left.set(xlabel=r"$\hat{p} = \frac{k}{M}$", ylabel=r"$\log L(\mathbf{w})$", title="warm")
-    left.legend()
-    levels = right.contourf([[0.0, 1.0], [1.0, 2.0]])
-    right.clabel(right.contour([[0.0, 1.0], [1.0, 2.0]]))
-    fig.colorbar(levels, ax=right)
-    right.set_xscale("log")
-    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
-    del fig, left, right, levels
-    import gc
-
-    from matplotlib import font_manager, mathtext
-
-    font_manager._get_font.cache_clear()
-    mathtext.MathTextParser._parse_cached.cache_clear()  # its results hold fonts too
-    gc.collect()  # the figure's renderer and mathtext fonts are in reference cycles
-
-
-def _share_mathtext_parser() -> bool:
-    """Give every Agg renderer of a thread one mathtext parser, so a label is parsed once.
-
-    matplotlib caches parsed ``$...$`` labels per parser, and each Agg renderer makes a parser
-    of its own; a figure shown inline is drawn by two renderers (the cropped PNG is drawn at a
-    second size), so every label of every figure was parsed twice, at 2-10 ms a label
-    (pyparsing). The parser keeps nothing but its output type, and a parse is a function of
-    the label, dpi, font and hinting, all in the cache key: sharing it changes no pixel (tested)
-    and halves the parsing. Installed here, before any fork and after the warm-up figure, so no
-    parser is shared yet: each kernel's first renderer makes the kernel's own. Returns whether
-    it was installed.
-    """
-    import functools
-    import threading
-
-    try:
-        from matplotlib.backends import backend_agg
-        from matplotlib.mathtext import MathTextParser
-    except Exception:  # an old or stripped-down matplotlib: parse as it always did
-        return False
-    init = backend_agg.RendererAgg.__init__
-    shared: dict = {}
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        parser = getattr(self, "mathtext_parser", None)
-        if type(parser) is MathTextParser:
-            # one per output type, and per thread, as matplotlib keeps its fonts per thread
-            key = (getattr(parser, "_output_type", None), threading.get_ident())
-            self.mathtext_parser = shared.setdefault(key, parser)
-
-    backend_agg.RendererAgg.__init__ = __init__
-    return True
-
-
 def main() -> None:
     """Import the preload list, then serve requests until stdin closes."""
     if sys.path and sys.path[0] in ("", os.getcwd()):
@@ -348,18 +267,22 @@ def main() -> None:
             preloaded.append(name)
         except Exception:  # a master's local module or an optional one: the kernel imports it
             pass
-    warm = "matplotlib" in sys.modules and not (bare or cold)
-    if warm:
-        before = _open_files()
-        try:
-            _warm_matplotlib()
-        except Exception:  # an old or stripped-down matplotlib: the kernels warm up themselves
-            pass
-        if _open_files() - before:  # a font cache this code does not know: start again, cold
-            os.execv(sys.executable, [sys.executable, "-m", "lossutils.grading._zygote",
-                                      "--cold", *requested])
+    warm = False
     if "matplotlib" in sys.modules and not bare:
-        _share_mathtext_parser()
+        # only a kernel zygote gets here, in a sandbox where lossutils is importable
+        from lossutils.grading import _patches
+
+        if not cold:
+            before = _open_files()
+            try:
+                warm = _patches.warm_matplotlib()
+            except Exception:  # a figure that cannot be drawn here: kernels warm up themselves
+                warm = False
+            if _open_files() - before:  # a font cache it does not know: start again, cold
+                os.execv(sys.executable, [sys.executable, "-m",
+                                          "lossutils.grading.sandbox._zygote", "--cold",
+                                          *requested])
+        _patches.share_mathtext_parser()
     import threading
 
     # fork() copies only the calling thread: a preloaded module that started a thread would

@@ -214,7 +214,7 @@ def _cell_timed_out(signum, frame):
     raise CellTimeout("the cell ran past its time limit and was interrupted")
 
 
-def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised through verify.py
+def _main() -> None:  # pragma: no cover - runs in the sandbox, exercised through verify/
     import io
     import json
     import os

@@ -1,0 +1,1 @@
+"""Executors: where the coordinator's tasks run (``concurrent.futures.Executor``s)."""
