@@ -516,7 +516,7 @@ def test_the_variance_follows_from_a_wrong_derivative_in_sigma():
     # -M/(2 sigma) instead of -M/sigma: the root is sigma^2 = 2 * the variance estimate
     wrong = -S.M / (2 * S.sigma) + _sum((S.x[S.m] - S.mu) ** 2) / S.sigma**3
     answer = 2 * _sum((S.x[S.m] - _mean_x()) ** 2) / S.M
-    assert run_check("gaussian_mle.sigma2_hat", answer, given=wrong).passed
+    assert run_check("gaussian_mle.sigma2_hat", answer, given=(wrong, _mean_x())).passed
     assert not run_check("gaussian_mle.sigma2_hat", answer).passed
 
 
@@ -760,3 +760,78 @@ def test_the_symbolic_second_opinion_is_bounded():
     answer = sp.Add(_sum(_undefined_at_flips(S.y[S.m])) / S.M, binomials,
                     sp.Mul(-1, binomials, evaluate=False), evaluate=False)
     assert not run_check("bernoulli_mle.p_hat", answer).passed
+
+
+# --------------------------------------------------------------------------- follow-through
+
+_HALF = sp.Rational(1, 2)
+
+
+@pytest.mark.parametrize(("name", "answer", "given"), [
+    # a log-likelihood without the data: its derivative, and the root of that
+    ("bernoulli_mle.score", S.p - _HALF, S.p**2 / 2 - S.p / 2),
+    ("bernoulli_mle.p_hat", _HALF, S.p - _HALF),
+    ("gaussian_mle.dlog_dmu", -S.mu, -(S.mu**2 + S.sigma**2) / 2),
+    ("gaussian_mle.mu_hat", sp.Integer(0), -S.mu),
+    ("gaussian_mle.dlog_dsigma", -S.sigma, -(S.mu**2 + S.sigma**2) / 2),
+    ("gaussian_mle.sigma2_hat", sp.Integer(0), (-S.sigma, sp.Integer(0))),
+    # no slack at all, and the objective built on it
+    ("svm_slack.svm_objective", S.w**2 / 2, sp.Integer(0)),
+    # an expected square made up so that the closed form comes out as 0
+    ("gaussian_kl.kl", sp.Integer(0),
+     sp.Mul(0, S.sigma_q**2, evaluate=False) + S.sigma_q**2 * (1 + 2 * sp.log(S.sigma_p
+                                                                          / S.sigma_q))),
+    # log sigmoid(z) = 0
+    ("bce_logits.bce", (1 - S.t) * S.zs, (sp.Integer(0), sp.Integer(0))),
+    ("bce_logits.bce", (1 - S.t) * S.zs, (sp.Integer(0), -sp.log(1 + sp.exp(S.zs)))),
+])
+def test_a_made_up_earlier_step_earns_no_follow_through(name, answer, given):
+    result = run_check(name, answer, given=given)
+    assert not result.passed, result.message
+    assert "follows correctly" not in result.message
+
+
+def test_a_catalogued_slip_in_an_earlier_step_still_lets_the_next_one_follow():
+    # the chain-rule sign lost in the score: the root of that score, honestly solved
+    k = _sum(S.y[S.m])
+    slipped = _sum(S.y[S.m] / S.p + (1 - S.y[S.m]) / (1 - S.p))
+    assert run_check("bernoulli_mle.score", slipped).diagnosis == "chain_rule_sign"
+    # k/p = -(M - k)/(1 - p) has no root in (0, 1): nothing to follow
+    assert not run_check("bernoulli_mle.p_hat", k / (k - S.M), given=slipped).passed
+    # the missing tails: log L = sum y log p, whose derivative follows
+    heads = _sum(S.y[S.m] * sp.log(S.p))
+    assert run_check("bernoulli_mle.log_lik", heads).diagnosis == "missing_tails"
+    assert run_check("bernoulli_mle.score", _sum(S.y[S.m] / S.p), given=heads).passed
+    # a shift missing from E_p[(x - mu_q)^2] does not depend on the means, and still counts
+    assert run_check("gaussian_kl.expected_sq", S.sigma_p**2).diagnosis == "missing_shift"
+
+
+def test_the_binary_cross_entropy_follows_from_both_earlier_steps():
+    log_sig = -sp.log(1 + sp.exp(-S.zs))
+    wrong_b = 1 + sp.log(1 + sp.exp(-S.zs))  # log(1 - sigmoid) taken as 1 - log sigmoid
+    assert run_check("bce_logits.log_one_minus", wrong_b).diagnosis == "log_of_difference"
+    built = -(S.t * log_sig + (1 - S.t) * wrong_b)
+    result = run_check("bce_logits.bce", built, given=(log_sig, wrong_b))
+    assert result.passed, result.message
+    assert "log_one_minus" in result.message
+    # the rewrite log(1 - sigmoid) = log sigmoid - z applied to a right (a) ignores the (b)
+    # the student gave: it is the right loss, so it passes on its own, but a wrong (a) with
+    # the rewrite does not follow from the student's (b)
+    wrong_a = -sp.log(1 + sp.exp(S.zs))  # log sigmoid(-z), catalogued
+    right_b = -sp.log(1 + sp.exp(S.zs))
+    rewrite = -(S.t * wrong_a + (1 - S.t) * (wrong_a - S.zs))
+    assert not run_check("bce_logits.bce", rewrite, given=(wrong_a, right_b)).passed
+    mine = -(S.t * wrong_a + (1 - S.t) * right_b)
+    assert run_check("bce_logits.bce", mine, given=(wrong_a, right_b)).passed
+
+
+def test_the_variance_follows_from_the_students_own_mean():
+    slipped = _sum(S.x[S.m]) / (S.M - 1)  # catalogued: bessel
+    assert run_check("gaussian_mle.mu_hat", slipped).diagnosis == "bessel"
+    right = -S.M / S.sigma + _sum((S.x[S.m] - S.mu) ** 2) / S.sigma**3
+    answer = _sum((S.x[S.m] - slipped) ** 2) / S.M
+    result = run_check("gaussian_mle.sigma2_hat", answer, given=(right, slipped))
+    assert result.passed, result.message
+    assert "mu_hat" in result.message
+    # without the student's mean, the right mean is used: the same answer is wrong
+    assert not run_check("gaussian_mle.sigma2_hat", answer, given=(right, None)).passed

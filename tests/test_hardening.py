@@ -302,6 +302,25 @@ def test_a_derivation_step_is_judged_under_a_time_limit(monkeypatch):
     assert time.monotonic() - start < 60
 
 
+def test_a_step_given_several_earlier_steps_is_judged_on_all_of_them():
+    import sympy as sp
+
+    from lossutils.grading.verify import CheckCall, session
+
+    # the loss built from the student's own log(1 - sigmoid), which is wrong (catalogued)
+    z, t = sp.Symbol("z", real=True), sp.Symbol("t", real=True)
+    log_sigmoid = -sp.log(1 + sp.exp(-z))
+    log_one_minus = 1 + sp.log(1 + sp.exp(-z))
+    bce = -(t * log_sigmoid + (1 - t) * log_one_minus)
+    runner = _Values({"bce": _tree(bce), "log_sigmoid": _tree(log_sigmoid),
+                      "log_one_minus": _tree(log_one_minus)})
+    call = CheckCall("bce_logits.bce", "bce", True,
+                     (("given", "log_sigmoid"), ("given", "log_one_minus")))
+    result = session._judge_step(runner, call, 7, 60)
+    assert result.passed, result.message
+    assert "log_one_minus" in result.message
+
+
 def test_a_blowup_within_the_codec_is_judged_within_the_time_limit():
     import sympy as sp
 

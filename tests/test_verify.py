@@ -82,6 +82,14 @@ def test_check_calls_reads_only_literal_check_calls_of_test_cells():
         CheckCall("softmax", "softmax", False), CheckCall("softmax", "softmax", True)]}
 
 
+def test_check_calls_reads_every_earlier_step_a_derivation_step_is_given():
+    master = {"cells": [_cell("test_bce", 'from lossutils.checks import check\n'
+                              'check("bce_logits.bce", bce, given=(log_sigmoid, log_one_minus))',
+                              grade=True)]}
+    assert check_calls(master) == {"test_bce": [CheckCall(
+        "bce_logits.bce", "bce", False, (("given", "log_sigmoid"), ("given", "log_one_minus")))]}
+
+
 def test_check_calls_only_where_check_is_the_course_checker():
     def test_cell(grade_id, source):
         return _cell(grade_id, source, grade=True)

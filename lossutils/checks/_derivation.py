@@ -19,7 +19,10 @@ How a step is judged (:meth:`DerivationStep.run`):
    (where any value between two bounds is right) or in float64 at extreme inputs (where a
    numerically stable form is asked for);
 3. if it is wrong but follows correctly from the student's own (wrong) earlier step, passed
-   as ``given`` (its derivative, or the solution of its stationarity condition), it passes;
+   as ``given`` (its derivative, or the solution of its stationarity condition), it passes,
+   provided that earlier step is an attempt at that step: a catalogued mistake of it, or an
+   expression that changes with every symbol the right one changes with (see
+   :meth:`DerivationStep.attempted`), so that a made-up trivial step earns nothing;
 4. otherwise the catalogue of mistakes of the step is matched numerically (a missing 1/2, a
    sign, sigma for sigma^2, the log-likelihood for its negative...), then generic ones (a
    constant factor such as 1/ln 10, a factor M, a wrong constant term, a dependence on a
@@ -97,17 +100,20 @@ class Symbols:
 class Follows:
     """How a step can follow from the student's own earlier step.
 
+    ``step`` names the earlier step, or a tuple of them when ``given`` is a tuple of the
+    student's steps in that order.
     ``kind="derivative"``: this step is the derivative of step ``step`` with respect to
     ``param`` (the element ``param[index]`` when ``index`` names an index symbol).
-    ``kind="root"``: the earlier step vanishes when ``param`` takes this step's value
-    (through ``transform``, e.g. a square root when the step asks for sigma^2), with the
-    parameters in ``at`` (a name to a builder of the symbols) set to the expected estimates.
-    ``kind="formula"``: this step is ``build(symbols, earlier)``, an expression that holds the
-    student's earlier step as a part (built without evaluating it), at the point ``env(point)``
-    when ``env`` is given.
+    ``kind="root"``: the first earlier step vanishes when ``param`` takes this step's value
+    (through ``transform``, e.g. a square root when the step asks for sigma^2), a value inside
+    ``within`` (and positive for a positive symbol), with each parameter in ``at`` set to the
+    student's answer to the step named there (the expected one when they gave none).
+    ``kind="formula"``: this step is ``build(symbols, *earlier)``, an expression that holds the
+    student's earlier steps as parts (built without evaluating them), at the point
+    ``env(point)`` when ``env`` is given.
     """
 
-    step: str
+    step: str | tuple
     kind: str
     param: str | None = None
     index: str | None = None
@@ -115,6 +121,11 @@ class Follows:
     at: dict | None = None
     build: Callable | None = None
     env: Callable | None = None
+    within: tuple | None = None
+
+    @property
+    def steps(self) -> tuple:
+        return self.step if isinstance(self.step, tuple) else (self.step,)
 
 
 @dataclass(frozen=True)
@@ -562,28 +573,48 @@ class DerivationStep(Exercise):
         return _generic(asks, got, truth, points, params or ["the parameters"], constant)
 
     def _follows(self, got, given, points) -> str | None:
-        """A note when the answer follows correctly from the student's wrong earlier step."""
+        """A note when the answer follows correctly from the student's wrong earlier steps."""
         from ._symeval import Budget, NotEvaluable, TooComplex
 
         rule = self.step.follows
         if rule is None or given is None:
             return None
-        earlier = self.derivation.steps[rule.step]
+        names = rule.steps
+        if len(names) > 1:
+            if not isinstance(given, list | tuple) or len(given) != len(names):
+                return None
+        else:
+            given = (given,)
+        steps = [self.derivation.steps[name] for name in names]
         try:
-            previous = earlier.expression(given, role=rule.step)
             budget = Budget(_OPERATIONS)
-            before = earlier.values(previous, points, budget)
-            if _agree(before, earlier.values(earlier.truth(), points, Budget(_OPERATIONS)),
-                      earlier.step.up_to_constant):
-                return None  # a right earlier step leaves this one to be right on its own
-            if rule.kind == "root" and not _varies(before):
+            previous, wrong, used = [], [], {}
+            for name, earlier, value in zip(names, steps, given, strict=True):
+                try:
+                    expr = earlier.expression(value, role=name)
+                except _Failure:
+                    if rule.kind != "root" or name == names[0]:
+                        raise
+                    continue  # an estimate not given: the root is taken at the expected one
+                before = earlier.values(expr, points, budget)
+                truth = earlier.values(earlier.truth(), points, Budget(_OPERATIONS))
+                if not _agree(before, truth, earlier.step.up_to_constant):
+                    if not earlier.attempted(expr, before, points, budget):
+                        return None  # a made-up earlier step earns nothing downstream
+                    wrong.append(name)
+                previous.append(expr)
+                used[name] = expr
+            if not wrong:
+                return None  # right earlier steps leave this one to be right on its own
+            if rule.kind == "root" and not _varies(steps[0].values(previous[0], points,
+                                                                   budget)):
                 return None  # every value, or none, is a root of a constant
             if rule.kind == "derivative":
-                ok = _derivative_matches(previous, got, points, rule, budget)
+                ok = _derivative_matches(previous[0], got, points, rule, budget)
             elif rule.kind == "root":
-                ok = self._root_matches(previous, got, points, rule, budget)
+                ok = self._root_matches(previous[0], got, points, rule, budget, used)
             else:
-                expected = rule.build(self.derivation.ns, previous)
+                expected = rule.build(self.derivation.ns, *previous)
                 moved = [[rule.env(env) if rule.env else env for env in group]
                          for group in points]
                 ok = _agree(got, self.values(expected, moved, budget), self.step.up_to_constant)
@@ -591,26 +622,80 @@ class DerivationStep(Exercise):
             return None
         if not ok:
             return None
-        return (f"follows correctly from your {rule.step}, which is not right itself (see "
-                "its check): this step earns its points.")
+        which = " and ".join(wrong)
+        itself = "is not right itself (see its check)" if len(wrong) == 1 else \
+            "are not right themselves (see their checks)"
+        return f"follows correctly from your {which}, which {itself}: this step earns its points."
 
-    def _root_matches(self, previous, got, points, rule, budget) -> bool:
+    def attempted(self, expr, values, points, budget) -> bool:
+        """Whether a wrong answer to this step is an attempt at it, which later steps may build
+        on: a catalogued mistake of the step, or an expression that changes with each symbol
+        (parameter or data) the right answer changes with.
+
+        A constant, or an expression of the parameters without the data, is no attempt at a
+        log-likelihood; building on it would make every later step trivial.
+        """
+        from ._symeval import NotEvaluable, TooComplex, evaluate
+
+        if self._diagnose(values, points).diagnosis in {m.id for m in self.mistakes}:
+            return True
+        symbols = self.derivation.symbols
+        truth = self.truth()
+        for name in self.step.uses:
+            if name == symbols.count:
+                continue
+            moved = [{**group[0], name: _nudged(group[0][name], symbols.scalars.get(name))}
+                     for group in points if name in group[0]]
+            try:
+                pairs = [(evaluate(e, env, budget), evaluate(e, group[0], budget))
+                         for env, group in zip(moved, points, strict=False)
+                         for e in (truth, expr)]
+            except (NotEvaluable, TooComplex):
+                return False
+            changes = [not _close(a, b, 1e-9) for a, b in pairs]
+            if any(changes[0::2]) and not any(changes[1::2]):
+                return False
+        return True
+
+    def _root_matches(self, previous, got, points, rule, budget, given) -> bool:
         from ._symeval import evaluate
 
         ns = self.derivation.ns
+        positive = self.derivation.symbols.scalars.get(rule.param, {}).get("positive")
         for group, values in zip(points, got, strict=True):
             value = values[0]
             if not _finite(value) or abs(value.imag) > 1e-20:
                 return False
             env = dict(group[0])
-            for name, builder in (rule.at or {}).items():
-                env[name] = evaluate(builder(ns), env, budget)
-            env[rule.param] = rule.transform(value) if rule.transform else value
+            for name, step in (rule.at or {}).items():
+                expr = given.get(step)
+                if expr is None:
+                    expr = self.derivation.steps[step].truth()
+                env[name] = evaluate(expr, env, budget)
+            root = rule.transform(value.real) if rule.transform else value.real
+            if not _finite(root) or abs(getattr(root, "imag", 0)) > 1e-20:
+                return False
+            root = root.real
+            if (positive and root <= 0) or (rule.within and not
+                                            rule.within[0] < root < rule.within[1]):
+                return False  # no root where the parameter lives
+            env[rule.param] = root
             at_root = evaluate(previous, env, budget)
             scale = max(abs(evaluate(previous, g, budget)) for g in group)
             if not _finite(at_root) or not scale or abs(at_root) > _FOLLOW_RTOL * scale:
                 return False
         return True
+
+
+def _nudged(value, assumptions):
+    """A value of a symbol moved so that anything depending on it changes."""
+    if isinstance(value, dict):
+        return {key: 1.3 * v + 0.61 for key, v in value.items()}
+    if assumptions and assumptions.get("integer"):
+        return value + 1
+    if assumptions and assumptions.get("positive"):
+        return 1.37 * value
+    return value + 0.61
 
 
 def _derivative_matches(previous, got, points, rule, budget) -> bool:

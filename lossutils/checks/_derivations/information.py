@@ -155,12 +155,11 @@ def _bce(s):
     return _softplus(s.z) - s.t * s.z
 
 
-def _bce_from_log_sigmoid(s, earlier):
+def _bce_from_log_probabilities(s, log_sigmoid, log_one_minus):
     import sympy as sp
 
-    # log(1 - sigmoid(z)) = log sigmoid(z) - z
-    return sp.Add(sp.Mul(-s.t, earlier, evaluate=False),
-                  sp.Mul(-(1 - s.t), sp.Add(earlier, -s.z, evaluate=False), evaluate=False),
+    return sp.Mul(-1, sp.Add(sp.Mul(s.t, log_sigmoid, evaluate=False),
+                             sp.Mul(1 - s.t, log_one_minus, evaluate=False), evaluate=False),
                   evaluate=False)
 
 
@@ -207,8 +206,9 @@ BCE_LOGITS = Derivation(
         ),
         Step(
             "bce", "the binary cross-entropy -[t log sigmoid(z) + (1 - t) log(1 - "
-            "sigmoid(z))], simplified", _bce, uses=("z", "t"),
-            follows=Follows("log_sigmoid", "formula", build=_bce_from_log_sigmoid),
+            "sigmoid(z))]", _bce, uses=("z", "t"),
+            follows=Follows(("log_sigmoid", "log_one_minus"), "formula",
+                            build=_bce_from_log_probabilities),
             mistakes=_BCE_MISTAKES,
         ),
         Step(

@@ -109,7 +109,7 @@ BERNOULLI = Derivation(
         Step(
             "p_hat", "the maximum-likelihood estimate of p", _coin_p_hat,
             uses=("M", "y"),
-            follows=Follows("score", "root", "p"),
+            follows=Follows("score", "root", "p", within=(0, 1)),
             mistakes=(
                 Mistake("tails", "that estimates the probability of tails; p is the "
                         "probability of heads (y = 1).",
@@ -285,8 +285,8 @@ GAUSSIAN = Derivation(
         Step(
             "sigma2_hat", "the maximum-likelihood estimate of the variance sigma^2",
             _g_sigma2_hat, uses=("M", "x"),
-            follows=Follows("dlog_dsigma", "root", "sigma", transform=_sqrt,
-                            at={"mu": _g_mu_hat}),
+            follows=Follows(("dlog_dsigma", "mu_hat"), "root", "sigma", transform=_sqrt,
+                            at={"mu": "mu_hat"}),
             mistakes=(
                 Mistake("bessel", "dividing by M - 1 gives the unbiased sample variance; the "
                         "maximum of the likelihood divides by M (Question D asks why).",

@@ -124,6 +124,10 @@ def _check_calls(cells: tuple) -> dict[str, tuple[CheckCall, ...]]:
                         hidden = bool(kw.value.value)
                     elif kw.arg not in (None, "hidden") and isinstance(kw.value, ast.Name):
                         uses.append((kw.arg, kw.value.id))
+                    elif kw.arg == "given" and isinstance(kw.value, ast.Tuple) and all(
+                            isinstance(e, ast.Name) for e in kw.value.elts):
+                        # a step that follows from several earlier ones: one entry each
+                        uses.extend((kw.arg, e.id) for e in kw.value.elts)
                 calls.append(CheckCall(node.args[0].value, node.args[1].id, hidden,
                                        tuple(uses)))
         if calls and grade and not solution:

@@ -240,20 +240,22 @@ def _judge_step(runner: Runner, call, seed: int | None, seconds: float):
     """Judge a derivation step: its value (and the earlier step's, ``given``) fetched by name
     from the verification process, rebuilt and judged by the trusted checker exactly as the
     kernel's check judges it, in a limited child process like any symbolic answer."""
-    given = dict(call.uses).get("given")
-    names = [call.function] + ([given] if given else [])
-    values = fetch_values(runner, names)
+    given = [name for role, name in call.uses if role == "given"]
+    values = fetch_values(runner, [call.function, *given])
     return run_limited(_rebuild_and_check, call.exercise, values[call.function],
-                       values[given] if given else None, call.hidden, seed,
+                       [values[name] for name in given], call.hidden, seed,
                        seconds=seconds, memory_bytes=JUDGE_MEMORY_BYTES)
 
 
-def _rebuild_and_check(exercise: str, value: dict, given: dict | None, hidden: bool,
+def _rebuild_and_check(exercise: str, value: dict, given: list, hidden: bool,
                        seed: int | None):
+    """``given``: the earlier steps the master's cell passes, one or a tuple of several."""
     from lossutils.checks import run_check
 
+    earlier = tuple(_rebuilt(g) for g in given)
     return run_check(exercise, _rebuilt(value), hidden=hidden, seed=seed,
-                     given=None if given is None else _rebuilt(given))
+                     given=None if not earlier else earlier[0] if len(earlier) == 1
+                     else earlier)
 
 
 def _rebuilt(data: dict):
