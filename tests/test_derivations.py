@@ -835,3 +835,25 @@ def test_the_variance_follows_from_the_students_own_mean():
     assert "mu_hat" in result.message
     # without the student's mean, the right mean is used: the same answer is wrong
     assert not run_check("gaussian_mle.sigma2_hat", answer, given=(right, None)).passed
+
+
+# Parts of an answer, as written in words, that a message must not spell out: the answer of
+# the step itself, or the answer of an earlier step of the same exercise.
+LEAKS = {
+    "hinge_kink.hinge_slope": ["-y x", "-y_m x_m", "= y_m x_m", "by y_m x_m"],
+    "hinge_kink.subgradient_sum": ["-y_m x_m"],
+    "svm_slack.xi_opt": ["1 - y_m w x_m where"],
+    "svm_slack.svm_objective": ["max(0, 1 - y_m w x_m)"],
+    "gaussian_mle.dlog_dsigma": ["-M/sigma", "-M / sigma"],
+    "bce_logits.log_one_minus": ["exp(-z) / (1 + exp(-z))", "sigmoid(-z)"],
+    "gaussian_kl.kl": ["-1/2", "log(sigma_q / sigma_p)", "2 sigma_q^2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEAKS))
+def test_no_diagnosis_spells_out_part_of_an_answer(name):
+    messages = [m.message for m in get_exercise(name).mistakes]
+    messages += [run_check(name, answer).message for n, _, answer in BUGGY if n == name]
+    for message in messages:
+        for part in LEAKS[name]:
+            assert part not in message, (name, part, message)

@@ -105,13 +105,14 @@ GAUSSIAN_KL = Derivation(
                         models=(lambda s: _log(s.sigma_p / s.sigma_q)
                                 + (s.sigma_q**2 + (s.mu_p - s.mu_q) ** 2) / (2 * s.sigma_p**2)
                                 - _half(),)),
-                Mistake("missing_half", "E_p[(x - mu_p)^2] / (2 sigma_p^2) = 1/2 gives the "
-                        "constant -1/2.", models=(lambda s: _kl(s) + _half(),)),
-                Mistake("log_ratio_flipped", "the normalisers give log(sigma_q / sigma_p): "
-                        "the log of q's normaliser is subtracted from p's.",
+                Mistake("missing_half", "a constant term is missing: the expectation under p "
+                        "of the exponent of p itself is not zero.",
+                        models=(lambda s: _kl(s) + _half(),)),
+                Mistake("log_ratio_flipped", "the logarithm of the normalisers' ratio is upside "
+                        "down: KL(p || q) averages log p - log q, p's normaliser first.",
                         models=(lambda s: _kl(s) - 2 * _log(s.sigma_q / s.sigma_p),)),
-                Mistake("std_for_variance", "the expected square is divided by 2 sigma_q^2, "
-                        "the variance of q.",
+                Mistake("std_for_variance", "the expected square is divided by sigma_q where "
+                        "q's exponent has its variance.",
                         models=(lambda s: _log(s.sigma_q / s.sigma_p)
                                 + _shifted_square(s) / (2 * s.sigma_q) - _half(),)),
             ),
@@ -196,8 +197,9 @@ BCE_LOGITS = Derivation(
             "log_one_minus", "log(1 - sigmoid(z)), as an expression in z", _log_one_minus,
             uses=("z",),
             mistakes=(
-                Mistake("same_as_log_sigmoid", "that is log sigmoid(z); 1 - sigmoid(z) = "
-                        "sigmoid(-z) = exp(-z) / (1 + exp(-z)).", models=(_log_sigmoid,)),
+                Mistake("same_as_log_sigmoid", "that is log sigmoid(z), the answer to (a): "
+                        "write 1 - sigmoid(z) as one fraction before taking its logarithm.",
+                        models=(_log_sigmoid,)),
                 Mistake("sign_outside", "log(1/u) = -log(u): the sign in front is wrong.",
                         models=(lambda s: _softplus(s.z),)),
                 Mistake("log_of_difference", "log(1 - sigmoid(z)) is not 1 - log sigmoid(z).",

@@ -265,11 +265,11 @@ GAUSSIAN = Derivation(
             _g_dsigma, uses=("mu", "sigma", "M", "x"),
             follows=Follows("gauss_log_lik", "derivative", "sigma"),
             mistakes=(
-                Mistake("missing_log_term", "the term -M log sigma depends on sigma too: "
-                        "its derivative, -M/sigma, is missing.",
+                Mistake("missing_log_term", "the log of the normalising factor depends on "
+                        "sigma too: its derivative is missing.",
                         models=(lambda s: _sum(s, (s.x[s.m] - s.mu) ** 2) / s.sigma**3,)),
-                Mistake("log_term_once", "-log sigma appears once per sample, M times in "
-                        "all: its derivative is -M/sigma.",
+                Mistake("log_term_once", "the log sigma of the normalising factor appears "
+                        "once per sample, M times in all: your derivative counts it once.",
                         models=(lambda s: -1 / s.sigma
                                 + _sum(s, (s.x[s.m] - s.mu) ** 2) / s.sigma**3,)),
                 Mistake("power_rule", "the derivative of sigma^-2 is -2 sigma^-3: the power "

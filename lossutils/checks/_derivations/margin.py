@@ -70,8 +70,8 @@ SVM_SLACK = Derivation(
                 Mistake("perceptron", "the constraint asks for a margin of 1, "
                         "y_m w x_m >= 1 - xi_m, not for the right sign only.",
                         models=(lambda s: _max0(-_margin(s)),)),
-                Mistake("sign", "the slack needed is 1 - y_m w x_m where it is positive: the "
-                        "sign of the margin term is flipped.",
+                Mistake("sign", "the sign of the margin term is flipped: the slack must grow "
+                        "as the margin y_m w x_m falls below 1, not as it rises.",
                         models=(lambda s: _max0(1 + _margin(s)),)),
                 Mistake("missing_label", "the margin of sample m is y_m w x_m: the label "
                         "decides which side is right.",
@@ -85,8 +85,8 @@ SVM_SLACK = Derivation(
             mistakes=(
                 Mistake("missing_half", "the regulariser is ||w||^2 / 2, with the 1/2.",
                         models=(lambda s: s.w**2 + s.gamma * _sum(s, _xi(s)),)),
-                Mistake("no_max", "with xi_m >= 0 each sample contributes max(0, 1 - y_m w "
-                        "x_m), not 1 - y_m w x_m.",
+                Mistake("no_max", "a sample beyond the margin lowers your objective: the "
+                        "constraint xi_m >= 0 is lost when the slack is eliminated.",
                         models=(lambda s: s.w**2 / 2 + s.gamma * _sum(s, 1 - _margin(s)),)),
                 Mistake("gamma_misplaced", "gamma weighs the slack (the hinge losses), not "
                         "the regulariser.",
@@ -146,14 +146,16 @@ HINGE_KINK = Derivation(
             "y_m w x_m < 1", _hinge_slope, uses=("w", "x", "y"), free_indices=("m",),
             draw_params=_active,
             mistakes=(
-                Mistake("sign", "d(1 - y w x)/dw = -y x: the minus sign is lost.",
+                Mistake("sign", "the sign is flipped: inside the margin the hinge falls as "
+                        "the margin y_m w x_m grows.",
                         models=(lambda s: -_hinge_slope(s),)),
-                Mistake("missing_x", "the chain rule: d(y_m w x_m)/dw = y_m x_m, the input "
-                        "x_m stays.", models=(lambda s: -s.y[s.m],)),
-                Mistake("missing_label", "the label y_m stays in the derivative: "
-                        "d(y_m w x_m)/dw = y_m x_m.", models=(lambda s: -s.x[s.m],)),
+                Mistake("missing_x", "the input x_m is missing: w multiplies it in the margin, "
+                        "so the chain rule keeps it.", models=(lambda s: -s.y[s.m],)),
+                Mistake("missing_label", "the label y_m is missing: w multiplies it in the "
+                        "margin, so the chain rule keeps it.", models=(lambda s: -s.x[s.m],)),
                 Mistake("wrt_margin", "that is the slope with respect to the margin "
-                        "z = y_m w x_m; with respect to w the chain rule multiplies by y_m x_m.",
+                        "z = y_m w x_m; the step asks for the slope with respect to w: apply the "
+                        "chain rule.",
                         models=(lambda s: -1 + 0 * s.w,)),
             ),
         ),
@@ -163,8 +165,8 @@ HINGE_KINK = Derivation(
             kink=Kink(place=_on_a_kink, low=lambda s: _subgradient(s, 0),
                       high=lambda s: _subgradient(s, 1)),
             mistakes=(
-                Mistake("sign", "the slope of each active term is -y_m x_m: the sign is "
-                        "flipped.", models=(lambda s: -_subgradient(s),)),
+                Mistake("sign", "the sign is flipped: each active hinge term falls as its "
+                        "margin y_m w x_m grows.", models=(lambda s: -_subgradient(s),)),
                 Mistake("perceptron_active_set", "a sample contributes while its margin is "
                         "below 1 (y_m w x_m < 1), not only while it is misclassified.",
                         models=(lambda s: -_sum(s, s.y[s.m] * s.x[s.m]
