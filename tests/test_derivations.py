@@ -285,6 +285,9 @@ BUGGY = [
      + (S.xs - S.mu_q) ** 2 / S.sigma_q**2),
     ("gaussian_kl.log_ratio", "dropped_normalisers",
      (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q**2) - (S.xs - S.mu_p) ** 2 / (2 * S.sigma_p**2)),
+    ("gaussian_kl.log_ratio", "normalisers_flipped",
+     sp.log(S.sigma_p / S.sigma_q) - (S.xs - S.mu_p) ** 2 / (2 * S.sigma_p**2)
+     + (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q**2)),
     ("gaussian_kl.expected_sq", "wrong_distribution",
      S.sigma_q**2 + (S.mu_q - S.mu_p) ** 2),
     ("gaussian_kl.expected_sq", "missing_shift", S.sigma_p**2),
@@ -857,3 +860,35 @@ def test_no_diagnosis_spells_out_part_of_an_answer(name):
     for message in messages:
         for part in LEAKS[name]:
             assert part not in message, (name, part, message)
+
+
+@pytest.mark.parametrize(("name", "answer", "diagnosis", "says", "never"), [
+    # x is the variable of the expectation in 04, not a parameter to solve for
+    ("gaussian_kl.kl", sp.log(S.sigma_q / S.sigma_p) + (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q**2),
+     "contains_parameter", "expectation", "solve your condition"),
+    # the variance from the estimated mean: the student's own mu_hat, not a condition for mu
+    ("gaussian_mle.sigma2_hat", _sum((S.x[S.m] - S.mu) ** 2) / S.M, "contains_parameter",
+     "mu_hat", "solve your condition"),
+    ("gaussian_mle.mu_hat", _sum(S.x[S.m] - S.mu) / S.M, "contains_parameter",
+     "solve your condition for mu", "your estimate"),
+    # a term that does not depend on x, but on the sigmas: named as such
+    ("gaussian_kl.log_ratio", sp.log(S.sigma_q / S.sigma_p) - (S.xs - S.mu_p) ** 2
+     / (2 * S.sigma_p**2) + (S.xs - S.mu_q) ** 2 / (2 * S.sigma_q**2) + 1, "constant_off",
+     "does not depend on x", "the parameters"),
+    # 0, typed or left by cancellation: no "constant factor (about 0)"
+    ("bernoulli_mle.log_lik", sp.Integer(0), "zero", "is 0", "factor"),
+    ("bernoulli_mle.log_lik", _sum(S.y[S.m] * sp.log(S.p))
+     - _sum(S.y[S.m] * sp.log(S.p)) * (1 + sp.Float(1e-70)), "zero", "is 0", "about"),
+    # 05's symbols are bound to w_s, m_s, M_s (M and y are its data)
+    ("svm_slack.svm_objective", S.w**2 / 2 + S.y[S.m], "lost_sum", "(m_s, 1, M_s)",
+     "(m, 1, M)"),
+    ("svm_slack.svm_objective", sp.Symbol("theta"), "foreign_symbols", "x_s[m_s]", "(m, 1, M)"),
+    # one sample's slope typed as a sum: no advice to write a sum
+    ("hinge_kink.hinge_slope", _sum(-S.y[S.m] * S.x[S.m]), "foreign_symbols", "one sample",
+     "sp.Sum"),
+])
+def test_hints_fit_the_exercise(name, answer, diagnosis, says, never):
+    result = run_check(name, answer)
+    assert result.diagnosis == diagnosis, result.message
+    assert says in result.message, result.message
+    assert never not in result.message, result.message

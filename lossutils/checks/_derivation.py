@@ -37,7 +37,7 @@ from __future__ import annotations
 import types
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -71,6 +71,10 @@ class Symbols:
         "up to constants" means up to terms that do not depend on them.
     count : str
         The symbol for the number of terms of the sums (``"M"``), for hints.
+    names : dict
+        A symbol's name to the Python name the notebook binds it to, where they differ
+        (notebook 05 binds ``m`` to ``m_s`` because ``M`` and ``y`` name its data): hints
+        speak the notebook's names.
     """
 
     scalars: dict
@@ -78,6 +82,7 @@ class Symbols:
     indices: tuple
     params: tuple
     count: str = "M"
+    names: dict = field(default_factory=dict)
 
     def build(self):
         """A namespace of SymPy objects: one attribute per name."""
@@ -93,7 +98,11 @@ class Symbols:
         return ns
 
     def shown(self, name: str) -> str:
-        return self.indexed.get(name, name)
+        return self.indexed.get(name) or self.names.get(name, name)
+
+    def summed(self) -> str:
+        """How the notebook writes a sum over the samples."""
+        return f"sp.Sum(..., ({self.shown(self.indices[0])}, 1, {self.shown(self.count)}))"
 
 
 @dataclass(frozen=True)
@@ -174,6 +183,9 @@ class Step:
     stable : Stable, optional
     draw_params : callable, optional
         Draws this step's parameters instead of the derivation's ``draw_params``.
+    absent : str
+        Advice when the answer contains a parameter it must not, where the step is not the
+        root of an earlier one (for example, an expectation over x leaves no x).
     """
 
     name: str
@@ -187,6 +199,7 @@ class Step:
     kink: Kink | None = None
     stable: Stable | None = None
     draw_params: Callable | None = None
+    absent: str = ""
 
 
 class Derivation:
@@ -300,13 +313,15 @@ class DerivationStep(Exercise):
         """The symbols the answer may use, in words."""
         symbols = self.derivation.symbols
         names = [symbols.shown(n) for n in self.step.uses]
-        names += [f"the free index {i}" for i in self.step.free_indices]
+        names += [f"the free index {symbols.shown(i)}" for i in self.step.free_indices]
         text = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
-        if any(n in symbols.indexed for n in self.step.uses):
-            index = symbols.indices[0]
-            text += (f" (indexed symbols inside sums over their index, e.g. "
-                     f"sp.Sum(..., ({index}, 1, {symbols.count})))")
+        if any(n in symbols.indexed for n in self.step.uses) and self._sums():
+            text += f" (indexed symbols inside sums over their index, e.g. {symbols.summed()})"
         return text
+
+    def _sums(self) -> bool:
+        """Whether the answer sums over the samples (it has their count), or is about one."""
+        return self.derivation.symbols.count in self.step.uses
 
     def expression(self, value, role: str | None = None):
         """``value`` as a checkable expression; raises :class:`_Failure` saying what is wrong."""
@@ -384,11 +399,12 @@ class DerivationStep(Exercise):
         free_ok = set(self.step.free_indices)
         loose = found.free_indices - free_ok - (uses - set(symbols.indexed))
         if loose:
-            index = sorted(loose)[0]
+            index = symbols.shown(sorted(loose)[0])
             raise _Failure(
                 f"{name} uses the index {index} outside a sum over it.", "lost_sum",
                 "the quantity combines all terms: sum over them, "
-                f"sp.Sum(..., ({index}, 1, {symbols.count})), instead of writing one.")
+                f"sp.Sum(..., ({index}, 1, {symbols.shown(symbols.count)})), instead of "
+                "writing one.")
         for base in sorted(found.indexed):
             if base not in uses:
                 self._foreign(base, name)
@@ -399,18 +415,32 @@ class DerivationStep(Exercise):
                 raise _Failure(
                     f"{name} uses {sym} on its own; the data are {symbols.shown(sym)}.",
                     "lost_sum",
-                    f"sum over them with sp.Sum(..., ({symbols.indices[0]}, 1, "
-                    f"{symbols.count})) and write {symbols.shown(sym)} inside.")
+                    f"sum over them with {symbols.summed()} and write {symbols.shown(sym)} "
+                    "inside.")
             self._foreign(sym, name)
 
     def _foreign(self, sym, name):
-        if sym in self.derivation.symbols.params:
+        symbols = self.derivation.symbols
+        shown = symbols.shown(sym)
+        if sym in symbols.params:
+            rule = self.step.follows
+            if rule is not None and rule.kind == "root" and sym in (rule.at or {}):
+                advice = (f"it is computed from the data alone: in place of {shown}, put in "
+                          f"your estimate {rule.at[sym]}.")
+            elif rule is not None and rule.kind == "root":
+                advice = (f"it is computed from the data alone: solve your condition for "
+                          f"{shown} and use the solution.")
+            else:
+                advice = self.step.absent or f"it is an expression in {self.allowed()} only."
+            raise _Failure(f"{name} contains {shown}.", "contains_parameter", advice)
+        if sym == symbols.count and symbols.indices and self.step.free_indices:
             raise _Failure(
-                f"{name} contains the parameter {sym}.", "contains_parameter",
-                f"{self.step.asks} is computed from the data alone: solve your condition for "
-                f"{sym} and use the solution.")
+                f"{name} contains {shown}: this step is about one sample, "
+                f"{symbols.shown(symbols.indices[0])}, not a sum over all of them.",
+                "foreign_symbols", f"write the expression for the sample "
+                f"{symbols.shown(symbols.indices[0])} alone, in {self.allowed()}.")
         raise _Failure(
-            f"{name} contains {sym}, which is not one of the symbols of this step.",
+            f"{name} contains {shown}, which is not one of the symbols of this step.",
             "foreign_symbols", f"use the symbols the notebook defines: {self.allowed()}.")
 
     @staticmethod
@@ -549,9 +579,10 @@ class DerivationStep(Exercise):
         symbols = self.derivation.symbols
         if exc.node == "index_range":
             names = [symbols.shown(n) for n in self.step.uses if n in symbols.indexed]
-            return (f"the data are numbered from 1 to {symbols.count}: "
-                    f"{names[0] if names else 'x[m]'} for {symbols.indices[0]} = 1, ..., "
-                    f"{symbols.count}, so sum over ({symbols.indices[0]}, 1, {symbols.count}).")
+            index, count = symbols.shown(symbols.indices[0]), symbols.shown(symbols.count)
+            return (f"the data are numbered from 1 to {count}: "
+                    f"{names[0] if names else 'x[m]'} for {index} = 1, ..., "
+                    f"{count}, so sum over ({index}, 1, {count}).")
         return f"expected an expression in {self.allowed()}."
 
     def _diagnose(self, got, points) -> _Failure:
@@ -569,7 +600,8 @@ class DerivationStep(Exercise):
                     continue
                 if _agree(got, expected, constant) and not _agree(expected, truth, constant):
                     return _Failure(asks, mistake.id, mistake.message)
-        params = [p for p in self.derivation.symbols.params if p in self.step.uses]
+        symbols = self.derivation.symbols
+        params = [symbols.shown(p) for p in symbols.params if p in self.step.uses]
         return _generic(asks, got, truth, points, params or ["the parameters"], constant)
 
     def _follows(self, got, given, points) -> str | None:
@@ -846,6 +878,12 @@ _M_FACTORS = (
 
 def _generic(asks, got, truth, points, params, up_to_constant) -> _Failure:
     """Diagnoses that need no catalogue: a sign, a factor, a constant, a dependence."""
+    flat = [(g, t) for gg, tg in zip(got, truth, strict=True)
+            for g, t in zip(gg, tg, strict=True)]
+    if all(_finite(g) and abs(g) <= 1e-20 * max(1, abs(t)) for g, t in flat):
+        # an expression equal to 0 (whatever rounding leaves of it): no factor to speak of
+        return _Failure(asks, "zero", "your expression is 0 at every point checked: a "
+                        "term that cancelled, or a step that was not carried out.")
     if _agree([[-g for g in group] for group in got], truth, up_to_constant):
         return _Failure(asks, "sign", "it has the opposite sign of the answer: check the "
                         "minus signs (for example, the log-likelihood and its negative).")
@@ -865,13 +903,11 @@ def _generic(asks, got, truth, points, params, up_to_constant) -> _Failure:
                 if all(_close(f, relation(s), 1e-9)
                        for f, s in zip(factors, sizes, strict=True)):
                     return _Failure(asks, "factor_m", text)
+    names = " or ".join(params)
     if not up_to_constant and _varies(truth) and _agree(got, truth, True):
         return _Failure(asks, "constant_off",
-                        "the part that changes with the parameters is right, but a term that "
-                        "does not depend on them is wrong or missing: here the constants "
-                        "count.")
-    flat = [(g, t) for gg, tg in zip(got, truth, strict=True)
-            for g, t in zip(gg, tg, strict=True)]
+                        f"the part that changes with {names} is right, but a term that does "
+                        f"not depend on {names} is wrong or missing: here that term counts.")
     if any(not _finite(g) and _finite(t) for g, t in flat):
         return _Failure(asks, "not_finite", "your expression is undefined (a division by "
                         "zero, a log of zero or of a negative number) where the answer is "
@@ -879,7 +915,6 @@ def _generic(asks, got, truth, points, params, up_to_constant) -> _Failure:
     if any(abs(g.imag) > 1e-12 * max(1, abs(g)) for g, _ in flat):
         return _Failure(asks, "complex", "your expression is complex where the answer is "
                         "real: a logarithm or square root of a negative quantity.")
-    names = " or ".join(params)
     if _varies(truth) and not _varies(got):
         return _Failure(asks, "misses_parameter",
                         f"your expression does not change with {names}, but the answer does.")

@@ -47,6 +47,10 @@ def _kl_from_square(s, earlier):
                   sp.Rational(-1, 2), evaluate=False)
 
 
+_NO_X = ("the expectation over x leaves no x in it: take the expectation under p (from "
+         "the mean and variance of p, or by doing the integral) instead of keeping the "
+         "integrand.")
+
 GAUSSIAN_KL = Derivation(
     "gaussian_kl",
     notebook="04-kl-divergence",
@@ -76,11 +80,15 @@ GAUSSIAN_KL = Derivation(
                 Mistake("dropped_normalisers", "the normalising factors 1/(sigma sqrt(2 pi)) "
                         "of p and q differ: their log-ratio stays.",
                         models=(lambda s: _log_ratio(s) - _log(s.sigma_q / s.sigma_p),)),
+                Mistake("normalisers_flipped", "the logarithm of the normalisers' ratio is "
+                        "upside down: log p(x) - log q(x) puts p's normaliser first.",
+                        models=(lambda s: _log_ratio(s) - 2 * _log(s.sigma_q / s.sigma_p),)),
             ),
         ),
         Step(
             "expected_sq", "E_p[(x - mu_q)^2], the expectation under p", _shifted_square,
             uses=("mu_p", "mu_q", "sigma_p", "sigma_q"),
+            absent=_NO_X,
             mistakes=(
                 Mistake("wrong_distribution", "the expectation is under p: x has mean mu_p "
                         "and variance sigma_p^2.",
@@ -98,6 +106,7 @@ GAUSSIAN_KL = Derivation(
         Step(
             "kl", "KL(p || q) in closed form", _kl,
             uses=("mu_p", "mu_q", "sigma_p", "sigma_q"),
+            absent=_NO_X,
             follows=Follows("expected_sq", "formula", build=_kl_from_square),
             mistakes=(
                 Mistake("swapped", "that is KL(q || p): the expectation must be under p, the "

@@ -29,6 +29,9 @@ def _weight(rng, data):
     return {"w": rng.normal(0.0, 1.5), "m": int(rng.integers(1, data["M"] + 1))}
 
 
+# The notebook's Python names: M, m and y name its data set.
+_NAMES = {"w": "w_s", "gamma": "gamma_s", "M": "M_s", "m": "m_s"}
+
 # --------------------------------------------------------------------------- the slack
 
 
@@ -56,7 +59,8 @@ SVM_SLACK = Derivation(
     notebook="05-hinge-svm",
     symbols=Symbols(scalars={"w": {"real": True}, "gamma": {"positive": True},
                              "M": {"integer": True, "positive": True}},
-                    indexed={"x": "x[m]", "y": "y[m]"}, indices=("m",), params=("w",)),
+                    indexed={"x": "x_s[m_s]", "y": "y_s[m_s]"}, indices=("m",), params=("w",),
+                    names=_NAMES),
     draw=_labelled,
     draw_params=_weight,
     steps=[
@@ -137,7 +141,8 @@ HINGE_KINK = Derivation(
     "hinge_kink",
     notebook="05-hinge-svm",
     symbols=Symbols(scalars={"w": {"real": True}, "M": {"integer": True, "positive": True}},
-                    indexed={"x": "x[m]", "y": "y[m]"}, indices=("m",), params=("w",)),
+                    indexed={"x": "x_s[m_s]", "y": "y_s[m_s]"}, indices=("m",), params=("w",),
+                    names=_NAMES),
     draw=_labelled,
     draw_params=_weight,
     steps=[
