@@ -57,7 +57,7 @@ GAUSSIAN_KL = Derivation(
     symbols=Symbols(scalars={"x": {"real": True}, "mu_p": {"real": True},
                              "mu_q": {"real": True}, "sigma_p": {"positive": True},
                              "sigma_q": {"positive": True}},
-                    indexed={}, indices=(), params=("x",)),
+                    indexed={}, indices=(), params=("x",), names={"x": "x_s"}),
     draw=_two_gaussians,
     draw_params=_point,
     steps=[
