@@ -170,6 +170,25 @@ def _g_sigma_as_variance(s):
     return _sum(s, -sp.log(s.sigma) / 2 - r**2 / (2 * s.sigma))
 
 
+def _g_sigma_in_exponent(s):
+    import sympy as sp
+
+    return _sum(s, -sp.log(s.sigma) - (s.x[s.m] - s.mu) ** 2 / (2 * s.sigma))
+
+
+def _g_exponent_sign(s):
+    import sympy as sp
+
+    return _sum(s, -sp.log(s.sigma) + (s.x[s.m] - s.mu) ** 2 / (2 * s.sigma**2))
+
+
+def _g_likelihood(s):
+    import sympy as sp
+
+    density = sp.exp(-(s.x[s.m] - s.mu) ** 2 / (2 * s.sigma**2)) / (s.sigma * sp.sqrt(2 * sp.pi))
+    return sp.Product(density, (s.m, 1, s.M))
+
+
 def _g_missing_half(s):
     import sympy as sp
 
@@ -214,7 +233,13 @@ GAUSSIAN = Derivation(
             mistakes=(
                 Mistake("sigma_as_variance", "sigma is the standard deviation: the variance "
                         "in the density is sigma^2, not sigma.",
-                        models=(_g_sigma_as_variance,)),
+                        models=(_g_sigma_as_variance, _g_sigma_in_exponent)),
+                Mistake("exponent_sign", "the exponent of the Gaussian density is negative: "
+                        "the density falls away from mu, so log L must fall too.",
+                        models=(_g_exponent_sign,)),
+                Mistake("likelihood_not_log", "that is the likelihood L, a product of "
+                        "densities; the step asks for its logarithm, which turns the product "
+                        "into a sum.", models=(_g_likelihood,)),
                 Mistake("missing_half", "the exponent of the Gaussian density is "
                         "-(x - mu)^2 / (2 sigma^2): a factor 1/2 is missing.",
                         models=(_g_missing_half,)),
@@ -272,10 +297,14 @@ GAUSSIAN = Derivation(
                         "once per sample, M times in all: your derivative counts it once.",
                         models=(lambda s: -1 / s.sigma
                                 + _sum(s, (s.x[s.m] - s.mu) ** 2) / s.sigma**3,)),
-                Mistake("power_rule", "the derivative of sigma^-2 is -2 sigma^-3: the power "
-                        "of sigma in the second term is off.",
+                Mistake("power_rule", "differentiating a power of sigma lowers the power by "
+                        "one: the power of sigma in the second term is off.",
                         models=(lambda s: -s.M / s.sigma
                                 + _sum(s, (s.x[s.m] - s.mu) ** 2) / s.sigma**2,)),
+                Mistake("power_rule_factor", "differentiating sigma^-2 brings down its "
+                        "exponent: that factor is missing from the second term.",
+                        models=(lambda s: -s.M / s.sigma
+                                + _sum(s, (s.x[s.m] - s.mu) ** 2) / (2 * s.sigma**3),)),
                 Mistake("wrt_variance", "that is the derivative with respect to the variance "
                         "sigma^2; this step differentiates with respect to sigma.",
                         models=(lambda s: -s.M / (2 * s.sigma**2)
