@@ -944,3 +944,12 @@ def test_no_cell_rebinds_a_derivation_symbol_or_step(notebook):
     for name in sorted(steps | symbols):
         cells = [i for i, source in enumerate(code) if name in _bound(source)]
         assert len(cells) == 1, (notebook, name, cells)
+
+
+def test_an_integral_left_with_erf_is_named_with_a_way_out():
+    # what sp.integrate returns before simplification: erf terms that cancel at infinity
+    answer = sp.Add(S.sigma_p**2 + (S.mu_p - S.mu_q) ** 2, sp.erf(S.mu_p / S.sigma_p),
+                    -sp.erf(S.mu_p / S.sigma_p), evaluate=False)
+    result = run_check("gaussian_kl.expected_sq", answer)
+    assert result.diagnosis == "unsupported"
+    assert "sp.simplify" in result.message and "by hand" in result.message

@@ -333,7 +333,14 @@ def _apply(name, args, mp):
 
 _UNSUPPORTED = {
     "Derivative": "it holds an unevaluated derivative: call .doit() on it (or use sp.diff)",
-    "Integral": "it holds an unevaluated integral",
+    "Integral": "it holds an unevaluated integral: call .doit() on it, or do the integral "
+                "by hand",
+    "erf": "it holds erf, the error function, which sp.integrate leaves where it has not "
+           "simplified its result: call sp.simplify on it, or do the integral by hand (for an "
+           "expectation under a Gaussian, from its mean and variance)",
+    "erfc": "it holds erfc, the complementary error function, which sp.integrate leaves where "
+            "it has not simplified its result: call sp.simplify on it, or do the integral by "
+            "hand (for an expectation under a Gaussian, from its mean and variance)",
     "Subs": "it holds an unevaluated substitution: call .doit() on it",
     "Limit": "it holds an unevaluated limit",
 }
