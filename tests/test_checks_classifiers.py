@@ -9,6 +9,8 @@ mistake's diagnosis.
 """
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -479,6 +481,55 @@ def test_train_diagnoses_name_the_mistake_without_dictating_the_loop():
     for mistake in get_exercise("train").mistakes:
         for line_of_code in ("= step_fn(", "perm[", "range(0, N"):
             assert line_of_code not in mistake.message, mistake.id
+
+
+# The gradients of notebook 07 as its master writes them (LaTeX in the model answers, numpy in
+# the solutions), in the normal form of _formula_text: the students derive these.
+GRADIENT_FORMS = (
+    "X^T(P-Y)",               # the softmax's dW over the batch
+    "x_i^T(p_i-y_i)",         # ... and for one sample
+    "p_{ij}-[j=y_i]",         # ... entry by entry
+    "2regW",                  # the penalty's part, in LaTeX (2 lambda W) and in code
+    "X^TG",                   # the SVM's dW over the batch
+    "[m_{ij}>0]",             # the indicator that builds G
+    "G_{iy_i}=-\\sum",        # the true class's entry of G
+    "=-G.sum(axis=1)",        # ... in code
+    "onceperviolatedmargin",  # ... in words
+)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _formula_text(text: str) -> str:
+    """LaTeX, numpy and plain-text formulas in one form: no spaces, no typesetting, no
+    multiplication signs, the transpose as ^T and lambda as reg."""
+    for latex in ("\\mathbf", "\\bigl", "\\bigr", "\\Bigl", "\\Bigr", "\\left", "\\right",
+                  "\\,", "\\;", "$"):
+        text = text.replace(latex, "")
+    text = text.replace("\\top", "T").replace("\\lambda", "reg").replace("*", "")
+    return re.sub(r"\s+", "", text)
+
+
+def _notebook_07(folder: str) -> str:
+    """The text of notebook 07 in ``folder`` (solutions or course): every cell and its id."""
+    path = ROOT / folder / "07-linear-classifiers" / "07-linear-classifiers.ipynb"
+    cells = json.loads(path.read_text("utf-8"))["cells"]
+    return "\n".join(c.get("id", "") + "\n" + "".join(c["source"]) for c in cells)
+
+
+def test_what_students_read_leaves_the_gradients_to_derive():
+    master = _formula_text(_notebook_07("solutions"))
+    assert [f for f in GRADIENT_FORMS if f not in master] == []  # the forms are the master's
+    documents = [ROOT / "course" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    read = {"the release": _notebook_07("course"),
+            **{p.relative_to(ROOT).as_posix(): p.read_text("utf-8") for p in documents}}
+    for name in ("softmax_loss_naive", "softmax_loss_vectorized", "svm_loss_naive",
+                 "svm_loss_vectorized", "numerical_gradient"):
+        exercise = get_exercise(name)
+        read[f"the diagnoses of {name}"] = "\n".join(
+            [m.message for m in exercise.mistakes] + [exercise.modified_advice or ""])
+    found = [(where, form) for where, text in read.items() for form in GRADIENT_FORMS
+             if form in _formula_text(text)]
+    assert found == []
 
 
 def test_train_check_names_the_functions_it_needs():

@@ -164,25 +164,25 @@ def _reg_mistakes(kind):
     return (
         Mistake(
             "reg_grad_missing",
-            "the regularisation is missing from dW: reg * sum(W**2) adds 2 * reg * W to the "
-            "gradient.",
+            "the regularisation is missing from dW: the penalty depends on W, so its "
+            "derivative is part of the gradient too.",
             models=(_model(kind, grad_reg=0.0),),
         ),
         Mistake(
             "reg_grad_not_doubled",
-            "the gradient of reg * sum(W**2) is 2 * reg * W, not reg * W (the 2 comes down "
-            "from the square; the loss here has no 1/2 in front).",
+            "the penalty's part of dW is half of its derivative: the penalty here is "
+            "reg * sum(W**2), with no 1/2 in front to cancel anything.",
             models=(_model(kind, grad_reg=1.0), _model(kind, grad_reg=1.0, loss_reg=0.5)),
         ),
         Mistake(
             "reg_loss_missing",
-            "the loss is missing its regularisation term: add reg * np.sum(W * W).",
+            "the loss is missing its penalty term, reg * sum(W**2).",
             models=(_model(kind, loss_reg=0.0), _model(kind, loss_reg=0.0, grad_reg=0.0)),
         ),
         Mistake(
             "reg_counted_twice",
-            "the regularisation is counted twice: the loss has reg * sum(W**2) once and its "
-            "gradient 2 * reg * W once (add them after the loop over samples, not in it).",
+            "the regularisation is counted twice: the penalty enters the loss once, and its "
+            "derivative enters dW once, after the loop over the samples, not in it.",
             models=(_model(kind, loss_reg=2.0, grad_reg=4.0), _model(kind, grad_reg=4.0),
                     _model(kind, loss_reg=2.0)),
         ),
@@ -234,7 +234,7 @@ _SOFTMAX_MISTAKES = (
     Mistake(
         "log_of_underflowed_p",
         "p_y underflowed to 0 for a very wrong class, and log(0) = -inf: compute log p_y "
-        "directly, s_y - max(s) - log(sum(exp(s - max(s)))), instead of the log of p.",
+        "from the shifted scores with the log-sum-exp (notebook 03), not as the log of p.",
         models=(_model("softmax", data=_softmax_log_of_p),),
     ),
     Mistake(
@@ -245,8 +245,9 @@ _SOFTMAX_MISTAKES = (
     ),
     Mistake(
         "one_hot_not_subtracted",
-        "the gradient of -log p_y with respect to the scores is p - one_hot(y): subtract 1 "
-        "at the true class.",
+        "dW lacks the label's part: the true class's score enters -log p_y twice, through "
+        "the normaliser like every score and once on its own, and your gradient has only "
+        "the normaliser's share.",
         models=(_model("softmax", data=_softmax_no_one_hot),),
     ),
     *_reg_mistakes("softmax"),
@@ -275,14 +276,14 @@ _SVM_MISTAKES = (
     ),
     Mistake(
         "true_class_gradient_missing",
-        "each violated margin also pulls on the true class: subtract x_i from column y_i "
-        "once per wrong class j with s_j - s_y + 1 > 0.",
+        "the true class's column of dW gets nothing from the hinge terms, yet the true "
+        "score s_y is in every one of them (with a minus sign).",
         models=(_model("svm", data=_svm_variant(true_grad=False)),),
     ),
     Mistake(
         "true_class_counts_itself",
-        "column y_i collects -x_i once per wrong class j != y_i with a positive margin; your "
-        "count includes j = y_i too, whose own margin s_y - s_y + 1 = 1 is always positive.",
+        "the true class's column counts one term too many per sample: the sum skips j = y_i, "
+        "so that term (whose margin would always be 1) contributes nothing to dW either.",
         models=(_model("svm", data=_svm_counts_itself),),
     ),
     *_reg_mistakes("svm"),
@@ -608,7 +609,7 @@ register(
             Mistake(
                 "rows_not_elements",
                 "you perturbed a whole row x[i] at once; perturb one element at a time, "
-                "e.g. for i in np.ndindex(x.shape).",
+                "whatever the number of axes of x.",
                 models=(_rows,),
             ),
             Mistake(
