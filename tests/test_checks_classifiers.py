@@ -76,7 +76,9 @@ def _student_softmax(W, X, y, reg, bug=None):
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
     loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
-    return loss + loss_reg * reg * np.sum(W**2), dW + grad_reg.get(bug, 2) * reg * W
+    P = W[:-1] if bug == "reg_skips_a_row" else W  # (the bias row left out)
+    dW[:len(P)] += grad_reg.get(bug, 2) * reg * P
+    return loss + loss_reg * reg * np.sum(P**2), dW
 
 
 def _student_softmax_wrong_axis(W, X, y, reg):
@@ -111,6 +113,7 @@ def _student_svm(W, X, y, reg, bug=None):
     loss, dW = 0.0, np.zeros_like(W)
     for i in range(n):
         scores = X[i].dot(W)
+        active = 0
         for j in range(c):
             if j == y[i] and bug == "true_class_counts_itself":
                 dW[:, y[i]] -= X[i]  # its own margin, 1, taken as violated
@@ -126,13 +129,22 @@ def _student_svm(W, X, y, reg, bug=None):
                     continue
                 sign = -1 if bug in ("margin_sign", "grad_sign") else 1
                 dW[:, j] += sign * X[i]
-                if bug != "true_class_gradient_missing":
+                active += 1
+                if bug == "true_class_gradient_sign":
+                    dW[:, y[i]] += X[i]
+                elif bug not in ("true_class_gradient_missing", "true_class_once_per_sample"):
                     dW[:, y[i]] -= sign * X[i]
-    loss /= 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
-    dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
+        if bug == "true_class_once_per_sample" and active:
+            dW[:, y[i]] -= X[i]
+    loss /= {"sum_instead_of_mean": 1, "loss_not_averaged": 1,
+             "averaged_over_classes": n * (c - 1)}.get(bug, n)
+    dW /= {"sum_instead_of_mean": 1, "grad_not_averaged": 1,
+           "averaged_over_classes": n * (c - 1)}.get(bug, n)
     loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
-    return loss + loss_reg * reg * np.sum(W * W), dW + grad_reg.get(bug, 2) * reg * W
+    P = W[:-1] if bug == "reg_skips_a_row" else W  # (the bias row left out)
+    dW[:len(P)] += grad_reg.get(bug, 2) * reg * P
+    return loss + loss_reg * reg * np.sum(P * P), dW
 
 
 def svm_loss_naive(W, X, y, reg):
@@ -171,7 +183,7 @@ def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_siz
     n = X.shape[0]
     W, first_state, losses = W0, state, []
     order = rng.permutation(n)
-    for _ in range(epochs):
+    for _ in range(1 if bug == "epochs_missing" else epochs):
         if bug == "same_order_every_epoch":
             order = np.random.default_rng(seed).permutation(n)
         elif bug == "no_shuffle":
@@ -195,6 +207,8 @@ def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_siz
                 W, state = step_fn(W, dW, state, 1.0)
             else:
                 W, state = step_fn(W, dW, state, lr)
+            if bug == "history_after_step":  # a second evaluation, at the new weights
+                loss, _ = loss_fn(W, X[batch], labels, reg)
             epoch_losses.append(float(loss) + (1.0 if bug == "history_values" else 0.0))
         if bug == "history_per_epoch":
             losses.append(np.mean(epoch_losses))
@@ -336,9 +350,10 @@ def _in_place_restored_by_arithmetic(f, x, h=1e-5):
 SOFTMAX_BUGS = ("not_stabilised", "log_of_underflowed_p", "one_hot_not_subtracted",
                 "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
                 "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean",
-                "grad_not_averaged", "loss_not_averaged", "grad_sign")
+                "grad_not_averaged", "loss_not_averaged", "grad_sign", "reg_skips_a_row")
 SVM_BUGS = ("counts_true_class", "margin_sign", "margin_missing", "true_class_gradient_missing",
-            "true_class_counts_itself",
+            "true_class_counts_itself", "true_class_gradient_sign", "true_class_once_per_sample",
+            "averaged_over_classes", "reg_skips_a_row",
             "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
             "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean", "grad_not_averaged",
             "loss_not_averaged", "grad_sign")
@@ -398,7 +413,7 @@ BUGGY = [
 TRAIN_BUGS = ("weights_not_updated", "state_not_carried", "labels_misaligned", "no_shuffle",
               "same_order_every_epoch", "samples_skipped", "with_replacement", "full_batch",
               "lr_not_passed", "history_per_epoch", "history_values", "not_reproducible",
-              "seed_ignored")
+              "seed_ignored", "history_after_step", "epochs_missing")
 
 
 # --------------------------------------------------------------------------- tests

@@ -78,22 +78,29 @@ def _svm_reference(W, X, y, reg):
 
 
 def _model(kind, *, data=None, loss_reg=1.0, grad_reg=2.0, loss_scale="mean",
-           grad_scale="mean", grad_sign=1.0):
+           grad_scale="mean", grad_sign=1.0, reg_rows="all"):
     """A loss-and-gradient with one mistake switched on (models of the catalogue).
 
     ``data(s, y) -> (losses, ds)`` replaces the data term; the regularisation is
-    ``loss_reg * reg * sum W^2`` in the loss and ``grad_reg * reg * W`` in the gradient;
-    ``*_scale`` is "mean" or "sum" over the batch.
+    ``loss_reg * reg * sum W^2`` in the loss and ``grad_reg * reg * W`` in the gradient
+    (over every row of W, or with ``reg_rows="no-last"`` without its last row, the bias's
+    in the notebook); ``*_scale`` is "mean" or "sum" over the batch, or "classes" (the loss
+    divided by N (C - 1)).
     """
 
     def model(W, X, y, reg):
         W64, X64 = np.asarray(W, np.float64), np.asarray(X, np.float64)
         s = X64 @ W64
         losses, ds = (data or functools.partial(_data_part, kind))(s, np.asarray(y))
-        n = len(y)
-        loss = losses.sum() / (n if loss_scale == "mean" else 1)
-        grad = grad_sign * (X64.T @ ds) / (n if grad_scale == "mean" else 1)
-        return loss + loss_reg * reg * np.sum(W64 * W64), grad + grad_reg * reg * W64
+        n, c = len(y), W64.shape[1]
+        scale = {"mean": n, "sum": 1, "classes": n * (c - 1)}
+        loss = losses.sum() / scale[loss_scale]
+        grad = grad_sign * (X64.T @ ds) / scale[grad_scale]
+        penalised = W64.copy()
+        if reg_rows == "no-last":
+            penalised[-1] = 0
+        return (loss + loss_reg * reg * np.sum(penalised * penalised),
+                grad + grad_reg * reg * penalised)
 
     return model
 
@@ -149,6 +156,23 @@ def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True,
     return data
 
 
+def _svm_true_class_once(s, y):
+    """The true class's column gets -1 per sample with any active margin, not minus their
+    number."""
+    losses, active = _data_part("svm", s, y)
+    rows = np.arange(len(y))
+    active[rows, y] = -(active[rows, y] < 0).astype(np.float64)
+    return losses, active
+
+
+def _svm_true_class_sign(s, y):
+    """The true class's column gets plus the number of active margins."""
+    losses, active = _data_part("svm", s, y)
+    rows = np.arange(len(y))
+    active[rows, y] = -active[rows, y]
+    return losses, active
+
+
 def _svm_counts_itself(s, y):
     """The true class's column counts its own always-active term (margin 1) too."""
     losses, active = _data_part("svm", s, y)
@@ -190,6 +214,12 @@ def _reg_mistakes(kind):
             "reg_loss_halved",
             "the penalty in the loss is reg * sum(W**2), with no 1/2 in front.",
             models=(_model(kind, loss_reg=0.5),),
+        ),
+        Mistake(
+            "reg_skips_a_row",
+            "the penalty leaves out the last row of W (the bias's): reg * sum(W**2) sums "
+            "over every entry of W, and so does its derivative.",
+            models=(_model(kind, reg_rows="no-last"),),
         ),
     )
 
@@ -279,6 +309,25 @@ _SVM_MISTAKES = (
         "the true class's column of dW gets nothing from the hinge terms, yet the true "
         "score s_y is in every one of them (with a minus sign).",
         models=(_model("svm", data=_svm_variant(true_grad=False)),),
+    ),
+    Mistake(
+        "true_class_gradient_sign",
+        "the true class's column of dW has the wrong sign: s_y enters each active hinge "
+        "term with a minus sign.",
+        models=(_model("svm", data=_svm_true_class_sign),),
+    ),
+    Mistake(
+        "true_class_once_per_sample",
+        "the true class's column of dW gets one term per sample, however many wrong classes "
+        "are within the margin: s_y is in every active hinge term, so count each of them.",
+        models=(_model("svm", data=_svm_true_class_once),),
+    ),
+    Mistake(
+        "averaged_over_classes",
+        "the loss is divided by the number of wrong classes too: the hinge terms of a sample "
+        "are summed over j, and only the batch is averaged.",
+        models=(_model("svm", loss_scale="classes", grad_scale="classes"),
+                _model("svm", loss_scale="classes")),
     ),
     Mistake(
         "true_class_counts_itself",
@@ -867,6 +916,10 @@ class TrainExercise(Exercise):
             return self._fail(f"every step used all {n} samples: use mini-batches of "
                               f"batch_size = {b}.", mistake="full_batch")
         counts = uses.sum(axis=1)
+        if (counts == counts[0]).all() and 0 < counts[0] < epochs:
+            return self._fail(f"every sample was used {counts[0]} times in what should be "
+                              f"{epochs} epochs: train for the number of epochs you are given.",
+                              mistake="epochs_missing")
         if (counts < epochs).any() and (counts <= epochs).all():
             return self._fail(
                 f"some samples were used fewer than {epochs} times in {epochs} epochs "
@@ -901,7 +954,13 @@ class TrainExercise(Exercise):
         if history.shape != (steps,):
             return self._fail(f"history has {history.shape[0]} entries; expected one per "
                               f"step, {steps}.", mistake=self._history_mistake(case, history))
-        want = uses[:, :steps].T @ np.arange(1, n + 1) + hyper["reg"]
+        # the probe loss adds 1000 per step the weights record already: 1000 s before step s
+        want = uses[:, :steps].T @ np.arange(1, n + 1) + hyper["reg"] + 1000.0 * np.arange(steps)
+        if close(history, want + 1000.0, np.float64):
+            return self._fail("history[s] holds the loss at the weights after step s: record "
+                              "the loss that loss_fn returned for the step's batch, before "
+                              "step_fn moved the weights (one loss_fn call per step).",
+                              mistake="history_after_step")
         if not close(history, want, np.float64):
             return self._fail("history[s] must be the loss that loss_fn returned at step s "
                               f"(with reg = {hyper['reg']}).\n{expected_got(want, history)}",
@@ -957,6 +1016,11 @@ register(
                     "epoch."),
             Mistake("history_values",
                     "append the loss that loss_fn returned for the batch of that step."),
+            Mistake("history_after_step",
+                    "record the loss loss_fn returned before the step, not a second evaluation "
+                    "after it."),
+            Mistake("epochs_missing",
+                    "loop over all the epochs you are given: for epoch in range(epochs)."),
             Mistake("low_accuracy",
                     "train ran with your loss_fn and step_fn: check that their own checks pass "
                     "(the gradient's sign and scale) and that W follows the steps."),
