@@ -9,6 +9,8 @@ mistake's diagnosis.
 """
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +76,9 @@ def _student_softmax(W, X, y, reg, bug=None):
     dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
     loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
-    return loss + loss_reg * reg * np.sum(W**2), dW + grad_reg.get(bug, 2) * reg * W
+    P = W[:-1] if bug == "reg_skips_a_row" else W  # (the bias row left out)
+    dW[:len(P)] += grad_reg.get(bug, 2) * reg * P
+    return loss + loss_reg * reg * np.sum(P**2), dW
 
 
 def _student_softmax_wrong_axis(W, X, y, reg):
@@ -109,6 +113,7 @@ def _student_svm(W, X, y, reg, bug=None):
     loss, dW = 0.0, np.zeros_like(W)
     for i in range(n):
         scores = X[i].dot(W)
+        active = 0
         for j in range(c):
             if j == y[i] and bug == "true_class_counts_itself":
                 dW[:, y[i]] -= X[i]  # its own margin, 1, taken as violated
@@ -124,13 +129,22 @@ def _student_svm(W, X, y, reg, bug=None):
                     continue
                 sign = -1 if bug in ("margin_sign", "grad_sign") else 1
                 dW[:, j] += sign * X[i]
-                if bug != "true_class_gradient_missing":
+                active += 1
+                if bug == "true_class_gradient_sign":
+                    dW[:, y[i]] += X[i]
+                elif bug not in ("true_class_gradient_missing", "true_class_once_per_sample"):
                     dW[:, y[i]] -= sign * X[i]
-    loss /= 1 if bug in ("sum_instead_of_mean", "loss_not_averaged") else n
-    dW /= 1 if bug in ("sum_instead_of_mean", "grad_not_averaged") else n
+        if bug == "true_class_once_per_sample" and active:
+            dW[:, y[i]] -= X[i]
+    loss /= {"sum_instead_of_mean": 1, "loss_not_averaged": 1,
+             "averaged_over_classes": n * (c - 1)}.get(bug, n)
+    dW /= {"sum_instead_of_mean": 1, "grad_not_averaged": 1,
+           "averaged_over_classes": n * (c - 1)}.get(bug, n)
     loss_reg = {"reg_loss_missing": 0, "reg_counted_twice": 2, "reg_loss_halved": 0.5}.get(bug, 1)
     grad_reg = {"reg_grad_missing": 0, "reg_grad_not_doubled": 1, "reg_counted_twice": 4}
-    return loss + loss_reg * reg * np.sum(W * W), dW + grad_reg.get(bug, 2) * reg * W
+    P = W[:-1] if bug == "reg_skips_a_row" else W  # (the bias row left out)
+    dW[:len(P)] += grad_reg.get(bug, 2) * reg * P
+    return loss + loss_reg * reg * np.sum(P * P), dW
 
 
 def svm_loss_naive(W, X, y, reg):
@@ -169,7 +183,7 @@ def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_siz
     n = X.shape[0]
     W, first_state, losses = W0, state, []
     order = rng.permutation(n)
-    for _ in range(epochs):
+    for _ in range(1 if bug == "epochs_missing" else epochs):
         if bug == "same_order_every_epoch":
             order = np.random.default_rng(seed).permutation(n)
         elif bug == "no_shuffle":
@@ -193,6 +207,8 @@ def _student_train(loss_fn, W0, X, y, step_fn, state, lr, reg, epochs, batch_siz
                 W, state = step_fn(W, dW, state, 1.0)
             else:
                 W, state = step_fn(W, dW, state, lr)
+            if bug == "history_after_step":  # a second evaluation, at the new weights
+                loss, _ = loss_fn(W, X[batch], labels, reg)
             epoch_losses.append(float(loss) + (1.0 if bug == "history_values" else 0.0))
         if bug == "history_per_epoch":
             losses.append(np.mean(epoch_losses))
@@ -334,9 +350,10 @@ def _in_place_restored_by_arithmetic(f, x, h=1e-5):
 SOFTMAX_BUGS = ("not_stabilised", "log_of_underflowed_p", "one_hot_not_subtracted",
                 "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
                 "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean",
-                "grad_not_averaged", "loss_not_averaged", "grad_sign")
+                "grad_not_averaged", "loss_not_averaged", "grad_sign", "reg_skips_a_row")
 SVM_BUGS = ("counts_true_class", "margin_sign", "margin_missing", "true_class_gradient_missing",
-            "true_class_counts_itself",
+            "true_class_counts_itself", "true_class_gradient_sign", "true_class_once_per_sample",
+            "averaged_over_classes", "reg_skips_a_row",
             "reg_grad_missing", "reg_grad_not_doubled", "reg_loss_missing",
             "reg_counted_twice", "reg_loss_halved", "sum_instead_of_mean", "grad_not_averaged",
             "loss_not_averaged", "grad_sign")
@@ -396,7 +413,7 @@ BUGGY = [
 TRAIN_BUGS = ("weights_not_updated", "state_not_carried", "labels_misaligned", "no_shuffle",
               "same_order_every_epoch", "samples_skipped", "with_replacement", "full_batch",
               "lr_not_passed", "history_per_epoch", "history_values", "not_reproducible",
-              "seed_ignored")
+              "seed_ignored", "history_after_step", "epochs_missing")
 
 
 # --------------------------------------------------------------------------- tests
@@ -479,6 +496,55 @@ def test_train_diagnoses_name_the_mistake_without_dictating_the_loop():
     for mistake in get_exercise("train").mistakes:
         for line_of_code in ("= step_fn(", "perm[", "range(0, N"):
             assert line_of_code not in mistake.message, mistake.id
+
+
+# The gradients of notebook 07 as its master writes them (LaTeX in the model answers, numpy in
+# the solutions), in the normal form of _formula_text: the students derive these.
+GRADIENT_FORMS = (
+    "X^T(P-Y)",               # the softmax's dW over the batch
+    "x_i^T(p_i-y_i)",         # ... and for one sample
+    "p_{ij}-[j=y_i]",         # ... entry by entry
+    "2regW",                  # the penalty's part, in LaTeX (2 lambda W) and in code
+    "X^TG",                   # the SVM's dW over the batch
+    "[m_{ij}>0]",             # the indicator that builds G
+    "G_{iy_i}=-\\sum",        # the true class's entry of G
+    "=-G.sum(axis=1)",        # ... in code
+    "onceperviolatedmargin",  # ... in words
+)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _formula_text(text: str) -> str:
+    """LaTeX, numpy and plain-text formulas in one form: no spaces, no typesetting, no
+    multiplication signs, the transpose as ^T and lambda as reg."""
+    for latex in ("\\mathbf", "\\bigl", "\\bigr", "\\Bigl", "\\Bigr", "\\left", "\\right",
+                  "\\,", "\\;", "$"):
+        text = text.replace(latex, "")
+    text = text.replace("\\top", "T").replace("\\lambda", "reg").replace("*", "")
+    return re.sub(r"\s+", "", text)
+
+
+def _notebook_07(folder: str) -> str:
+    """The text of notebook 07 in ``folder`` (solutions or course): every cell and its id."""
+    path = ROOT / folder / "07-linear-classifiers" / "07-linear-classifiers.ipynb"
+    cells = json.loads(path.read_text("utf-8"))["cells"]
+    return "\n".join(c.get("id", "") + "\n" + "".join(c["source"]) for c in cells)
+
+
+def test_what_students_read_leaves_the_gradients_to_derive():
+    master = _formula_text(_notebook_07("solutions"))
+    assert [f for f in GRADIENT_FORMS if f not in master] == []  # the forms are the master's
+    documents = [ROOT / "course" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    read = {"the release": _notebook_07("course"),
+            **{p.relative_to(ROOT).as_posix(): p.read_text("utf-8") for p in documents}}
+    for name in ("softmax_loss_naive", "softmax_loss_vectorized", "svm_loss_naive",
+                 "svm_loss_vectorized", "numerical_gradient"):
+        exercise = get_exercise(name)
+        read[f"the diagnoses of {name}"] = "\n".join(
+            [m.message for m in exercise.mistakes] + [exercise.modified_advice or ""])
+    found = [(where, form) for where, text in read.items() for form in GRADIENT_FORMS
+             if form in _formula_text(text)]
+    assert found == []
 
 
 def test_train_check_names_the_functions_it_needs():

@@ -237,6 +237,8 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement_either_way():
                _record("test_f", 3.0)]
     # a cell the kernel never reached says nothing about the answer: no disagreement
     records[6].message = "not run: execution stopped before this cell"
+    records[2].message = ("Traceback (most recent call last):\n"
+                          "NameError: name 'c_vectorized' is not defined")
     verified = {
         "test_a": VerifiedScore("test_a", True, "a: 13/13 cases passed"),
         "test_b": VerifiedScore("test_b", False, "b: 0/13 cases passed; case 1 failed.\nmore",
@@ -263,7 +265,9 @@ def test_reconcile_takes_the_verified_score_and_flags_disagreement_either_way():
         # failed in the kernel, passed outside it: the kernel ran other code, or code that
         # behaves otherwise there
         Problem("tampering-suspected", "test_c: the notebook's test gave 0/3, "
-                "verification outside the kernel 3: c: 14/14 cases passed"),
+                "verification outside the kernel 3: c: 14/14 cases passed; the notebook's "
+                "test failed with: NameError: name 'c_vectorized' is not defined (a name "
+                "defined only in a later cell?)"),
         Problem("verification-failed", "test_d: timeout: the solution code ran "
                 "past the time limit"),
         Problem("tampering-suspected", "test_d: the notebook's test gave 2/2, "

@@ -131,3 +131,23 @@ def test_a_missing_helper_is_reported_by_name(books):
 def test_the_scan_flags_naive_functions_without_loops(source, details):
     found = [f for f in scan_source(source, "cell") if f.pattern == "naive-without-loop"]
     assert [f.detail for f in found] == details
+
+
+@pytest.mark.parametrize(("source", "details"), [
+    ("def f_vectorized(W, X, y):\n    loss = 0.0\n    for i in range(len(y)):\n"
+     "        loss += W[i]\n    return loss", ["f_vectorized loops (a for loop, line 3)"]),
+    ("def f_vectorized(W):\n    return np.array([w * 2 for w in W])",
+     ["f_vectorized loops (a list comprehension, line 2)"]),
+    ("def f_vectorized(W):\n    i = 0\n    while i < 3:\n        i += 1\n    return W",
+     ["f_vectorized loops (a while loop, line 3)"]),
+    ("def f_vectorized(W):\n    return np.apply_along_axis(sum, 1, W)",
+     ["f_vectorized loops (np.apply_along_axis, line 2)"]),
+    ("def f_vectorized(W):\n    g = np.vectorize(lambda w: w)\n    return g(W)",
+     ["f_vectorized loops (np.vectorize, line 2)"]),
+    ("def f_vectorized(W, X):\n    S = X @ W\n    return S.max(axis=1)", []),
+    ("def f_naive(W):\n    for w in W:\n        pass\n    return W", []),
+    ("def f_vectorized(W):\n    # YOUR CODE HERE\n    raise NotImplementedError()", []),
+])
+def test_the_scan_flags_vectorized_functions_that_loop(source, details):
+    found = [f for f in scan_source(source, "cell") if f.pattern == "vectorized-with-loop"]
+    assert [f.detail for f in found] == details

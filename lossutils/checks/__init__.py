@@ -38,6 +38,7 @@ from ._core import (
     resolve_seed,
     run_check,
 )
+from ._derivation import Unshipped
 from ._given import GivenFunction, StudentFunction
 from ._plain import from_plain, to_plain
 
@@ -54,6 +55,7 @@ __all__ = [
     "Mistake",
     "Outcome",
     "StudentFunction",
+    "Unshipped",
     "Uses",
     "Verdict",
     "assess",

@@ -78,22 +78,29 @@ def _svm_reference(W, X, y, reg):
 
 
 def _model(kind, *, data=None, loss_reg=1.0, grad_reg=2.0, loss_scale="mean",
-           grad_scale="mean", grad_sign=1.0):
+           grad_scale="mean", grad_sign=1.0, reg_rows="all"):
     """A loss-and-gradient with one mistake switched on (models of the catalogue).
 
     ``data(s, y) -> (losses, ds)`` replaces the data term; the regularisation is
-    ``loss_reg * reg * sum W^2`` in the loss and ``grad_reg * reg * W`` in the gradient;
-    ``*_scale`` is "mean" or "sum" over the batch.
+    ``loss_reg * reg * sum W^2`` in the loss and ``grad_reg * reg * W`` in the gradient
+    (over every row of W, or with ``reg_rows="no-last"`` without its last row, the bias's
+    in the notebook); ``*_scale`` is "mean" or "sum" over the batch, or "classes" (the loss
+    divided by N (C - 1)).
     """
 
     def model(W, X, y, reg):
         W64, X64 = np.asarray(W, np.float64), np.asarray(X, np.float64)
         s = X64 @ W64
         losses, ds = (data or functools.partial(_data_part, kind))(s, np.asarray(y))
-        n = len(y)
-        loss = losses.sum() / (n if loss_scale == "mean" else 1)
-        grad = grad_sign * (X64.T @ ds) / (n if grad_scale == "mean" else 1)
-        return loss + loss_reg * reg * np.sum(W64 * W64), grad + grad_reg * reg * W64
+        n, c = len(y), W64.shape[1]
+        scale = {"mean": n, "sum": 1, "classes": n * (c - 1)}
+        loss = losses.sum() / scale[loss_scale]
+        grad = grad_sign * (X64.T @ ds) / scale[grad_scale]
+        penalised = W64.copy()
+        if reg_rows == "no-last":
+            penalised[-1] = 0
+        return (loss + loss_reg * reg * np.sum(penalised * penalised),
+                grad + grad_reg * reg * penalised)
 
     return model
 
@@ -149,6 +156,23 @@ def _svm_variant(*, margin=1.0, sign=1.0, true_class=False, true_grad=True,
     return data
 
 
+def _svm_true_class_once(s, y):
+    """The true class's column gets -1 per sample with any active margin, not minus their
+    number."""
+    losses, active = _data_part("svm", s, y)
+    rows = np.arange(len(y))
+    active[rows, y] = -(active[rows, y] < 0).astype(np.float64)
+    return losses, active
+
+
+def _svm_true_class_sign(s, y):
+    """The true class's column gets plus the number of active margins."""
+    losses, active = _data_part("svm", s, y)
+    rows = np.arange(len(y))
+    active[rows, y] = -active[rows, y]
+    return losses, active
+
+
 def _svm_counts_itself(s, y):
     """The true class's column counts its own always-active term (margin 1) too."""
     losses, active = _data_part("svm", s, y)
@@ -164,25 +188,25 @@ def _reg_mistakes(kind):
     return (
         Mistake(
             "reg_grad_missing",
-            "the regularisation is missing from dW: reg * sum(W**2) adds 2 * reg * W to the "
-            "gradient.",
+            "the regularisation is missing from dW: the penalty depends on W, so its "
+            "derivative is part of the gradient too.",
             models=(_model(kind, grad_reg=0.0),),
         ),
         Mistake(
             "reg_grad_not_doubled",
-            "the gradient of reg * sum(W**2) is 2 * reg * W, not reg * W (the 2 comes down "
-            "from the square; the loss here has no 1/2 in front).",
+            "the penalty's part of dW is half of its derivative: the penalty here is "
+            "reg * sum(W**2), with no 1/2 in front to cancel anything.",
             models=(_model(kind, grad_reg=1.0), _model(kind, grad_reg=1.0, loss_reg=0.5)),
         ),
         Mistake(
             "reg_loss_missing",
-            "the loss is missing its regularisation term: add reg * np.sum(W * W).",
+            "the loss is missing its penalty term, reg * sum(W**2).",
             models=(_model(kind, loss_reg=0.0), _model(kind, loss_reg=0.0, grad_reg=0.0)),
         ),
         Mistake(
             "reg_counted_twice",
-            "the regularisation is counted twice: the loss has reg * sum(W**2) once and its "
-            "gradient 2 * reg * W once (add them after the loop over samples, not in it).",
+            "the regularisation is counted twice: the penalty enters the loss once, and its "
+            "derivative enters dW once, after the loop over the samples, not in it.",
             models=(_model(kind, loss_reg=2.0, grad_reg=4.0), _model(kind, grad_reg=4.0),
                     _model(kind, loss_reg=2.0)),
         ),
@@ -190,6 +214,12 @@ def _reg_mistakes(kind):
             "reg_loss_halved",
             "the penalty in the loss is reg * sum(W**2), with no 1/2 in front.",
             models=(_model(kind, loss_reg=0.5),),
+        ),
+        Mistake(
+            "reg_skips_a_row",
+            "the penalty leaves out the last row of W (the bias's): reg * sum(W**2) sums "
+            "over every entry of W, and so does its derivative.",
+            models=(_model(kind, reg_rows="no-last"),),
         ),
     )
 
@@ -234,7 +264,7 @@ _SOFTMAX_MISTAKES = (
     Mistake(
         "log_of_underflowed_p",
         "p_y underflowed to 0 for a very wrong class, and log(0) = -inf: compute log p_y "
-        "directly, s_y - max(s) - log(sum(exp(s - max(s)))), instead of the log of p.",
+        "from the shifted scores with the log-sum-exp (notebook 03), not as the log of p.",
         models=(_model("softmax", data=_softmax_log_of_p),),
     ),
     Mistake(
@@ -245,8 +275,9 @@ _SOFTMAX_MISTAKES = (
     ),
     Mistake(
         "one_hot_not_subtracted",
-        "the gradient of -log p_y with respect to the scores is p - one_hot(y): subtract 1 "
-        "at the true class.",
+        "dW lacks the label's part: the true class's score enters -log p_y twice, through "
+        "the normaliser like every score and once on its own, and your gradient has only "
+        "the normaliser's share.",
         models=(_model("softmax", data=_softmax_no_one_hot),),
     ),
     *_reg_mistakes("softmax"),
@@ -275,14 +306,33 @@ _SVM_MISTAKES = (
     ),
     Mistake(
         "true_class_gradient_missing",
-        "each violated margin also pulls on the true class: subtract x_i from column y_i "
-        "once per wrong class j with s_j - s_y + 1 > 0.",
+        "the true class's column of dW gets nothing from the hinge terms, yet the true "
+        "score s_y is in every one of them (with a minus sign).",
         models=(_model("svm", data=_svm_variant(true_grad=False)),),
     ),
     Mistake(
+        "true_class_gradient_sign",
+        "the true class's column of dW has the wrong sign: s_y enters each active hinge "
+        "term with a minus sign.",
+        models=(_model("svm", data=_svm_true_class_sign),),
+    ),
+    Mistake(
+        "true_class_once_per_sample",
+        "the true class's column of dW gets one term per sample, however many wrong classes "
+        "are within the margin: s_y is in every active hinge term, so count each of them.",
+        models=(_model("svm", data=_svm_true_class_once),),
+    ),
+    Mistake(
+        "averaged_over_classes",
+        "the loss is divided by the number of wrong classes too: the hinge terms of a sample "
+        "are summed over j, and only the batch is averaged.",
+        models=(_model("svm", loss_scale="classes", grad_scale="classes"),
+                _model("svm", loss_scale="classes")),
+    ),
+    Mistake(
         "true_class_counts_itself",
-        "column y_i collects -x_i once per wrong class j != y_i with a positive margin; your "
-        "count includes j = y_i too, whose own margin s_y - s_y + 1 = 1 is always positive.",
+        "the true class's column counts one term too many per sample: the sum skips j = y_i, "
+        "so that term (whose margin would always be 1) contributes nothing to dW either.",
         models=(_model("svm", data=_svm_counts_itself),),
     ),
     *_reg_mistakes("svm"),
@@ -608,7 +658,7 @@ register(
             Mistake(
                 "rows_not_elements",
                 "you perturbed a whole row x[i] at once; perturb one element at a time, "
-                "e.g. for i in np.ndindex(x.shape).",
+                "whatever the number of axes of x.",
                 models=(_rows,),
             ),
             Mistake(
@@ -866,6 +916,10 @@ class TrainExercise(Exercise):
             return self._fail(f"every step used all {n} samples: use mini-batches of "
                               f"batch_size = {b}.", mistake="full_batch")
         counts = uses.sum(axis=1)
+        if (counts == counts[0]).all() and 0 < counts[0] < epochs:
+            return self._fail(f"every sample was used {counts[0]} times in what should be "
+                              f"{epochs} epochs: train for the number of epochs you are given.",
+                              mistake="epochs_missing")
         if (counts < epochs).any() and (counts <= epochs).all():
             return self._fail(
                 f"some samples were used fewer than {epochs} times in {epochs} epochs "
@@ -900,7 +954,13 @@ class TrainExercise(Exercise):
         if history.shape != (steps,):
             return self._fail(f"history has {history.shape[0]} entries; expected one per "
                               f"step, {steps}.", mistake=self._history_mistake(case, history))
-        want = uses[:, :steps].T @ np.arange(1, n + 1) + hyper["reg"]
+        # the probe loss adds 1000 per step the weights record already: 1000 s before step s
+        want = uses[:, :steps].T @ np.arange(1, n + 1) + hyper["reg"] + 1000.0 * np.arange(steps)
+        if close(history, want + 1000.0, np.float64):
+            return self._fail("history[s] holds the loss at the weights after step s: record "
+                              "the loss that loss_fn returned for the step's batch, before "
+                              "step_fn moved the weights (one loss_fn call per step).",
+                              mistake="history_after_step")
         if not close(history, want, np.float64):
             return self._fail("history[s] must be the loss that loss_fn returned at step s "
                               f"(with reg = {hyper['reg']}).\n{expected_got(want, history)}",
@@ -956,6 +1016,11 @@ register(
                     "epoch."),
             Mistake("history_values",
                     "append the loss that loss_fn returned for the batch of that step."),
+            Mistake("history_after_step",
+                    "record the loss loss_fn returned before the step, not a second evaluation "
+                    "after it."),
+            Mistake("epochs_missing",
+                    "loop over all the epochs you are given: for epoch in range(epochs)."),
             Mistake("low_accuracy",
                     "train ran with your loss_fn and step_fn: check that their own checks pass "
                     "(the gradient's sign and scale) and that W follows the steps."),

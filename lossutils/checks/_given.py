@@ -54,13 +54,16 @@ def _probe_loss(W, X_batch, y_batch, reg, *, labels) -> tuple:
     Sample ``i`` of the probe's data set is the one-hot row ``e_i`` with label
     ``labels[i]``. The gradient's first column counts the samples of the batch: 1 for a
     sample given with its own label, 100 for one given with another sample's label. The
-    loss is the sum of (i + 1) over the batch, plus ``reg``, so the history can be checked.
+    loss is the sum of (i + 1) over the batch, plus ``reg``, plus 1000 for every step the
+    weights record already (a column of ``W`` that ``_probe_step`` wrote), so the history
+    can be checked: entry s is the loss at the weights before step s.
     """
     ids = np.argmax(_float64(X_batch), axis=1)
     paired = np.asarray(y_batch) == labels[ids]
     grad = np.zeros(np.shape(W), dtype=np.asarray(W).dtype)
     np.add.at(grad[:, 0], ids, np.where(paired, 1.0, 100.0).astype(grad.dtype))
-    return float(np.sum(ids + 1) + reg), grad
+    steps_done = int(np.count_nonzero(np.any(_float64(W) != 0, axis=0)))
+    return float(np.sum(ids + 1) + reg + 1000 * steps_done), grad
 
 
 def _probe_step(w, grad, state, lr) -> tuple:

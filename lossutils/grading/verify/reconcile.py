@@ -70,6 +70,13 @@ def reconcile(records: list[CellRecord], verified: Mapping[str, VerifiedScore]) 
         if (kernel > record.score and not budget_ran_out) \
                 or (kernel < record.score and judged):
             reason = score.error or (score.message.splitlines() or ["failed"])[0]
+            if kernel < record.score:
+                # what the kernel said: a NameError may be a function defined in a later
+                # cell (an honest notebook that runs out of order), not a forgery
+                said = (record.message or "").strip().splitlines()
+                reason += f"; the notebook's test failed with: {said[-1] if said else '?'}"
+                if "NameError" in reason:
+                    reason += " (a name defined only in a later cell?)"
             problems.append(Problem("tampering-suspected", (
                 f"{record.grade_id}: the notebook's test gave {kernel:g}/"
                 f"{record.max_score:g}, verification outside the kernel "

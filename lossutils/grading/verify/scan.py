@@ -51,6 +51,9 @@ PATTERNS = {
     "naive-without-loop": "a *_naive function (the exercise asks for explicit loops) has no "
                           "loop of its own or calls its vectorised version, or a *_vectorized "
                           "function calls the naive one",
+    "vectorized-with-loop": "a *_vectorized function (the exercise asks for no Python loop) "
+                            "loops (for, while, a comprehension, np.vectorize, "
+                            "np.apply_along_axis)",
 }
 
 _MODULE_PATTERNS = {
@@ -351,13 +354,17 @@ _LOOPS = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictC
 
 
 def _naive_and_vectorized(tree, cell: str) -> list[Finding]:
-    """A ``<name>_naive`` must loop by itself; it and ``<name>_vectorized`` must not share code.
+    """A ``<name>_naive`` must loop by itself, a ``<name>_vectorized`` must not loop at all, and
+    neither may call the other.
 
     Examples
     --------
     >>> source = "def f_naive(W, X):\\n    return f_vectorized(W, X)"
     >>> [(f.pattern, f.detail) for f in _naive_and_vectorized(ast.parse(source), "f_naive")]
     [('naive-without-loop', 'f_naive has no loop; f_naive calls f_vectorized')]
+    >>> source = "def f_vectorized(W, X):\\n    return sum(W[i] for i in range(3))"
+    >>> [(f.pattern, f.detail) for f in _naive_and_vectorized(ast.parse(source), "f")]
+    [('vectorized-with-loop', 'f_vectorized loops (a generator expression, line 2)')]
     """
     findings = []
     for node in tree.body:
@@ -381,7 +388,33 @@ def _naive_and_vectorized(tree, cell: str) -> list[Finding]:
         if problems:
             findings.append(Finding(cell, node.lineno, "naive-without-loop",
                                     "; ".join(problems)))
+        if style == "vectorized" and answers:
+            loop = _first_loop(node)
+            if loop is not None:
+                what, line = loop
+                findings.append(Finding(cell, line, "vectorized-with-loop",
+                                        f"{node.name} loops ({what}, line {line})"))
     return findings
+
+
+_LOOP_NAMES = {ast.For: "a for loop", ast.AsyncFor: "a for loop", ast.While: "a while loop",
+               ast.ListComp: "a list comprehension", ast.SetComp: "a set comprehension",
+               ast.DictComp: "a dict comprehension", ast.GeneratorExp: "a generator expression"}
+# numpy's helpers that loop in Python behind a vectorised look
+_LOOPING_CALLS = ("vectorize", "apply_along_axis", "apply_over_axes", "frompyfunc")
+
+
+def _first_loop(function) -> tuple[str, int] | None:
+    """What the first loop in ``function``'s body is, and its line, or None."""
+    for node in sorted(ast.walk(function), key=lambda n: getattr(n, "lineno", 0)):
+        if isinstance(node, _LOOPS):
+            return _LOOP_NAMES[type(node)], node.lineno
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _LOOPING_CALLS:
+                return f"np.{name}", node.lineno
+    return None
 
 
 def scan_notebook(nb: Mapping, solution_ids: Iterable[str] | None = None) -> list[Finding]:

@@ -260,8 +260,7 @@ def _rebuild_and_check(exercise: str, value: dict, given: list, hidden: bool,
 
 def _rebuilt(data: dict):
     """A value :func:`fetch_values` checked, as the step's judge takes it."""
-    from lossutils.checks import from_plain
-    from lossutils.checks._derivation import Unshipped
+    from lossutils.checks import Unshipped, from_plain
 
     from ._runner import SympyTooComplex, decode_sympy
 
