@@ -924,11 +924,7 @@ def _bound(source: str) -> set:
     return names
 
 
-@pytest.mark.parametrize("notebook", [
-    pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, reason="03 binds k, y and z both as data or loop variables and as SymPy "
-        "symbols")) if n.startswith("03") else n
-    for n in sorted({get_exercise(n).notebook for n in STEPS})])
+@pytest.mark.parametrize("notebook", sorted({get_exercise(n).notebook for n in STEPS}))
 def test_no_cell_rebinds_a_derivation_symbol_or_step(notebook):
     # Re-running a check (or an earlier section) after a later cell rebound its name fails
     # in a way the student cannot read: "svm_objective is a function", or a numpy section
