@@ -692,7 +692,6 @@ class DerivationStep(Exercise):
     def _root_matches(self, previous, got, points, rule, budget, given) -> bool:
         from ._symeval import evaluate
 
-        ns = self.derivation.ns
         positive = self.derivation.symbols.scalars.get(rule.param, {}).get("positive")
         for group, values in zip(points, got, strict=True):
             value = values[0]
