@@ -58,8 +58,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Test files run in parallel, one worker process per core, at most 4 (each grading test runs
+# workers of its own); `make test TEST_WORKERS=0` runs them in this process, one at a time.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
+
 test: setup lint system-packages
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest tests lossutils -m "not notebooks and not grading"

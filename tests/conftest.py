@@ -177,13 +177,12 @@ _NEEDS = {
     "needs_root": ("root-grader", _root_problem),
     "needs_chromium": ("browser", _chromium_problem),
 }
-_not_run = pytest.StashKey[dict]()
-_unsandboxed = pytest.StashKey[list]()
-
-
-def pytest_configure(config):
-    config.stash[_not_run] = {}  # marker -> (reason, ids of the tests skipped)
-    config.stash[_unsandboxed] = []
+# What a test's reports carry to the process that writes the summary (with pytest-xdist, the
+# controller: the tests run in worker processes), and what that process gathers from them.
+_SKIPPED_FOR = "lossutils-not-run"  # (the marker whose tool is missing, the reason)
+_UNSANDBOXED = "lossutils-unsandboxed"
+_not_run: dict[str, tuple[str, list[str]]] = {}  # marker -> (reason, ids of the tests skipped)
+_unsandboxed: set[str] = set()  # ids of the grading tests that ran without the sandbox
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -194,8 +193,20 @@ def pytest_runtest_setup(item):
             continue
         reason = problem()
         if reason is not None:
-            item.config.stash[_not_run].setdefault(marker, (reason, []))[1].append(item.nodeid)
+            item.user_properties.append((_SKIPPED_FOR, (marker, reason)))
             pytest.skip(reason)
+
+
+def pytest_runtest_logreport(report):
+    # Called where the summary is written, for the reports of every process.
+    if report.when != "setup":
+        return
+    properties = dict(report.user_properties)
+    if _SKIPPED_FOR in properties and report.skipped:
+        marker, reason = properties[_SKIPPED_FOR]
+        _not_run.setdefault(marker, (reason, []))[1].append(report.nodeid)
+    if _UNSANDBOXED in properties:
+        _unsandboxed.add(report.nodeid)
 
 
 @pytest.fixture(scope="session")
@@ -213,7 +224,7 @@ def unsandboxed_flag(sandboxed: bool) -> list[str]:
 @pytest.fixture(autouse=True)
 def _count_unsandboxed(request):
     if "sandboxed" in request.fixturenames and _sandbox_problem() is not None:
-        request.config.stash[_unsandboxed].append(request.node.nodeid)
+        request.node.user_properties.append((_UNSANDBOXED, True))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -239,7 +250,7 @@ def _not_run_line(not_run: dict, unsandboxed: int) -> str | None:
 def pytest_terminal_summary(terminalreporter, config):
     # Outermost wrapper: the line comes after pytest's own summary, just before the totals.
     result = yield
-    line = _not_run_line(config.stash[_not_run], len(config.stash[_unsandboxed]))
+    line = _not_run_line(_not_run, len(_unsandboxed))
     if line is not None:
         terminalreporter.write_line(line, yellow=True, bold=True)
     return result

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 SANDBOX_TEST = "tests/test_sandbox.py::test_output_is_capped_by_the_reader"  # needs_bwrap
@@ -32,8 +34,12 @@ def _pytest(*args: str, path: str) -> subprocess.CompletedProcess:
                           text=True, check=False)
 
 
-def test_a_machine_without_bubblewrap_gets_one_line_naming_what_did_not_run(tmp_path):
-    done = _pytest(SANDBOX_TEST, GRADING_TEST, path=_path_without_bwrap(tmp_path / "bin"))
+# `make test` runs the tests in worker processes (pytest-xdist): the line gathers what they
+# report, there and in a plain run alike.
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_machine_without_bubblewrap_gets_one_line_naming_what_did_not_run(tmp_path, workers):
+    done = _pytest(*workers, SANDBOX_TEST, GRADING_TEST,
+                   path=_path_without_bwrap(tmp_path / "bin"))
     assert done.returncode == 0, done.stdout
     *_, line, totals = done.stdout.splitlines()
     assert line == ("not run: 1 sandbox test (bubblewrap missing: apt-get install bubblewrap, "
