@@ -7,6 +7,7 @@ seed) and judges what the student's function returned, all in the trusted proces
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -242,9 +243,23 @@ def _judge_step(runner: Runner, call, seed: int | None, seconds: float):
     kernel's check judges it, in a limited child process like any symbolic answer."""
     given = [name for role, name in call.uses if role == "given"]
     values = fetch_values(runner, [call.function, *given])
+    _load_the_judge()
     return run_limited(_rebuild_and_check, call.exercise, values[call.function],
                        [values[name] for name in given], call.hidden, seed,
                        seconds=seconds, memory_bytes=JUDGE_MEMORY_BYTES)
+
+
+@functools.cache
+def _load_the_judge() -> None:
+    """Import SymPy and the steps' judge in this worker, once: each limited child is forked
+    from it and would otherwise import them again, a second or so per step."""
+    import sympy  # noqa: F401
+
+    from lossutils.checks import run_check
+
+    from ._runner import decode_sympy  # noqa: F401
+
+    run_check  # noqa: B018  (imported for its modules, not called here)
 
 
 def _rebuild_and_check(exercise: str, value: dict, given: list, hidden: bool,
