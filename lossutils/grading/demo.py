@@ -111,15 +111,16 @@ def run_demo(
     )
     rows = compare(manifest, summary["results"])
     width = max(len(r["student"]) for r in rows)
+    aw = max([len("assignment"), *(len(r["assignment"]) for r in rows)])
     stream.write(
-        f"\n{'student':<{width}}  {'assignment':<18} {'score':>11}  {'expected':>8}  "
+        f"\n{'student':<{width}}  {'assignment':<{aw}} {'score':>11}  {'expected':>8}  "
         f"{'status':<19} {'expected':<19}\n"
     )
     for r in rows:
         got = "-" if r["got_score"] is None else f"{r['got_score']:g}/{r['max_score']:g}"
         mark = "" if r["ok"] else "  <-- differs"
         stream.write(
-            f"{r['student']:<{width}}  {r['assignment']:<18} {got:>11}  "
+            f"{r['student']:<{width}}  {r['assignment']:<{aw}} {got:>11}  "
             f"{r['score']:>8g}  {r['got_status']:<19} {r['status']:<19}{mark}\n"
         )
     bad = [r for r in rows if not r["ok"]]
