@@ -72,7 +72,7 @@ def _answered(release: dict, master: dict, override: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, sandboxed):
     from lossutils.grading.run import grade
 
     base = tmp_path_factory.mktemp("derivations")
@@ -92,7 +92,7 @@ def graded(tmp_path_factory):
             expected[student, assignment] = score
     # The limit only bounds a broken run: no cell here comes near it.
     summary = grade(str(base / "submitted"), str(base / "out"), source=str(ROOT / "solutions"),
-                    workers=2, timeout=120, seed=11, progress=None)
+                    workers=2, timeout=120, seed=11, sandbox=sandboxed, progress=None)
     return summary, expected
 
 
