@@ -74,8 +74,9 @@ def reconcile(records: list[CellRecord], verified: Mapping[str, VerifiedScore]) 
                 # what the kernel said: a NameError may be a function defined in a later
                 # cell (an honest notebook that runs out of order), not a forgery
                 said = (record.message or "").strip().splitlines()
-                reason += f"; the notebook's test failed with: {said[-1] if said else '?'}"
-                if "NameError" in reason:
+                error = said[-1] if said else "?"
+                reason += f"; the notebook's test failed with: {error}"
+                if error.startswith("NameError"):
                     reason += " (a name defined only in a later cell?)"
             problems.append(Problem("tampering-suspected", (
                 f"{record.grade_id}: the notebook's test gave {kernel:g}/"

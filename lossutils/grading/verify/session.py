@@ -255,11 +255,9 @@ def _load_the_judge() -> None:
     from it and would otherwise import them again, a second or so per step."""
     import sympy  # noqa: F401
 
-    from lossutils.checks import run_check
+    import lossutils.checks  # noqa: F401
 
-    from ._runner import decode_sympy  # noqa: F401
-
-    run_check  # noqa: B018  (imported for its modules, not called here)
+    from . import _runner  # noqa: F401  (decode_sympy)
 
 
 def _rebuild_and_check(exercise: str, value: dict, given: list, hidden: bool,
